@@ -1,0 +1,206 @@
+"""Every tunable of llmhost, typed, documented and validated in one place.
+
+Pure logic: no pyinfra import. deploy.py hands ``Settings.defaults()`` to pyinfra as ``data_defaults``;
+inventory / group data override any field by its name; ``Settings.from_host_data`` validates the merged
+values before any operation is generated, so bad input stops the run before anything touches a host.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SettingsError(ValueError):
+    """Bad inventory input. The message names the setting and the fix."""
+
+
+# Keys that belong to pyinfra itself (connector data, global arguments), never to llmhost.
+PYINFRA_KEY_PREFIXES = ("_", "ssh_", "local_", "docker_", "dockerssh_", "podman_", "chroot_", "winrm_", "vagrant_")
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+REPO_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class Settings(BaseModel):
+    """llmhost settings. Each field: type, default, and what it does (the README table is generated from this)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- host -------------------------------------------------------------------------------------------
+    gpu_host: bool = Field(True, description="False: the host has no NVIDIA GPU (the disposable test host). "
+                           "Driver, CUDA and container-toolkit steps are reported as skipped; vLLM needs "
+                           "vllm_exec_start_override (a stand-in) to run.")
+    gpu_card: str | None = Field(None, description="Declared card from the planner's table (e.g. 'rtx-3060-12gb'), "
+                                 "used while no driver reports the card.")
+    gpu_memory_mib: int | None = Field(None, gt=0, description="Declared CUDA-visible GPU memory in MiB (overrides "
+                                       "gpu_card's). Must agree with nvidia-smi when a driver is present.")
+    allow_os: list[str] = Field(["ubuntu 22.04", "ubuntu 24.04", "debian 12"],
+                                description="Supported '<id> <version_id>' pairs; Debian 12 is the GPU-less test host.")
+    min_free_disk_gib: float = Field(10.0, ge=0, description="Free disk needed under data_root beyond the weights.")
+    min_ram_gib: float = Field(1.5, ge=0, description="Minimum RAM of the host.")
+    install_root: str = Field("/opt/llmhost", description="Where venvs and tools live.")
+    data_root: str = Field("/var/lib/llmhost", description="Where weights and Open WebUI data live (never deleted).")
+    config_root: str = Field("/etc/llmhost", description="Root-only secrets and environment files.")
+    http_proxy: str | None = Field(None, description="Proxy for apt/pip/uv/huggingface downloads on the host.")
+    pip_index_url: str | None = Field(None, description="Python package index for the host's venvs (default PyPI).")
+    pip_find_links: list[str] = Field([], description="Extra local wheel directories on the host (e.g. a CPU torch).")
+    uv_version: str = Field("0.9.5", description="uv used on the host to build venvs and fetch Pythons.")
+    hub_tools_requirements: list[str] = Field(["huggingface_hub==0.26.0"],
+                                              description="Requirements of the small weights-fetcher venv.")
+
+    # --- NVIDIA driver / CUDA / container toolkit --------------------------------------------------------
+    nvidia_driver_branch: int = Field(580, ge=470, description="Driver branch; 580 is the long-term branch.")
+    nvidia_driver_flavour: Literal["auto", "open", "proprietary"] = Field(
+        "auto", description="Kernel module flavour; auto = open for Turing (sm_75) and newer.")
+    nvidia_reboot: bool = Field(True, description="Reboot when the driver package changed and the loaded module differs.")
+    cuda_version: str = Field("12.1", description="CUDA toolkit major.minor ('none' skips the toolkit).")
+    cuda_runfile_url: str = Field(
+        "https://developer.download.nvidia.com/compute/cuda/12.1.1/local_installers/cuda_12.1.1_530.30.02_linux.run",
+        description="Runfile used on Ubuntu 24.04 (no 12.1 debs there).")
+    cuda_runfile_sha256: str | None = Field(None, description="sha256 of the runfile; required to install it on 24.04.")
+    container_toolkit_version: str | None = Field(
+        None, description="Pin for the four nvidia-container-toolkit packages (e.g. '1.17.8-1'); None = newest, held.")
+
+    # --- model weights -----------------------------------------------------------------------------------
+    model_repo: str = Field("astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", description="Hugging Face repo id.")
+    model_revision: str = Field("ee9e2f9003ae49425a29e73a29b59dffc8870a83",
+                                description="Pinned 40-hex commit of model_repo.")
+    hf_endpoint: str = Field("https://huggingface.co", description="Hub or mirror (HF_ENDPOINT).")
+    hf_token_env: str = Field("HF_TOKEN", description="Controller environment variable holding the HF token "
+                              "(gated repos); written only to a root-only file on the host.")
+
+    # --- vLLM ----------------------------------------------------------------------------------------------
+    vllm_version: str = Field("0.6.3.post1", description="vLLM pin; its CUDA runtime must suit the driver branch.")
+    vllm_python: str = Field("3.11", description="Python for the vLLM venv (uv fetches it if the host lacks it).")
+    vllm_host: str = Field("127.0.0.1", description="vLLM bind address (loopback by default).")
+    vllm_port: int = Field(8000, ge=1, le=65535, description="vLLM port.")
+    vllm_served_model_name: str | None = Field(None, description="Name clients see; default: model_repo.")
+    vllm_max_model_len: int | None = Field(None, gt=0, description="Override the planner's context length.")
+    vllm_gpu_memory_utilization: float | None = Field(None, description="Override the planner's (0, 1] fraction.")
+    vllm_max_num_seqs: int | None = Field(None, gt=0, description="Override the planner's sequence bound.")
+    vllm_reserved_mib: int = Field(0, ge=0, description="GPU memory kept free for a desktop on the same card.")
+    vllm_min_concurrency: float = Field(2.0, gt=0, description="Full-length sequences the KV cache must hold.")
+    vllm_exec_start_override: str | None = Field(
+        None, description="TEST ONLY: ExecStart for a GPU-less host (an OpenAI-compatible stand-in).")
+
+    # --- Open WebUI -----------------------------------------------------------------------------------------
+    openwebui_version: str = Field("0.12.4", description="Open WebUI pin.")
+    openwebui_python: str = Field("3.11", description="Python for Open WebUI (needs >=3.11,<3.13).")
+    openwebui_host: str = Field("0.0.0.0", description="Bind address; a warning is printed when not loopback.")
+    openwebui_port: int = Field(8080, ge=1, le=65535, description="Open WebUI port.")
+    openwebui_enable_signup: bool = Field(False, description="Allow sign-ups after the first admin.")
+    openwebui_extra_requirements: list[str] = Field(
+        [], description="Extra pins installed with Open WebUI (e.g. a CPU torch from pip_find_links).")
+
+    # --- verify --------------------------------------------------------------------------------------------
+    verify_timeout_s: int = Field(600, gt=0, description="How long verify waits for both services to answer.")
+
+    @field_validator("vllm_gpu_memory_utilization")
+    @classmethod
+    def _util_range(cls, v: float | None) -> float | None:
+        if v is not None and not (0 < v <= 1):
+            raise ValueError("must be in (0, 1]; e.g. 0.90")
+        return v
+
+    @field_validator("vllm_host", "openwebui_host")
+    @classmethod
+    def _is_address(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0") from None
+        return v
+
+    @field_validator("model_repo")
+    @classmethod
+    def _repo_shape(cls, v: str) -> str:
+        if not REPO_RE.match(v):
+            raise ValueError(f"{v!r} is not a Hugging Face repo id of the form 'owner/name'")
+        return v
+
+    @field_validator("model_revision")
+    @classmethod
+    def _revision_pinned(cls, v: str) -> str:
+        if not SHA_RE.match(v):
+            raise ValueError(f"{v!r} is not a 40-hex commit; pin the exact commit (see the repo's 'Files' history)")
+        return v
+
+    @field_validator("cuda_version")
+    @classmethod
+    def _cuda_shape(cls, v: str) -> str:
+        if v != "none" and not re.match(r"^\d+\.\d+$", v):
+            raise ValueError(f"{v!r} is not 'MAJOR.MINOR' or 'none'")
+        return v
+
+    @field_validator("openwebui_python", "vllm_python")
+    @classmethod
+    def _python_shape(cls, v: str) -> str:
+        if not re.match(r"^3\.\d+$", v):
+            raise ValueError(f"{v!r} is not a Python '3.X' version")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Settings":
+        if (self.vllm_port == self.openwebui_port
+                and (self.vllm_host == self.openwebui_host or "0.0.0.0" in (self.vllm_host, self.openwebui_host))):
+            raise ValueError(f"vllm_port and openwebui_port are both {self.vllm_port}: give each service its own port")
+        if self.openwebui_python not in ("3.11", "3.12"):
+            raise ValueError(f"openwebui_python={self.openwebui_python}: Open WebUI {self.openwebui_version} needs "
+                             "Python >=3.11,<3.13; set openwebui_python to 3.11 or 3.12")
+        if not self.gpu_host and self.vllm_exec_start_override is None:
+            raise ValueError("gpu_host=False needs vllm_exec_start_override (vLLM cannot run without a GPU); "
+                             "set gpu_host=True on a GPU box")
+        return self
+
+    # ------------------------------------------------------------------------------------------------------
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {name: f.default for name, f in cls.model_fields.items()}
+
+    @classmethod
+    def from_host_data(cls, data: dict[str, Any], host_name: str = "host") -> "Settings":
+        """Validate merged host data; raise SettingsError naming the setting and the fix."""
+        ours = {k: v for k, v in data.items() if not k.startswith(PYINFRA_KEY_PREFIXES)}
+        unknown = sorted(set(ours) - set(cls.model_fields))
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, cls.model_fields, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise SettingsError(f"{host_name}: unknown setting {', '.join(hints)}: fix the name in the inventory; "
+                                "the README lists every setting")
+        try:
+            return cls(**ours)
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"]) or "settings"
+                lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})" if err["loc"]
+                             else f"{err['msg']}")
+            raise SettingsError(f"{host_name}: invalid settings: " + "; ".join(lines)) from None
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.openwebui_host not in ("127.0.0.1", "::1"):
+            out.append(f"openwebui_host={self.openwebui_host}: Open WebUI is reachable from the network; "
+                       "keep signup off and use a firewall, or set openwebui_host=127.0.0.1")
+        if self.vllm_host not in ("127.0.0.1", "::1"):
+            out.append(f"vllm_host={self.vllm_host}: vLLM's API is reachable from the network (its key guards /v1 only)")
+        return out
+
+    @property
+    def served_model_name(self) -> str:
+        return self.vllm_served_model_name or self.model_repo
+
+
+def markdown_table() -> str:
+    """The README's settings table, generated from the model so the two cannot drift."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        rows.append(f"| `{name}` | `{f.default!r}` | {f.description} |")
+    return "\n".join(rows)

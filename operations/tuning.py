@@ -1,0 +1,377 @@
+"""The vLLM flag planner: serving flags derived from the card, the model's config.json and the vLLM version.
+
+Pure logic (no pyinfra import), plus a small command line: ``python -m operations.tuning --help``.
+
+Memory model (REFERENCE.md §2), per GPU, in bytes:
+    budget    = cuda_total * gpu_memory_utilization
+    kv_cache  = budget - weights - non_torch - activation_peak
+    blocks    = floor(kv_cache / (16 * kv_bytes_per_token))
+weights: every decoder linear at the quantized width plus fp16 scales and packed zeros per group (and g_idx when
+desc_act), embeddings and lm_head at 16 bits, norms. activation_peak: the profile run's forward pass over
+max_num_batched_tokens tokens plus float32 logits for max_num_seqs sequences (V0 also dequantizes a whole AWQ
+matrix for large batches). CUDA graphs are captured after the KV cache is sized, so they must fit in
+(1 - gpu_memory_utilization) * cuda_total; if they do not, --enforce-eager is set.
+The constants are calibrated on public vLLM startup logs (tests/test_tuning.py keeps them as a table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from operations.versions import CARDS, vllm_engine
+
+GIB = 1024**3
+MIB = 1024**2
+BLOCK_TOKENS = 16
+NON_TORCH_GIB = 0.35  # cuBLAS workspaces + CUDA context growth, V0/V1 logs on sm_8x (vllm #10517)
+NON_TORCH_GIB_SM90 = 1.79  # Hopper, Meta-Llama-3-8B on H100 (vllm PR #10511)
+MIN_CONTEXT = 1024
+
+
+class PlanError(ValueError):
+    """The model cannot be served on this card with these settings; the message has the numbers and the way out."""
+
+
+@dataclass(frozen=True)
+class Quant:
+    method: str | None = None  # gptq, awq, None
+    bits: int = 16
+    group_size: int = -1
+    desc_act: bool = False
+    sym: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_position_embeddings: int
+    tie_embeddings: bool = False
+    torch_dtype: str = "float16"
+    quant: Quant = field(default_factory=Quant)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], quantize_config: dict[str, Any] | None = None) -> "ModelSpec":
+        try:
+            hidden = int(config["hidden_size"])
+            heads = int(config["num_attention_heads"])
+            spec = dict(
+                hidden=hidden,
+                intermediate=int(config["intermediate_size"]),
+                layers=int(config["num_hidden_layers"]),
+                heads=heads,
+                kv_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or hidden // heads),
+                vocab=int(config["vocab_size"]),
+                max_position_embeddings=int(config["max_position_embeddings"]),
+                tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+                torch_dtype=str(config.get("torch_dtype") or config.get("dtype") or "float16"),
+            )
+        except KeyError as exc:
+            raise PlanError(f"config.json lacks {exc.args[0]!r}: only decoder-only transformer configs "
+                            "(Llama, Mistral, Qwen2 style) can be planned") from None
+        qc = config.get("quantization_config") or quantize_config
+        quant = Quant()
+        if qc:
+            method = str(qc.get("quant_method") or ("gptq" if "desc_act" in qc else "")).lower() or None
+            quant = Quant(method=method, bits=int(qc.get("bits") or qc.get("w_bit") or 16),
+                          group_size=int(qc.get("group_size") or qc.get("q_group_size") or -1),
+                          desc_act=bool(qc.get("desc_act", False)), sym=bool(qc.get("sym", True)))
+        return cls(**spec, quant=quant)
+
+    # --- sizes --------------------------------------------------------------------------------------------
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of each decoder linear of one layer."""
+        q = self.heads * self.head_dim
+        kv = self.kv_heads * self.head_dim
+        h, i = self.hidden, self.intermediate
+        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+
+    def weight_bytes(self, tp: int = 1) -> int:
+        linear = 0
+        for d_in, d_out in self.linear_shapes():
+            n = d_in * d_out
+            if self.quant.bits < 16:
+                groups = d_in // self.quant.group_size if self.quant.group_size > 0 else 1
+                linear += n * self.quant.bits // 8  # packed weights
+                linear += groups * d_out * 2  # fp16 scales
+                linear += groups * d_out * self.quant.bits // 8  # packed zeros
+                if self.quant.desc_act:
+                    linear += d_in * 4  # g_idx
+            else:
+                linear += n * 2
+        norms = (2 * self.layers + 1) * self.hidden * 2
+        embed = self.vocab * self.hidden * 2 * (1 if self.tie_embeddings else 2)
+        return (linear * self.layers + embed) // tp + norms
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2, tp: int = 1) -> int:
+        return 2 * self.layers * max(1, self.kv_heads // tp) * self.head_dim * dtype_bytes
+
+    def activation_bytes_per_token(self, tp: int = 1) -> int:
+        q = self.heads * self.head_dim
+        kv = self.kv_heads * self.head_dim
+        return 2 * (3 * self.intermediate // tp + self.hidden + (q + 2 * kv) // tp)
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    memory_mib: int  # CUDA-visible total of one GPU (torch.cuda.mem_get_info()[1] / MiB)
+    compute_capability: float = 8.6
+    count: int = 1
+    name: str = "gpu"
+
+    @classmethod
+    def from_card(cls, card: str, count: int = 1) -> "GpuSpec":
+        if card not in CARDS:
+            raise PlanError(f"unknown card {card!r}; known: {', '.join(CARDS)}; or give the memory in MiB")
+        c = CARDS[card]
+        return cls(c.cuda_mib, c.compute_capability, count, c.name)
+
+
+@dataclass
+class Plan:
+    gpu: str
+    vllm_version: str
+    engine: str
+    tensor_parallel_size: int
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float
+    dtype: str
+    enforce_eager: bool
+    total_gib: float
+    budget_gib: float
+    weights_gib: float
+    non_torch_gib: float
+    activation_gib: float
+    cuda_graph_gib: float
+    kv_cache_gib: float
+    kv_bytes_per_token: int
+    gpu_blocks: int
+    kv_tokens: int
+    max_concurrency: float
+    flags: list[str]
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [
+            ("GPU (CUDA-visible total)", f"{self.total_gib:.2f} GiB x {self.tensor_parallel_size}  [{self.gpu}]"),
+            ("budget (x gpu_memory_utilization)", f"{self.budget_gib:.2f} GiB  (x {self.gpu_memory_utilization:.2f})"),
+            ("weights", f"{self.weights_gib:.2f} GiB"),
+            ("non-torch (CUDA context, cuBLAS)", f"{self.non_torch_gib:.2f} GiB"),
+            ("activation peak (profile run)", f"{self.activation_gib:.2f} GiB  ({self.max_num_batched_tokens} tokens)"),
+            ("KV cache", f"{self.kv_cache_gib:.2f} GiB = {self.gpu_blocks} blocks x 16 tokens"),
+            ("KV per token", f"{self.kv_bytes_per_token} B"),
+            ("KV tokens", f"{self.kv_tokens}"),
+            ("max concurrency at max_model_len", f"{self.max_concurrency:.2f} x {self.max_model_len} tokens"),
+            ("CUDA graphs (outside the budget)", f"{self.cuda_graph_gib:.2f} GiB"
+             + ("  -> --enforce-eager" if self.enforce_eager else "")),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"vLLM {self.vllm_version} ({self.engine}) plan"] + [f"  {k:<{width}}  {v}" for k, v in rows]
+        lines.append("  flags: " + " ".join(self.flags))
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _batched_tokens(engine: str, max_model_len: int, total_gib: float) -> int:
+    if engine == "v0":
+        # V0: chunked prefill is off up to 32K contexts, so the profile batch is a whole max-length prompt.
+        return max(max_model_len, 2048) if max_model_len <= 32768 else 512
+    return 8192 if total_gib >= 70 else 2048
+
+
+def _graph_gib(model: ModelSpec, max_num_seqs: int) -> float:
+    return 0.05 + 0.0015 * min(max_num_seqs, 512) * model.layers / 32
+
+
+def _budget(model: ModelSpec, gpu: GpuSpec, engine: str, tp: int, max_model_len: int, util: float,
+            max_num_seqs: int) -> dict[str, float]:
+    total = gpu.memory_mib * MIB
+    tokens = _batched_tokens(engine, max_model_len, total / GIB)
+    weights = model.weight_bytes(tp)
+    non_torch = (NON_TORCH_GIB_SM90 if gpu.compute_capability >= 9.0 else NON_TORCH_GIB) * GIB
+    act = tokens * model.activation_bytes_per_token(tp) + max_num_seqs * model.vocab * 4
+    if engine == "v0" and model.quant.method == "awq":
+        act += 2 * model.hidden * 2 * model.intermediate * 2 // tp  # whole gate_up dequantized for big batches
+    kv = total * util - weights - non_torch - act
+    per_token = model.kv_bytes_per_token(tp=tp)
+    blocks = max(0, int(kv // (BLOCK_TOKENS * per_token)))
+    return dict(total=total, budget=total * util, weights=weights, non_torch=non_torch, act=act, kv=kv,
+                tokens=tokens, blocks=blocks, kv_tokens=blocks * BLOCK_TOKENS, per_token=per_token)
+
+
+def estimate(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: int,
+             gpu_memory_utilization: float, max_num_seqs: int, tp: int = 1) -> dict[str, float]:
+    """The raw budget for exactly these values, with no policy (what vLLM would log at startup)."""
+    b = _budget(model, gpu, vllm_engine(vllm_version), tp, max_model_len, gpu_memory_utilization, max_num_seqs)
+    return dict(weights_gib=b["weights"] / GIB, activation_gib=b["act"] / GIB, kv_cache_gib=b["kv"] / GIB,
+                gpu_blocks=b["blocks"])
+
+
+def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: int | None = None,
+         gpu_memory_utilization: float | None = None, max_num_seqs: int | None = None,
+         reserved_mib: int = 0, min_concurrency: float = 2.0) -> Plan:
+    engine = vllm_engine(vllm_version)
+    warnings: list[str] = []
+    limit = model.max_position_embeddings
+    if max_model_len is not None and max_model_len > limit:
+        raise PlanError(f"vllm_max_model_len={max_model_len} is above the model's max_position_embeddings={limit}: "
+                        f"positions past {limit} give garbage; set vllm_max_model_len <= {limit} or leave it unset, "
+                        "or pick a model trained for longer contexts")
+    if gpu_memory_utilization is None:
+        free_frac = 1 - reserved_mib / gpu.memory_mib
+        gpu_memory_utilization = round(min(0.90, free_frac - 0.02), 2)
+        if gpu_memory_utilization <= 0.1:
+            raise PlanError(f"vllm_reserved_mib={reserved_mib} leaves nothing of {gpu.memory_mib} MiB for vLLM; "
+                            "lower vllm_reserved_mib")
+    elif reserved_mib and gpu_memory_utilization > 1 - reserved_mib / gpu.memory_mib:
+        raise PlanError(f"vllm_gpu_memory_utilization={gpu_memory_utilization} plus vllm_reserved_mib={reserved_mib} "
+                        f"exceed the card's {gpu.memory_mib} MiB: vLLM refuses to start when free memory is below "
+                        "its share; lower one of them")
+
+    # Tensor parallel over identical GPUs only when one GPU cannot hold the model.
+    tp = 1
+    while tp < gpu.count and _budget(model, gpu, engine, tp, min(limit, 8192), gpu_memory_utilization,
+                                     256)["blocks"] * BLOCK_TOKENS < MIN_CONTEXT * min_concurrency:
+        tp *= 2
+    tp = min(tp, gpu.count)
+    if tp > 1 and model.heads % tp:
+        raise PlanError(f"{model.heads} attention heads do not split over {tp} GPUs")
+
+    def seqs_for(kv_tokens: int) -> int:
+        if max_num_seqs is not None:
+            return max_num_seqs
+        return max(4, min(256, 2 ** int(math.log2(max(kv_tokens // 1024, 1)))))
+
+    def evaluate(ctx: int) -> tuple[dict[str, float], int]:
+        first = _budget(model, gpu, engine, tp, ctx, gpu_memory_utilization, max_num_seqs or 256)
+        seqs = seqs_for(first["kv_tokens"])
+        return _budget(model, gpu, engine, tp, ctx, gpu_memory_utilization, seqs), seqs
+
+    if max_model_len is not None:
+        ctx = max_model_len
+        b, seqs = evaluate(ctx)
+        if b["kv_tokens"] < ctx:
+            raise PlanError(_no_fit(model, gpu, b, ctx, 1.0, tp))
+        if b["kv_tokens"] < ctx * min_concurrency:
+            warnings.append(f"only {b['kv_tokens'] / ctx:.2f} full-length sequences fit at max_model_len={ctx} "
+                            f"(vllm_min_concurrency={min_concurrency})")
+    else:
+        candidates = [limit] + [c for c in (131072, 65536, 32768, 16384, 8192, 4096, 2048, MIN_CONTEXT) if c < limit]
+        for ctx in candidates:
+            b, seqs = evaluate(ctx)
+            if b["kv_tokens"] >= ctx * min_concurrency:
+                break
+        else:
+            raise PlanError(_no_fit(model, gpu, b, MIN_CONTEXT, min_concurrency, tp))
+        if ctx < limit:
+            warnings.append(f"max_model_len {ctx} < the model's {limit}: the KV cache holds "
+                            f"{min_concurrency:g} sequences only at this length")
+
+    dtype = "float16" if model.quant.method in ("gptq", "awq") else (
+        "float16" if gpu.compute_capability < 8.0 else "auto")
+    graph = _graph_gib(model, seqs)
+    margin = (1 - gpu_memory_utilization) * gpu.memory_mib * MIB - reserved_mib * MIB
+    eager = margin < graph * GIB
+    if eager:
+        warnings.append(f"CUDA graphs (~{graph:.2f} GiB) do not fit outside the budget: --enforce-eager (slower decode)")
+    flags = [f"--dtype={dtype}", f"--max-model-len={ctx}", f"--gpu-memory-utilization={gpu_memory_utilization:.2f}",
+             f"--max-num-seqs={seqs}"]
+    if tp > 1:
+        flags.append(f"--tensor-parallel-size={tp}")
+    if eager:
+        flags.append("--enforce-eager")
+    return Plan(
+        gpu=gpu.name, vllm_version=vllm_version, engine=engine, tensor_parallel_size=tp, max_model_len=ctx,
+        max_num_seqs=seqs, max_num_batched_tokens=int(b["tokens"]), gpu_memory_utilization=gpu_memory_utilization,
+        dtype=dtype, enforce_eager=eager, total_gib=b["total"] / GIB, budget_gib=b["budget"] / GIB,
+        weights_gib=b["weights"] / GIB, non_torch_gib=b["non_torch"] / GIB, activation_gib=b["act"] / GIB,
+        cuda_graph_gib=graph, kv_cache_gib=max(b["kv"], 0) / GIB, kv_bytes_per_token=int(b["per_token"]),
+        gpu_blocks=int(b["blocks"]), kv_tokens=int(b["kv_tokens"]), max_concurrency=b["kv_tokens"] / ctx,
+        flags=flags, warnings=warnings,
+    )
+
+
+def _no_fit(model: ModelSpec, gpu: GpuSpec, b: dict[str, float], ctx: int, conc: float, tp: int) -> str:
+    need = b["weights"] + b["non_torch"] + b["act"] + ctx * conc * b["per_token"]
+    return (f"the model does not fit {gpu.name} ({gpu.memory_mib} MiB x {tp}): it needs "
+            f"{need / GIB:.2f} GiB (weights {b['weights'] / GIB:.2f} + overhead {(b['non_torch'] + b['act']) / GIB:.2f}"
+            f" + KV for {conc:g} x {ctx} tokens {ctx * conc * b['per_token'] / GIB:.2f}) but {b['budget'] / GIB:.2f} "
+            f"GiB are available. Use a lower-bit repo (4-bit GPTQ/AWQ), a smaller model, a bigger card, or lower "
+            "vllm_min_concurrency / vllm_max_model_len")
+
+
+# --- command line --------------------------------------------------------------------------------------------
+def load_model_config(config: str | None = None, model: str | None = None, endpoint: str | None = None,
+                      token: str | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """config.json (+ quantize_config.json) from a local path, or from the hub with huggingface_hub."""
+    if config:
+        path = Path(config)
+        qpath = path.with_name("quantize_config.json")
+        return json.loads(path.read_text()), (json.loads(qpath.read_text()) if qpath.exists() else None)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    repo, _, rev = (model or "").partition("@")
+    kw = dict(repo_id=repo, revision=rev or None, endpoint=endpoint, token=token)
+    cfg = json.loads(Path(hf_hub_download(filename="config.json", **kw)).read_text())
+    try:
+        qcfg = json.loads(Path(hf_hub_download(filename="quantize_config.json", **kw)).read_text())
+    except EntryNotFoundError:
+        qcfg = None
+    return cfg, qcfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="llmhost-plan", description="Derive vLLM flags for a card and a model.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="local config.json (quantize_config.json beside it is read too)")
+    src.add_argument("--model", help="REPO[@REV] fetched with huggingface_hub (HF_ENDPOINT / HF_TOKEN honoured)")
+    card = p.add_mutually_exclusive_group(required=True)
+    card.add_argument("--gpu", choices=sorted(CARDS), help="a common card")
+    card.add_argument("--gpu-memory-mib", type=int, help="CUDA-visible memory of one GPU in MiB")
+    p.add_argument("--compute-capability", type=float, default=8.6)
+    p.add_argument("--gpu-count", type=int, default=1)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--reserved-mib", type=int, default=0)
+    p.add_argument("--min-concurrency", type=float, default=2.0)
+    p.add_argument("--vllm-version", default="0.6.3.post1")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    a = p.parse_args(argv)
+    try:
+        cfg, qcfg = load_model_config(a.config, a.model)
+        gpu = (GpuSpec.from_card(a.gpu, a.gpu_count) if a.gpu
+               else GpuSpec(a.gpu_memory_mib, a.compute_capability, a.gpu_count, f"{a.gpu_memory_mib} MiB"))
+        result = plan(ModelSpec.from_config(cfg, qcfg), gpu, a.vllm_version, max_model_len=a.max_model_len,
+                      gpu_memory_utilization=a.gpu_memory_utilization, max_num_seqs=a.max_num_seqs,
+                      reserved_mib=a.reserved_mib, min_concurrency=a.min_concurrency)
+    except PlanError as exc:
+        if a.json:
+            print(json.dumps({"error": str(exc)}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_json()) if a.json else result.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

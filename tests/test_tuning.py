@@ -1,0 +1,149 @@
+"""The flag planner against public vLLM startup logs, and its rules."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from operations import tuning
+from operations.tuning import GpuSpec, ModelSpec, PlanError, plan
+
+MODELS = Path(__file__).parent / "fixtures" / "models"
+
+
+def model(name: str) -> ModelSpec:
+    d = MODELS / name
+    q = d / "quantize_config.json"
+    return ModelSpec.from_config(json.loads((d / "config.json").read_text()),
+                                 json.loads(q.read_text()) if q.exists() else None)
+
+
+# Each case: what a public vLLM log printed at startup, and the inputs that produced it.
+# total_mib is the CUDA-visible total the log printed (total_gpu_memory), or the card's known CUDA total.
+CALIBRATION = [
+    dict(source="vllm-project/vllm#10517 (comment 2024-12-02)", card="RTX 3090", model="llama-3.1-8b-instruct",
+         version="0.6.4.post1", total_mib=24146, cc=8.6, util=0.90, max_model_len=20000, seqs=256,
+         weights_gib=14.9888, gpu_blocks=1952),
+    dict(source="vllm-project/vllm#10517 (comment 2024-12-02)", card="RTX 3090", model="llama-3.1-8b-instruct",
+         version="0.6.4.post1", total_mib=24146, cc=8.6, util=0.90, max_model_len=29000, seqs=256,
+         weights_gib=14.9888, gpu_blocks=1478),
+    dict(source="vllm-project/vllm PR #10511 (Meta-Llama-3-8B, tp=1)", card="H100 80GB",
+         model="llama-3-8b-instruct-bf16", version="0.6.5", total_mib=81121, cc=9.0, util=0.90,
+         max_model_len=8192, seqs=256, weights_gib=14.96, gpu_blocks=int(53.29 * 1024 / 2)),
+    dict(source="REFERENCE.md §2 (published RTX 3060 log, AWQ, --dtype half)", card="RTX 3060 12GB",
+         model="llama-3-8b-instruct-awq", version="0.5.3", total_mib=12042, cc=8.6, util=0.95,
+         max_model_len=4096, seqs=256, weights_gib=5.3440, gpu_blocks=2302),
+    dict(source="REFERENCE.md §2 (Llama-3-8B 4-bit g128 in vLLM)", card="RTX 3060 12GB",
+         model="llama-3-8b-instruct-gptq", version="0.6.3.post1", total_mib=12042, cc=8.6, util=0.90,
+         max_model_len=8192, seqs=256, weights_gib=5.34, gpu_blocks=None),
+]
+
+
+def _bf16_llama3() -> ModelSpec:
+    cfg = json.loads((MODELS / "llama-3-8b-instruct-gptq" / "config.json").read_text())
+    cfg["torch_dtype"] = "bfloat16"
+    return ModelSpec.from_config(cfg)
+
+
+@pytest.mark.parametrize("case", CALIBRATION, ids=lambda c: f"{c['card']}-{c['model']}-{c['max_model_len']}")
+def test_planner_matches_public_logs(case):
+    m = _bf16_llama3() if case["model"] == "llama-3-8b-instruct-bf16" else model(case["model"])
+    e = tuning.estimate(m, GpuSpec(case["total_mib"], case["cc"], 1, case["card"]), case["version"],
+                        max_model_len=case["max_model_len"], gpu_memory_utilization=case["util"],
+                        max_num_seqs=case["seqs"])
+    print(case["source"], e)
+    assert e["weights_gib"] == pytest.approx(case["weights_gib"], rel=0.05)
+    if case["gpu_blocks"] is not None:
+        assert e["gpu_blocks"] == pytest.approx(case["gpu_blocks"], rel=0.10)
+
+
+def test_calibration_table_spans_cards_and_quantizations():
+    assert len(CALIBRATION) >= 5
+    assert len({c["card"] for c in CALIBRATION}) >= 2
+    quants = {model(c["model"]).quant.method if c["model"] != "llama-3-8b-instruct-bf16" else None
+              for c in CALIBRATION}
+    assert len(quants) >= 2
+
+
+def test_tensor_parallel_halves_weights_per_gpu():
+    # PR #10511: Meta-Llama-3-8B with -tp 2 logged "model weights take 7.48GiB" per GPU.
+    m = _bf16_llama3()
+    assert m.weight_bytes(tp=2) / tuning.GIB == pytest.approx(7.48, rel=0.05)
+
+
+def test_kv_bytes_per_token_llama3_8b():
+    assert model("llama-3-8b-instruct-gptq").kv_bytes_per_token() == 131072
+
+
+def test_rtx3060_default_plan_for_the_default_model():
+    p = plan(model("llama-3-8b-instruct-gptq"), GpuSpec.from_card("rtx-3060-12gb"), "0.6.3.post1")
+    assert p.max_model_len == 8192  # the model's own limit, never the blog's 16384
+    assert "--quantization" not in " ".join(p.flags)  # vLLM picks gptq_marlin on sm_86 by itself
+    assert "--dtype=float16" in p.flags
+    assert p.max_concurrency >= 2.0
+    assert 4 <= p.max_num_seqs <= 64
+    assert not any("fp8" in f for f in p.flags)
+    assert 5.2 < p.weights_gib < 5.5
+
+
+def test_override_above_model_limit_is_refused_with_reason():
+    with pytest.raises(PlanError, match=r"max_position_embeddings=8192"):
+        plan(model("llama-3-8b-instruct-gptq"), GpuSpec.from_card("rtx-3060-12gb"), "0.6.3.post1",
+             max_model_len=16384)
+
+
+def test_overrides_are_used_exactly():
+    p = plan(model("llama-3-8b-instruct-gptq"), GpuSpec.from_card("rtx-3060-12gb"), "0.6.3.post1",
+             max_model_len=4096, gpu_memory_utilization=0.8, max_num_seqs=8)
+    assert (p.max_model_len, p.gpu_memory_utilization, p.max_num_seqs) == (4096, 0.8, 8)
+    assert "--max-model-len=4096" in p.flags and "--gpu-memory-utilization=0.80" in p.flags
+
+
+def test_bf16_8b_does_not_fit_12gb_and_says_what_would():
+    with pytest.raises(PlanError) as exc:
+        plan(_bf16_llama3(), GpuSpec.from_card("rtx-3060-12gb"), "0.6.3.post1")
+    msg = str(exc.value)
+    assert "needs" in msg and "GiB" in msg and "lower-bit" in msg
+
+
+def test_big_card_gets_long_context_and_many_sequences():
+    p = plan(model("llama-3.1-8b-instruct"), GpuSpec(140_000, 9.0, 1, "h200"), "0.6.3.post1")
+    assert p.max_model_len == 131072
+    assert p.max_num_seqs == 256
+
+
+def test_long_context_model_on_small_card_picks_largest_context_that_keeps_concurrency():
+    p = plan(model("llama-3.1-8b-instruct"), GpuSpec.from_card("rtx-4090"), "0.6.3.post1")
+    assert p.max_model_len < 131072
+    assert p.kv_tokens >= 2 * p.max_model_len
+
+
+def test_desktop_reservation_lowers_utilization():
+    p = plan(model("llama-3-8b-instruct-gptq"), GpuSpec.from_card("rtx-3060-12gb"), "0.6.3.post1",
+             reserved_mib=1500)
+    assert p.gpu_memory_utilization <= 1 - 1500 / 12042
+
+
+def test_multi_gpu_uses_tensor_parallel_only_when_needed():
+    one = plan(model("llama-3-8b-instruct-gptq"), GpuSpec.from_card("rtx-3060-12gb", count=2), "0.6.3.post1")
+    assert one.tensor_parallel_size == 1
+    two = plan(_bf16_llama3(), GpuSpec.from_card("rtx-3060-12gb", count=2), "0.6.3.post1")
+    assert two.tensor_parallel_size == 2 and "--tensor-parallel-size=2" in two.flags
+
+
+def test_cli_json_has_the_documented_keys(capsys):
+    rc = tuning.main(["--config", str(MODELS / "llama-3-8b-instruct-gptq" / "config.json"),
+                      "--gpu", "rtx-3060-12gb", "--json", "--max-model-len", "4096"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("weights_gib", "kv_cache_gib", "kv_bytes_per_token", "kv_tokens", "gpu_blocks", "max_model_len",
+                "max_num_seqs", "gpu_memory_utilization", "max_concurrency", "flags", "warnings"):
+        assert key in out
+    assert out["max_model_len"] == 4096
+
+
+def test_cli_refusal_exits_2(capsys):
+    rc = tuning.main(["--config", str(MODELS / "llama-3-8b-instruct-gptq" / "config.json"),
+                      "--gpu-memory-mib", "4096", "--json"])
+    assert rc == 2
+    assert "does not fit" in json.loads(capsys.readouterr().out)["error"]
