@@ -20,7 +20,7 @@ class SettingsError(ValueError):
 
 
 # Keys that belong to pyinfra itself (connector data, global arguments), never to llmhost.
-PYINFRA_KEY_PREFIXES = ("_", "ssh_", "local_", "docker_", "dockerssh_", "podman_", "chroot_", "winrm_", "vagrant_")
+PYINFRA_KEY_PREFIXES = ("_", "fake_", "ssh_", "local_", "docker_", "dockerssh_", "podman_", "chroot_", "winrm_", "vagrant_")
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -47,6 +47,7 @@ class Settings(BaseModel):
     data_root: str = Field("/var/lib/llmhost", description="Where weights and Open WebUI data live (never deleted).")
     config_root: str = Field("/etc/llmhost", description="Root-only secrets and environment files.")
     http_proxy: str | None = Field(None, description="Proxy for apt/pip/uv/huggingface downloads on the host.")
+    ca_bundle: str | None = Field(None, description="CA bundle on the host for downloads (an intercepting proxy).")
     pip_index_url: str | None = Field(None, description="Python package index for the host's venvs (default PyPI).")
     pip_find_links: list[str] = Field([], description="Extra local wheel directories on the host (e.g. a CPU torch).")
     uv_version: str = Field("0.9.5", description="uv used on the host to build venvs and fetch Pythons.")
@@ -76,6 +77,9 @@ class Settings(BaseModel):
 
     # --- vLLM ----------------------------------------------------------------------------------------------
     vllm_version: str = Field("0.6.3.post1", description="vLLM pin; its CUDA runtime must suit the driver branch.")
+    vllm_exclude_newer: str | None = Field(
+        "2024-10-20T00:00:00Z", description="Resolve vLLM's dependencies as of its release (uv --exclude-newer): "
+        "an old pin with today's transformers cannot load models.")
     vllm_python: str = Field("3.11", description="Python for the vLLM venv (uv fetches it if the host lacks it).")
     vllm_host: str = Field("127.0.0.1", description="vLLM bind address (loopback by default).")
     vllm_port: int = Field(8000, ge=1, le=65535, description="vLLM port.")

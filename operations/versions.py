@@ -98,3 +98,17 @@ CARDS: dict[str, Card] = {
         Card("h100-80gb", 81559, 81121, 9.0),
     ]
 }
+
+
+def cuda_visible_mib(smi_name: str, smi_mib: int) -> int:
+    """CUDA-visible MiB for a card nvidia-smi reports as (name, memory.total MiB).
+
+    A known card gives its measured/published figure; any other card keeps 98 % of nvidia-smi's total, which is
+    below every gap seen (the driver reserves memory that CUDA never offers).
+    """
+    key = smi_name.lower().replace("nvidia", "").replace("geforce", "").strip()
+    for card in CARDS.values():
+        base = card.name.rsplit("-", 1)[0] if card.name.endswith("gb") else card.name
+        if base.replace("-", " ") in key and abs(card.smi_mib - smi_mib) <= 0.02 * smi_mib:
+            return card.cuda_mib
+    return int(smi_mib * 0.98)

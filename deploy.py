@@ -1,0 +1,25 @@
+"""llmhost: a bare Ubuntu GPU box to vLLM + Open WebUI under systemd.
+
+    pyinfra inventories/home.py deploy.py            # apply
+    pyinfra inventories/home.py deploy.py --dry --diff   # show what would change
+
+deploy.py only composes the components, in the order of the product: driver, CUDA, container toolkit, weights,
+vLLM, Open WebUI, verify. Preflight validates every setting and plans vLLM's flags before any change.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from operations import (container_toolkit, cuda_toolkit, model_weights, nvidia_driver,  # noqa: E402
+                        openwebui_service, preflight, verify, vllm_service)
+
+ctx = preflight.check()
+nvidia_driver.ensure(ctx)
+cuda_toolkit.ensure(ctx)
+container_toolkit.ensure(ctx)
+weights_changed = model_weights.ensure(ctx)
+vllm_changed = vllm_service.ensure(ctx, weights_changed=weights_changed)
+webui_changed = openwebui_service.ensure(ctx)
+verify.ensure(ctx, changed=vllm_changed or webui_changed)

@@ -1,0 +1,33 @@
+"""The one host llmhost deploys to.
+
+Set LLMHOST_HOST to your GPU box (``user@address`` or ``address``; the SSH user needs sudo) and run
+``pyinfra inventories/home.py deploy.py``. Override settings here (see the README's table), e.g.::
+
+    hosts = [(address, {"ssh_user": "me", "_sudo": True, "vllm_max_num_seqs": 8})]
+
+With LLMHOST_HOST unset, the target is the local disposable test host (a systemd-nspawn Debian 12 container that
+`make test-host-up` / `python -m tests.testhost up` starts): no GPU, so GPU steps are reported as skipped and vLLM
+is replaced by a named stand-in. Its connection data is written by the test-host tool to
+.cache/testhost/inventory.json.
+"""
+
+import json
+import os
+from pathlib import Path
+
+target = os.environ.get("LLMHOST_HOST")
+
+if target:
+    user, _, address = target.rpartition("@")
+    data = {"_sudo": True} if user and user != "root" else {}
+    if user:
+        data["ssh_user"] = user
+    if os.environ.get("LLMHOST_GPU_CARD"):
+        data["gpu_card"] = os.environ["LLMHOST_GPU_CARD"]
+    hosts = [(address, data)]
+else:
+    generated = Path(__file__).resolve().parent.parent / ".cache" / "testhost" / "inventory.json"
+    if not generated.exists():
+        raise SystemExit("LLMHOST_HOST is not set and no test host is running: set LLMHOST_HOST=user@gpu-box, "
+                         "or start the local test host with `make test-host-up`")
+    hosts = [tuple(h) for h in json.loads(generated.read_text())]

@@ -1,0 +1,232 @@
+"""Custom pyinfra facts of llmhost: small FactBase classes, a command and a parser each."""
+
+from __future__ import annotations
+
+import re
+
+from pyinfra.api import FactBase
+
+NVIDIA_SMI_QUERY = "index,name,memory.total,compute_cap,driver_version,pci.bus_id"
+
+
+class NvidiaSmi(FactBase):
+    """What nvidia-smi says about the GPUs: status ok / missing / error (with the error text).
+
+    Sample output::
+
+        0, NVIDIA GeForce RTX 3060, 12288, 8.6, 580.95.05, 00000000:01:00.0
+        exit=0
+
+    or ``Failed to initialize NVML: Driver/library version mismatch`` then ``exit=18``.
+    """
+
+    @staticmethod
+    def default():
+        return {"status": "missing", "gpus": [], "error": "", "version_mismatch": False}
+
+    def command(self) -> str:
+        return (
+            "if command -v nvidia-smi >/dev/null 2>&1; then "
+            f"nvidia-smi --query-gpu={NVIDIA_SMI_QUERY} --format=csv,noheader,nounits 2>&1; echo exit=$?; "
+            "else echo exit=missing; fi"
+        )
+
+    def process(self, output):
+        gpus, other, status = [], [], "error"
+        for line in output:
+            line = line.strip()
+            if line.startswith("exit="):
+                code = line[5:]
+                status = "missing" if code == "missing" else ("ok" if code == "0" else "error")
+                continue
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) == 6 and parts[0].isdigit():
+                cc = parts[3]
+                gpus.append({
+                    "index": int(parts[0]), "name": parts[1],
+                    "memory_mib": int(float(parts[2])) if re.match(r"^[\d.]+$", parts[2]) else None,
+                    "compute_capability": float(cc) if re.match(r"^[\d.]+$", cc) else None,
+                    "driver_version": parts[4], "pci_bus_id": parts[5],
+                })
+            elif line:
+                other.append(line)
+        if status == "ok" and not gpus:
+            status = "error"
+        return {"status": status, "gpus": gpus, "error": "\n".join(other) if status == "error" else "",
+                "version_mismatch": any("version mismatch" in o.lower() for o in other)}
+
+
+class PciNvidiaGpus(FactBase):
+    """NVIDIA display/3D controllers on the PCI bus, read from sysfs (no lspci needed).
+
+    Sample output::
+
+        0000:01:00.0 0x2504 0x030000
+    """
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self) -> str:
+        return (
+            "for d in /sys/bus/pci/devices/*; do [ -r \"$d/vendor\" ] || continue; "
+            "[ \"$(cat \"$d/vendor\")\" = 0x10de ] || continue; c=$(cat \"$d/class\"); "
+            "case \"$c\" in 0x03*) echo \"${d##*/} $(cat \"$d/device\") $c\";; esac; done; true"
+        )
+
+    def process(self, output):
+        devices = []
+        for line in output:
+            parts = line.split()
+            if len(parts) == 3:
+                devices.append({"slot": parts[0], "device_id": parts[1], "class": parts[2]})
+        return devices
+
+
+class NvidiaKernelModule(FactBase):
+    """The loaded NVIDIA kernel module (/proc/driver/nvidia/version): version and flavour, {} when none.
+
+    Sample output::
+
+        NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U22-I3-AE18-23-3)  Mon Jun  2 2025
+        GCC version:  gcc version 13.3.0 (Ubuntu 13.3.0-6ubuntu2~24.04)
+    """
+
+    @staticmethod
+    def default():
+        return {}
+
+    def command(self) -> str:
+        return "cat /proc/driver/nvidia/version 2>/dev/null || true"
+
+    def process(self, output):
+        for line in output:
+            if line.startswith("NVRM version:"):
+                m = re.search(r"\s(\d+\.\d+(?:\.\d+)?)\s", line + " ")
+                return {"version": m.group(1) if m else None,
+                        "flavour": "open" if "Open Kernel Module" in line else "proprietary"}
+        return {}
+
+
+class SecureBoot(FactBase):
+    """Secure Boot state from the EFI variable: enabled / disabled / not-efi / unknown.
+
+    Sample output::
+
+        SecureBoot 1
+    """
+
+    @staticmethod
+    def default():
+        return "unknown"
+
+    def command(self) -> str:
+        return (
+            "f=$(ls /sys/firmware/efi/efivars/SecureBoot-* 2>/dev/null | head -n1); "
+            "if [ -n \"$f\" ]; then echo \"SecureBoot $(od -An -t u1 \"$f\" | awk '{print $NF}')\"; "
+            "elif [ -d /sys/firmware/efi ]; then echo efi; else echo not-efi; fi"
+        )
+
+    def process(self, output):
+        text = " ".join(output).strip()
+        if text.startswith("SecureBoot"):
+            return "enabled" if text.endswith("1") else "disabled"
+        return "not-efi" if text == "not-efi" else "unknown"
+
+
+class AptHolds(FactBase):
+    """Packages on hold (apt-mark showhold).
+
+    Sample output::
+
+        nvidia-utils-580-server
+    """
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self) -> str:
+        return "apt-mark showhold 2>/dev/null || true"
+
+    def process(self, output):
+        return sorted(line.strip() for line in output if line.strip())
+
+
+class PythonVersions(FactBase):
+    """Python 3 interpreters on the system PATH directories, as 'MAJOR.MINOR'.
+
+    Sample output::
+
+        python3.12
+    """
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self) -> str:
+        return "ls -1 /usr/bin /usr/local/bin 2>/dev/null | grep -E '^python3\\.[0-9]+$' | sort -u || true"
+
+    def process(self, output):
+        return sorted({line.strip()[len("python"):] for line in output if line.strip()},
+                      key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+class DiskFreeMib(FactBase):
+    """Free MiB on the filesystem that holds path (or its nearest existing parent).
+
+    Sample output::
+
+        51234
+    """
+
+    @staticmethod
+    def default():
+        return 0
+
+    def command(self, path: str) -> str:
+        return (f"p={path}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
+                "df -Pk \"$p\" | awk 'NR==2 {print int($4/1024)}'")
+
+    def process(self, output):
+        return int(output[0]) if output and output[0].strip().isdigit() else 0
+
+
+class LinkTarget(FactBase):
+    """Where a symlink points ('' when the path is no link).
+
+    Sample output::
+
+        /opt/llmhost/vllm/venvs/5f3a0c1d2e4b
+    """
+
+    @staticmethod
+    def default():
+        return ""
+
+    def command(self, path: str) -> str:
+        return f"readlink {path} || true"
+
+    def process(self, output):
+        return output[0].strip() if output else ""
+
+
+class MemTotalMib(FactBase):
+    """Total RAM in MiB (/proc/meminfo; no procps needed).
+
+    Sample output::
+
+        31998
+    """
+
+    @staticmethod
+    def default():
+        return 0
+
+    def command(self) -> str:
+        return "awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo"
+
+    def process(self, output):
+        return int(output[0]) if output and output[0].strip().isdigit() else 0

@@ -1,0 +1,82 @@
+"""Model weights: the pinned snapshot of model_repo in a models directory owned by the vLLM user.
+
+huggingface_hub (in a small tools venv on the host, which also carries uv) downloads; the repo and revision were
+already resolved on the controller by preflight, so an unknown repo never reaches the host.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, deploy, operation
+from pyinfra.facts.files import File, Sha256File
+from pyinfra.operations import apt, files, pip, server
+
+from operations.preflight import Context
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "..", "templates")
+
+
+@operation()
+def secret_file(path: str, content: str):
+    """Ensure a root-only (0600) file holds ``content``, compared by sha256: the value never reaches a command
+    line, a diff or pyinfra's output."""
+    import hashlib
+
+    want = hashlib.sha256(content.encode()).hexdigest()
+    info = host.get_fact(File, path=path)
+    if info and host.get_fact(Sha256File, path=path) == want and info.get("mode") == 600:
+        host.noop(f"{path} is current (root-only)")
+        return
+    yield f"install -d -m 700 {os.path.dirname(path)} && touch {path} && chmod 600 {path}"
+    yield FileUploadCommand(StringIO(content), path, remote_temp_filename=None)
+    yield f"chown root:root {path} && chmod 600 {path}"
+
+
+@operation()
+def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
+    """Ensure the pinned snapshot is complete (``marker`` is written by the fetcher only after every file)."""
+    if host.get_fact(File, path=marker):
+        host.noop(f"snapshot complete ({marker})")
+        return
+    yield fetch
+    yield f"chown -R {owner}:{owner} {cache_dir} && chmod -R g+rX {cache_dir}"
+
+
+def base_packages(ctx: Context):
+    apt.packages(name="Base packages (venv, curl, CA certificates)",
+                 packages=["python3-venv", "ca-certificates", "curl"], no_recommends=True,
+                 update=True, cache_time=86400, _env=ctx.download_env)
+
+
+@deploy("Model weights")
+def ensure(ctx: Context):
+    s = ctx.s
+    base_packages(ctx)
+    server.group(name="vLLM group", group="llmhost-vllm", system=True)
+    server.user(name="vLLM system user", user="llmhost-vllm", group="llmhost-vllm", system=True,
+                home=f"{s.data_root}/vllm", create_home=False, shell="/usr/sbin/nologin")
+    for path, owner, mode in [(s.install_root, "root", "755"), (f"{s.install_root}/bin", "root", "755"),
+                              (s.data_root, "root", "755"), (ctx.models_dir, "llmhost-vllm", "750"),
+                              (s.config_root, "root", "700")]:
+        files.directory(name=f"Directory {path}", path=path, user=owner, group=owner, mode=mode)
+
+    pip.virtualenv(name="Tools venv (uv, huggingface_hub)", path=ctx.tools, venv=True, _env=ctx.download_env)
+    pip.packages(name="Tools: uv and huggingface_hub (pinned)", packages=[f"uv=={s.uv_version}",
+                 *s.hub_tools_requirements], pip=f"{ctx.tools}/bin/pip", _env=ctx.download_env)
+
+    token = os.environ.get(s.hf_token_env)
+    if token:
+        secret_file(name="HF token (root-only)", path=f"{s.config_root}/hf-token", content=token + "\n")
+    fetcher = f"{s.install_root}/bin/llmhost-fetch-model"
+    files.template(name="Weights fetcher", src=os.path.join(TEMPLATES, "fetch_model.py.j2"), dest=fetcher,
+                   mode="755", tools_python=f"{ctx.tools}/bin/python", repo=s.model_repo, commit=ctx.model_commit,
+                   cache_dir=f"{ctx.models_dir}/hub", marker=ctx.snapshot_marker)
+    env = {**ctx.download_env, "HF_ENDPOINT": s.hf_endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_TOKEN_PATH": f"{s.config_root}/hf-token"}
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    return snapshot(name=f"Weights {s.model_repo}@{ctx.model_commit[:12]}", marker=ctx.snapshot_marker,
+             fetch=f"{prefix} {fetcher}", owner="llmhost-vllm", cache_dir=f"{ctx.models_dir}/hub").will_change

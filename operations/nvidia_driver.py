@@ -1,0 +1,92 @@
+"""The NVIDIA driver: a pinned branch from Ubuntu's archive, prebuilt signed modules, held, kept out of
+unattended-upgrades, nouveau blacklisted; reboot only when the driver changed."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy, operation
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, files, server
+
+from operations import versions
+from operations.facts import AptHolds
+from operations.preflight import Context, skipped
+
+UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
+// driver upgrade under a loaded module gives "Driver/library version mismatch").
+Unattended-Upgrade::Package-Blacklist {
+    "nvidia-";
+    "libnvidia-";
+    "cuda-";
+    "linux-modules-nvidia-";
+};
+"""
+
+NOUVEAU_BLACKLIST = "# llmhost: the NVIDIA driver owns the card\nblacklist nouveau\noptions nouveau modeset=0\n"
+
+
+def driver_packages(branch: int, flavour: str) -> list[str]:
+    """Headless server driver with Ubuntu's prebuilt, signed kernel modules (no DKMS, Secure Boot friendly)."""
+    open_ = "-open" if flavour == "open" else ""
+    return [
+        f"nvidia-headless-no-dkms-{branch}-server{open_}",
+        f"nvidia-utils-{branch}-server",
+        f"linux-modules-nvidia-{branch}-server{open_}-generic",
+    ]
+
+
+@operation()
+def held(packages: list[str]):
+    """Ensure ``packages`` are on hold (apt-mark hold), so apt upgrades never move them."""
+    current = host.get_fact(AptHolds)
+    missing = [p for p in packages if p not in current]
+    if not missing:
+        host.noop(f"already held: {' '.join(packages)}")
+        return
+    yield f"apt-mark hold {' '.join(missing)}"
+
+
+def working_driver(ctx: Context) -> str | None:
+    """The version of a loaded, working driver that is new enough for the pinned vLLM, else None."""
+    smi = ctx.gpu_detected
+    if smi["status"] != "ok":
+        return None
+    version = smi["gpus"][0]["driver_version"]
+    cuda = versions.vllm_cuda(ctx.s.vllm_version)
+    return version if versions.driver_satisfies(version, cuda) else None
+
+
+@deploy("NVIDIA driver")
+def ensure(ctx: Context):
+    s = ctx.s
+    if not s.gpu_host:
+        skipped(name="NVIDIA driver (skipped: gpu_host=False)", reason="gpu_host=False: no GPU, no driver step")
+        return
+    if not ctx.ubuntu:
+        skipped(name="NVIDIA driver (skipped: not Ubuntu)",
+                reason=f"{ctx.os_id} {ctx.os_version}: llmhost installs the driver from Ubuntu's archive only")
+        return
+    packages = driver_packages(s.nvidia_driver_branch, ctx.flavour)
+    present = host.get_fact(DebPackages)
+    from_deb = any(p in present for p in packages) or any(k.startswith("nvidia-utils-") for k in present)
+    version = working_driver(ctx)
+    if version and not from_deb:
+        skipped(name="NVIDIA driver (left alone)",
+                reason=f"driver {version} ({ctx.module.get('flavour', '?')} module) is loaded and new enough for "
+                       f"vLLM {s.vllm_version}; it was not installed from a deb, so llmhost leaves it alone")
+        return
+
+    files.put(name="Keep NVIDIA/CUDA out of unattended-upgrades", src=StringIO(UNATTENDED_BLACKLIST),
+              dest="/etc/apt/apt.conf.d/51llmhost-nvidia", mode="644")
+    files.put(name="Blacklist nouveau", src=StringIO(NOUVEAU_BLACKLIST),
+              dest="/etc/modprobe.d/llmhost-blacklist-nouveau.conf", mode="644")
+    install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules)",
+                           packages=packages, no_recommends=True, update=True, cache_time=3600)
+    held(name="Hold the driver packages", packages=packages)
+    if s.nvidia_reboot:
+        server.reboot(name="Reboot into the new driver (it changed)", reboot_timeout=600,
+                      _if=install.did_change)
+    else:
+        skipped(name="Reboot (disabled)", reason="nvidia_reboot=False: reboot by hand if the driver changed")

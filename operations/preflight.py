@@ -1,0 +1,255 @@
+"""Preflight: everything is checked and planned before any operation can change the host.
+
+``check()`` runs while pyinfra prepares the deploy (facts are only read); any problem raises ``LlmhostError``,
+which stops pyinfra before it executes a single operation on any host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host, logger
+from pyinfra.api import operation
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import Arch, LinuxDistribution
+
+from operations import versions
+from operations.facts import DiskFreeMib, MemTotalMib, NvidiaKernelModule, NvidiaSmi, PciNvidiaGpus, SecureBoot
+from operations.settings import Settings, SettingsError
+from operations.tuning import GpuSpec, ModelSpec, Plan, PlanError, plan
+
+# Turing (sm_75) and newer can use the open kernel modules; PCI device ids below 0x1e00 are Pascal/Volta or older.
+FIRST_TURING_DEVICE_ID = 0x1E00
+
+
+class LlmhostError(DeployError):
+    """A refusal before any change: the message names the setting and the fix."""
+
+
+@dataclass
+class Context:
+    """What every component needs to know about one host, decided once."""
+
+    s: Settings
+    os_id: str
+    os_version: str
+    gpu: GpuSpec
+    gpu_detected: dict[str, Any]
+    module: dict[str, Any]
+    plan: Plan
+    model_commit: str
+    model_bytes: int
+    flavour: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ubuntu(self) -> bool:
+        return self.os_id == "ubuntu"
+
+    @property
+    def models_dir(self) -> str:
+        return f"{self.s.data_root}/models"
+
+    @property
+    def snapshot_path(self) -> str:
+        org, name = self.s.model_repo.split("/")
+        return f"{self.models_dir}/hub/models--{org}--{name}/snapshots/{self.model_commit}"
+
+    @property
+    def tools(self) -> str:
+        return f"{self.s.install_root}/tools"
+
+    @property
+    def uv(self) -> str:
+        return f"{self.tools}/bin/uv"
+
+    @property
+    def probe(self) -> str:
+        return f"{self.s.install_root}/bin/llmhost-probe"
+
+    @property
+    def download_env(self) -> dict[str, str]:
+        """Environment for commands that download (proxy, CA bundle, uv's shared Python and cache dirs)."""
+        env = {"UV_PYTHON_INSTALL_DIR": f"{self.s.install_root}/python", "UV_CACHE_DIR": "/var/cache/llmhost/uv",
+               "UV_LINK_MODE": "copy"}
+        if self.s.http_proxy:
+            env.update(http_proxy=self.s.http_proxy, https_proxy=self.s.http_proxy,
+                       HTTP_PROXY=self.s.http_proxy, HTTPS_PROXY=self.s.http_proxy)
+        if self.s.ca_bundle:
+            env.update(SSL_CERT_FILE=self.s.ca_bundle, REQUESTS_CA_BUNDLE=self.s.ca_bundle, PIP_CERT=self.s.ca_bundle)
+        return env
+
+    @staticmethod
+    def connect(address: str) -> str:
+        """Where a local client reaches a service bound to address."""
+        return "127.0.0.1" if address in ("0.0.0.0", "::") else address
+
+    @property
+    def snapshot_marker(self) -> str:
+        return f"{self.models_dir}/.complete-{self.s.model_repo.replace('/', '--')}-{self.model_commit}"
+
+
+def _fail(msg: str) -> None:
+    raise LlmhostError(f"{host.name}: {msg}")
+
+
+def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
+    """Resolve repo + revision on the controller and read config.json (+ quantize_config.json)."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
+                                       RepositoryNotFoundError, RevisionNotFoundError)
+
+    token = os.environ.get(s.hf_token_env) or None
+    kw = dict(repo_id=s.model_repo, revision=s.model_revision, endpoint=s.hf_endpoint, token=token)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        # Air-gapped controller: the pinned commit's config must already be in the controller's HF cache.
+        try:
+            cfg = json.loads(Path(hf_hub_download(filename="config.json", **kw)).read_text())
+        except Exception:
+            raise LlmhostError(f"{host.name}: HF_HUB_OFFLINE is set and {s.model_repo}@{s.model_revision} "
+                               "config.json is not in the controller's cache: unset HF_HUB_OFFLINE or pre-fetch "
+                               "it with `llmhost-plan --model REPO@REV`") from None
+        try:
+            qcfg = json.loads(Path(hf_hub_download(filename="quantize_config.json", **kw)).read_text())
+        except Exception:
+            qcfg = None
+        return cfg, qcfg, s.model_revision, 0
+    api = HfApi(endpoint=s.hf_endpoint, token=token)
+    try:
+        info = api.model_info(s.model_repo, revision=s.model_revision, files_metadata=True)
+    except GatedRepoError:
+        raise LlmhostError(f"{host.name}: model_repo={s.model_repo} is gated: accept its licence on the hub and "
+                           f"export {s.hf_token_env}=<token> on the controller") from None
+    except RevisionNotFoundError:
+        raise LlmhostError(f"{host.name}: model_revision={s.model_revision} does not exist in {s.model_repo}: "
+                           "pin a commit from the repo's history") from None
+    except RepositoryNotFoundError:
+        hint = "" if token else f" (if it is private or gated, export {s.hf_token_env})"
+        raise LlmhostError(f"{host.name}: model_repo={s.model_repo} was not found on {s.hf_endpoint}{hint}: "
+                           "fix model_repo") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise LlmhostError(f"{host.name}: cannot reach {s.hf_endpoint} to check model_repo ({exc}); "
+                           "check hf_endpoint and the controller's network") from None
+    size = sum((sib.size or 0) for sib in (info.siblings or []))
+    kw["revision"] = info.sha
+    try:
+        cfg = json.loads(Path(hf_hub_download(filename="config.json", **kw)).read_text())
+    except EntryNotFoundError:
+        raise LlmhostError(f"{host.name}: {s.model_repo}@{s.model_revision} has no config.json: "
+                           "model_repo must be a transformers model repo") from None
+    try:
+        qcfg = json.loads(Path(hf_hub_download(filename="quantize_config.json", **kw)).read_text())
+    except EntryNotFoundError:
+        qcfg = None
+    return cfg, qcfg, info.sha, size
+
+
+def _gpu(s: Settings, smi: dict[str, Any]) -> GpuSpec:
+    declared: GpuSpec | None = None
+    if s.gpu_card:
+        try:
+            declared = GpuSpec.from_card(s.gpu_card)
+        except PlanError as exc:
+            _fail(f"gpu_card: {exc}")
+    if s.gpu_memory_mib:
+        declared = GpuSpec(s.gpu_memory_mib, declared.compute_capability if declared else 8.6, 1,
+                           declared.name if declared else f"{s.gpu_memory_mib} MiB")
+    if smi["status"] == "ok":
+        gpus = smi["gpus"]
+        first = gpus[0]
+        same = [g for g in gpus if g["name"] == first["name"]]
+        cuda_mib = versions.cuda_visible_mib(first["name"], first["memory_mib"])
+        detected = GpuSpec(cuda_mib, first["compute_capability"] or 8.6, len(same), first["name"])
+        if declared and abs(declared.memory_mib - detected.memory_mib) > 0.05 * detected.memory_mib:
+            _fail(f"gpu_memory_mib/gpu_card declare {declared.memory_mib} MiB but nvidia-smi reports "
+                  f"{first['name']} with {first['memory_mib']} MiB (~{cuda_mib} MiB CUDA-visible): "
+                  "remove the declaration or correct it")
+        return detected
+    if declared is None:
+        _fail("no driver reports the GPU yet: declare it with gpu_card (e.g. 'rtx-3060-12gb') or gpu_memory_mib "
+              "so that vLLM's flags can be planned")
+    return declared
+
+
+def check() -> Context:
+    data = {**Settings.defaults(), **host.data.dict()}
+    try:
+        s = Settings.from_host_data(data, host.name)
+    except SettingsError as exc:
+        raise LlmhostError(str(exc)) from None
+
+    distro = host.get_fact(LinuxDistribution)
+    meta = distro.get("release_meta") or {}
+    os_id, os_version = meta.get("ID", "unknown").lower(), meta.get("VERSION_ID", "unknown")
+    if f"{os_id} {os_version}" not in s.allow_os:
+        _fail(f"{os_id} {os_version} is not supported (allow_os={s.allow_os}): use Ubuntu 22.04 or 24.04")
+    arch = host.get_fact(Arch)
+    if arch not in ("x86_64", "amd64"):
+        _fail(f"architecture {arch} is not supported: the CUDA 12.1 / vLLM wheels are x86_64 only")
+    mem_mb = host.get_fact(MemTotalMib)
+    if mem_mb and mem_mb < s.min_ram_gib * 1024:
+        _fail(f"{mem_mb} MiB RAM is below min_ram_gib={s.min_ram_gib}: add RAM or lower min_ram_gib")
+
+    pci = host.get_fact(PciNvidiaGpus)
+    smi = host.get_fact(NvidiaSmi)
+    module = host.get_fact(NvidiaKernelModule)
+    if s.gpu_host:
+        if not pci and smi["status"] != "ok":
+            _fail("no NVIDIA GPU on the PCI bus: plug the card in, or set gpu_host=False for a GPU-less host")
+        if smi["version_mismatch"]:
+            _fail("nvidia-smi: 'Driver/library version mismatch': the loaded kernel module is older than the "
+                  "user-space driver (an upgrade without reboot). Reboot the host, then re-run")
+    flavour = s.nvidia_driver_flavour
+    if flavour == "auto":
+        old = [d for d in pci if int(d["device_id"], 16) < FIRST_TURING_DEVICE_ID]
+        flavour = "proprietary" if old else "open"
+    elif flavour == "open" and any(int(d["device_id"], 16) < FIRST_TURING_DEVICE_ID for d in pci):
+        _fail("nvidia_driver_flavour=open, but this card predates Turing and cannot use the open kernel modules: "
+              "set nvidia_driver_flavour=proprietary (or auto)")
+    secure_boot = host.get_fact(SecureBoot)
+    if s.gpu_host and secure_boot == "enabled" and os_id != "ubuntu":
+        _fail(f"Secure Boot is on and {os_id} has no prebuilt signed NVIDIA modules (DKMS modules would need a MOK "
+              "key): disable Secure Boot or use Ubuntu, whose linux-modules-nvidia packages are signed")
+
+    try:
+        versions.check_vllm_driver(s.vllm_version, s.nvidia_driver_branch)
+    except ValueError as exc:
+        _fail(str(exc))
+    cuda = versions.vllm_cuda(s.vllm_version)
+    if smi["status"] == "ok" and not versions.driver_satisfies(smi["gpus"][0]["driver_version"], cuda):
+        logger.info(f"{host.print_prefix}driver {smi['gpus'][0]['driver_version']} is too old for vLLM "
+                    f"{s.vllm_version} (CUDA {cuda}); the {s.nvidia_driver_branch} branch will be installed")
+
+    cfg, qcfg, commit, size = _model_config(s)
+    gpu = _gpu(s, smi)
+    try:
+        p = plan(ModelSpec.from_config(cfg, qcfg), gpu, s.vllm_version, max_model_len=s.vllm_max_model_len,
+                 gpu_memory_utilization=s.vllm_gpu_memory_utilization, max_num_seqs=s.vllm_max_num_seqs,
+                 reserved_mib=s.vllm_reserved_mib, min_concurrency=s.vllm_min_concurrency)
+    except PlanError as exc:
+        _fail(f"model_repo={s.model_repo}: {exc}")
+
+    free = host.get_fact(DiskFreeMib, path=s.data_root)
+    need = size / 2**20 + s.min_free_disk_gib * 1024
+    ctx = Context(s, os_id, os_version, gpu, smi, module, p, commit, size, flavour, s.warnings() + p.warnings)
+    from pyinfra.facts.files import File  # local: only preflight reads the marker before deciding disk needs
+
+    if not host.get_fact(File, path=ctx.snapshot_marker) and free < need:
+        _fail(f"{free} MiB free under {s.data_root}, the weights need {size / 2**20:.0f} MiB plus "
+              f"min_free_disk_gib={s.min_free_disk_gib}: free disk space or move data_root")
+
+    logger.info(f"{host.print_prefix}{p.table()}")
+    for w in ctx.warnings:
+        logger.warning(f"{host.print_prefix}warning: {w}")
+    return ctx
+
+
+@operation()
+def skipped(reason: str):
+    """A step that does not apply to this host: reported as a noop with its reason, never as done."""
+    host.noop(reason)
+    yield from ()

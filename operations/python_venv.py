@@ -1,0 +1,68 @@
+"""A Python venv at exactly the wanted requirements, switched in atomically (blue/green).
+
+Each requirement set gets its own directory ``<root>/venvs/<hash>``; ``<root>/current`` is a symlink to the one in
+service. A new set is built beside the old one and the link moves only after the install succeeded, so a failed
+pip install leaves the previous venv serving, and rolling back is moving the link back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+
+from pyinfra import host
+from pyinfra.api import operation
+from pyinfra.facts.files import File
+
+from operations.facts import LinkTarget
+
+
+def venv_id(python: str, requirements: list[str], index_url: str | None, find_links: list[str]) -> str:
+    """Stable id of a requirement set: the venv's directory name."""
+    text = "\n".join([f"python={python}", f"index={index_url or ''}", *sorted(find_links), *requirements])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@operation()
+def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = "root",
+         index_url: str | None = None, find_links: list[str] | None = None, env: dict[str, str] | None = None,
+         extra_args: str = ""):
+    """Ensure ``<root>/current`` is a complete venv with exactly ``requirements``.
+
+    + root: directory holding ``venvs/`` and the ``current`` link
+    + python: interpreter version ('3.11'); uv finds it on the host or fetches a managed one
+    + requirements: pinned requirement lines
+    + uv: path of the uv binary on the host
+    + owner: owner of the venv files (read-only for the service user is enough; root by default)
+    + index_url / find_links: where packages come from
+    + env: extra environment for the install (proxy, CA bundle)
+    + extra_args: more ``uv pip install`` arguments (e.g. ``--exclude-newer DATE``); part of the venv's id
+    """
+    find_links = find_links or []
+    vid = venv_id(python, requirements + [extra_args], index_url, find_links)
+    target = f"{root}/venvs/{vid}"
+    current = host.get_fact(LinkTarget, path=f"{root}/current")
+    complete = host.get_fact(File, path=f"{target}/.llmhost-complete")
+
+    if current == target and complete:
+        host.noop(f"{root}/current is {vid} with the pinned requirements")
+        return
+
+    link = f"ln -sfn {target} {root}/current.new && mv -T {root}/current.new {root}/current"
+    if complete:
+        yield link  # built before (a rollback or a return to an earlier pin): only switch
+        return
+
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted((env or {}).items()))
+    pip_opts = " ".join(
+        ([f"--index-url {shlex.quote(index_url)}"] if index_url else [])
+        + [f"--find-links {shlex.quote(f)}" for f in find_links]
+    )
+    reqs = f"{target}.requirements.txt"
+    yield f"mkdir -p {root}/venvs && rm -rf {target} && printf '%s\\n' {' '.join(shlex.quote(r) for r in requirements)} > {reqs}"
+    yield (f"{prefix} {uv} venv --quiet --python {python} {target} && "
+           f"{prefix} {uv} pip install --quiet --python {target}/bin/python {pip_opts} {extra_args} -r {reqs} && "
+           f"touch {target}/.llmhost-complete").strip()
+    if owner != "root":
+        yield f"chown -R root:{owner} {target} && chmod -R g+rX,o-w {target}"
+    yield link

@@ -1,0 +1,86 @@
+"""vLLM under systemd: a dedicated user, a pinned venv (blue/green), flags from the planner, root-only API key."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy, operation
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server, systemd
+
+from operations import python_venv
+from operations.preflight import Context, skipped
+
+HERE = os.path.dirname(__file__)
+TEMPLATES = os.path.join(HERE, "..", "templates")
+UNITS = os.path.join(HERE, "..", "systemd")
+START_TIMEOUT = 900
+
+
+@operation()
+def secrets(config_root: str):
+    """Generate the vLLM API key and Open WebUI's secret key once, on the host, into root-only env files.
+
+    The values are made by the host's own CSPRNG inside the command, so they never cross the wire, a command
+    line or a log; existing files are kept (a re-run never rotates them)."""
+    vllm, webui = f"{config_root}/vllm.secret.env", f"{config_root}/open-webui.secret.env"
+    if host.get_fact(File, path=vllm) and host.get_fact(File, path=webui):
+        host.noop("secrets exist (root-only, kept)")
+        return
+    gen = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    yield (f"umask 077 && "
+           f"{{ [ -s {vllm} ] || printf 'VLLM_API_KEY=%s\\n' \"$({gen})\" > {vllm}; }} && "
+           f"k=$(sed -n 's/^VLLM_API_KEY=//p' {vllm}) && "
+           f"{{ [ -s {webui} ] || printf 'WEBUI_SECRET_KEY=%s\\nOPENAI_API_KEY=%s\\n' \"$({gen})\" \"$k\" > {webui}; }} && "
+           f"chmod 600 {vllm} {webui}")
+
+
+def exec_start(ctx: Context, venv: str) -> str:
+    s = ctx.s
+    if s.vllm_exec_start_override:
+        return s.vllm_exec_start_override.format(host=s.vllm_host, port=s.vllm_port, model=ctx.snapshot_path,
+                                                 served_model_name=s.served_model_name)
+    args = [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path,
+            "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
+            "--disable-log-requests", *ctx.plan.flags]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+@deploy("vLLM service")
+def ensure(ctx: Context, weights_changed: bool = False):
+    s = ctx.s
+    root = f"{s.install_root}/vllm"
+    files.directory(name="vLLM state directory", path=f"{s.data_root}/vllm", user="llmhost-vllm",
+                    group="llmhost-vllm", mode="750")
+    files.template(name="Probe (health / models / completion)", src=os.path.join(TEMPLATES, "llmhost-probe.py.j2"),
+                   dest=ctx.probe, mode="755", vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port,
+                   webui_connect=ctx.connect(s.openwebui_host), webui_port=s.openwebui_port,
+                   served_model_name=s.served_model_name, gpu_host=s.gpu_host, config_root=s.config_root)
+    keys = secrets(name="API and session secrets (generated on the host, root-only)", config_root=s.config_root)
+    if s.vllm_exec_start_override:
+        venv_changed = False
+        skipped(name="vLLM venv (skipped: stand-in)",
+                reason="vllm_exec_start_override is set (GPU-less test host): vLLM itself is not installed")
+    else:
+        venv = python_venv.venv(
+            name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python, uv=ctx.uv,
+            requirements=[f"vllm=={s.vllm_version}"], index_url=s.pip_index_url, find_links=s.pip_find_links,
+            env=ctx.download_env, extra_args=f"--exclude-newer {s.vllm_exclude_newer}" if s.vllm_exclude_newer else "")
+        venv_changed = venv.will_change
+    env = files.template(name="vLLM environment (no secrets)", src=os.path.join(TEMPLATES, "vllm.env.j2"),
+                         dest=f"{s.config_root}/vllm.env", mode="644", config_root=s.config_root,
+                         data_root=s.data_root,
+                         cuda_home=f"/usr/local/cuda-{s.cuda_version}" if s.gpu_host and s.cuda_version != "none"
+                         else "")
+    unit = files.template(name="vllm.service", src=os.path.join(UNITS, "vllm.service.j2"),
+                          dest="/etc/systemd/system/vllm.service", mode="644", served_model_name=s.served_model_name,
+                          commit=ctx.model_commit, config_root=s.config_root, data_root=s.data_root,
+                          exec_start=exec_start(ctx, f"{root}/current"), probe=ctx.probe,
+                          vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port, start_timeout=START_TIMEOUT)
+    changed = unit.will_change or env.will_change or keys.will_change or venv_changed or weights_changed
+    systemd.service(name="vLLM running (restarted only when its unit, env, venv or weights changed)",
+                    service="vllm.service", running=True, enabled=True, daemon_reload=unit.will_change,
+                    restarted=changed)
+    return changed

@@ -1,0 +1,60 @@
+"""Scripted hosts for whole-deploy plans with pyinfra's @fake connector (nothing runs anywhere).
+
+Each scenario maps a command substring to what that host would print. Used as an inventory:
+    pyinfra tests/fake_hosts.py deploy.py --dry   (LLMHOST_FAKE=<scenario>)
+"""
+
+import os
+import re
+
+SMI_3060 = "0, NVIDIA GeForce RTX 3060, 12288, 8.6, 580.95.05, 00000000:01:00.0"
+
+
+def os_release(os_id: str, version: str) -> list[str]:
+    return ["/etc/os-release", f"ID={os_id}", f'VERSION_ID="{version}"', f"NAME={os_id.title()}", "---"]
+
+
+def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), debs=(), files=(), probe=None,
+              pci="0000:01:00.0 0x2504 0x030000"):
+    smi_out = [smi, "exit=0"] if smi else ["exit=missing"]
+    dpkg = ["Desired=Unknown/Install/Remove/Purge/Hold", "||/ Name Version Architecture Description",
+            "+++-====-====-====-====="] + [f"ii  {name} {ver} amd64 pkg" for name, ver in debs]
+    out = {
+        "*-release": os_release(os_id, version),
+        "uname -m": ["x86_64"],
+        "uname -s": ["Linux"],
+        "nvidia-smi --query-gpu": smi_out,
+        "/sys/bus/pci/devices": [pci] if pci else [],
+        "/proc/driver/nvidia/version": [module] if module else [],
+        "SecureBoot-": ["SecureBoot 0"],
+        "apt-mark showhold": list(holds),
+        "dpkg -l": dpkg,
+        re.compile(r"df -Pk"): ["200000"],
+        "llmhost-probe": [probe or '{"ok": false}'],
+        re.compile(r"command -v (useradd|groupadd|usermod)"): ["/usr/sbin/useradd"],
+        re.compile(r"command -v dockerd"): [],
+    }
+    for path in files:  # files that exist: answer pyinfra's File fact (stat) with a plausible line
+        out[re.compile(re.escape(path) + r"\b")] = [f"user=root group=root mode=-rw------- atime=0 mtime=0 ctime=0 size=10 '{path}'"]
+    return out
+
+
+SCENARIOS = {
+    # A bare Ubuntu 22.04 box with an RTX 3060 and no driver yet (the card is declared for the planner).
+    "fresh-2204": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="22.04")),
+    "fresh-2404": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="24.04")),
+    # A working 580 driver loaded from somewhere else than a deb (like the H200 host): left alone.
+    "driver-ok": dict(data={}, responses=responses(
+        version="24.04", smi=SMI_3060,
+        module="NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025")),
+    # The user-space driver was upgraded under a loaded module: refuse and say reboot.
+    "mismatch": dict(data={}, responses={**responses(version="22.04"), "nvidia-smi --query-gpu": [
+        "Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.95", "exit=18"]}),
+}
+
+
+scenario = os.environ.get("LLMHOST_FAKE", "fresh-2204")
+extra = eval(os.environ.get("LLMHOST_FAKE_DATA", "{}"))  # test-only overrides, a dict literal
+spec = SCENARIOS[scenario]
+hosts = [("@fake/" + scenario, {"fake_responses": spec["responses"], "fake_delay": 0, "fake_delay_jitter": 0,
+                                 **spec["data"], **extra})]
