@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""STAND-IN for vLLM on the GPU-less test host: a small OpenAI-compatible server (stdlib only).
+
+It is NOT vLLM. It speaks the same protocol vLLM's api_server speaks to Open WebUI and to llmhost's probe:
+GET /health, GET /v1/models, POST /v1/chat/completions (plain and streamed as server-sent events), with the
+same Bearer-key guard on /v1/* from VLLM_API_KEY. Its answer is fixed, and says it is a stand-in.
+"""
+
+import argparse
+import json
+import os
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ANSWER = "Hello from the llmhost stand-in (not vLLM)."
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", required=True)
+    a = p.parse_args()
+    key = os.environ.get("VLLM_API_KEY")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code, body, ctype="application/json"):
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorized(self):
+            if self.path.startswith("/v1/") and key and self.headers.get("Authorization") != f"Bearer {key}":
+                self._send(401, {"error": "Unauthorized"})
+                return False
+            return True
+
+        def do_GET(self):
+            if self.path == "/health":
+                return self._send(200, b"", "text/plain")
+            if not self._authorized():
+                return
+            if self.path == "/v1/models":
+                return self._send(200, {"object": "list", "data": [
+                    {"id": a.model, "object": "model", "created": 0, "owned_by": "llmhost-standin"}]})
+            self._send(404, {"error": "not found"})
+
+        def do_POST(self):
+            if not self._authorized():
+                return
+            if self.path != "/v1/chat/completions":
+                return self._send(404, {"error": "not found"})
+            req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            base = {"id": "chatcmpl-standin", "created": int(time.time()), "model": a.model}
+            if not req.get("stream"):
+                return self._send(200, {**base, "object": "chat.completion", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 9, "total_tokens": 10}})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for delta, finish in [({"role": "assistant", "content": ANSWER}, None), ({}, "stop")]:
+                chunk = {**base, "object": "chat.completion.chunk",
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer((a.host, a.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The disposable test host: Debian 12 from debootstrap, booted with systemd-nspawn behind a private veth pair.
+
+    python -m tests.testhost up [N]     # boot N hosts (default 1), write .cache/testhost/inventory.json
+    python -m tests.testhost down       # stop them (by PID) and remove their trees
+
+It is a real systemd host reached over SSH: sshd inside, the project's key injected at each boot, apt and pip
+going out through a tinyproxy started on the host side of the veth, the host's CA certificates copied in (outbound
+HTTPS here is intercepted). It has no GPU and no route out. The golden image is cached, keyed on this file and the
+package list, so a second boot takes seconds. Traffic goes only between this machine and its own test hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = REPO / ".cache" / "testhost"
+IMAGES = Path(os.environ.get("LLMHOST_TESTHOST_CACHE", "/var/cache/llmhost-testhost"))
+ROOTS = Path("/var/lib/llmhost-testhost")
+PACKAGES = ["systemd", "systemd-sysv", "openssh-server", "python3", "python3-venv", "sudo", "dbus", "iproute2",
+            "ca-certificates", "procps"]
+SUBNET = "10.213.{n}"
+PROXY_PORT = 8888
+STANDIN = REPO / "tests" / "standin"
+
+
+def run(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def why_not() -> str | None:
+    """Why this machine cannot host a test host (None when it can)."""
+    if os.geteuid() != 0:
+        return "needs root (debootstrap, systemd-nspawn, veth)"
+    for tool in ("debootstrap", "systemd-nspawn", "tinyproxy", "zstd", "ip", "ssh-keygen"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (apt-get install debootstrap systemd-container tinyproxy zstd)"
+    return None
+
+
+def host_mirror() -> str:
+    """The Debian mirror this machine's own apt uses (so the guest uses the same one)."""
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))]:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+            if line.startswith("deb ") and "security" not in line:
+                return line.split()[1]
+    raise SystemExit("no Debian mirror found in /etc/apt")
+
+
+def image_key() -> str:
+    import inspect
+
+    text = inspect.getsource(golden_image) + " ".join(PACKAGES)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def golden_image() -> Path:
+    """Build (once) and return the packed Debian 12 image."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    image = IMAGES / f"bookworm-{image_key()}.tar.zst"
+    if image.exists():
+        return image
+    build = IMAGES / f"build-{os.getpid()}"
+    shutil.rmtree(build, ignore_errors=True)
+    t0 = time.monotonic()
+    run("debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(build), host_mirror(),
+        stdout=subprocess.DEVNULL)
+    (build / "etc/apt/sources.list").write_text(
+        f"deb {host_mirror()} bookworm main\ndeb {host_mirror()} bookworm-updates main\n")
+    run("chroot", str(build), "systemctl", "enable", "ssh", "systemd-networkd", stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    (build / "etc/ssh/sshd_config.d/llmhost.conf").write_text(
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n")
+    tmp = image.with_suffix(".tmp")
+    run("tar", "--zstd", "-C", str(build), "-cf", str(tmp), ".")
+    tmp.rename(image)
+    shutil.rmtree(build, ignore_errors=True)
+    print(f"testhost: built {image.name} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    return image
+
+
+def ssh_key() -> Path:
+    STATE.mkdir(parents=True, exist_ok=True)
+    key = STATE / "id_ed25519"
+    if not key.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    return key
+
+
+def _wait_port(address: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=1) as sock:
+                if port != 22 or sock.recv(4).startswith(b"SSH"):
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{address}:{port} did not answer within {timeout:.0f} s")
+
+
+def start_proxy(gateways: list[str]) -> int:
+    conf = STATE / "tinyproxy.conf"
+    conf.write_text("\n".join([f"Port {PROXY_PORT}", "Listen 0.0.0.0", "Timeout 600", "MaxClients 100",
+                               f"PidFile \"{STATE / 'tinyproxy.pid'}\"", "LogLevel Warning",
+                               f"LogFile \"{STATE / 'tinyproxy.log'}\"",
+                               *[f"Allow {g.rsplit('.', 1)[0]}.0/24" for g in gateways], "ConnectPort 443",
+                               "ConnectPort 80", ""]))
+    proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc.pid
+
+
+def boot(n: int, image: Path, key: Path, gateways: list[str]) -> dict:
+    name = f"llmhost-t{n}"
+    root = ROOTS / name
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    run("tar", "--zstd", "-C", str(root), "-xf", str(image))
+    net = SUBNET.format(n=n)
+    guest, gw = f"{net}.2", f"{net}.1"
+    (root / "etc/systemd/network/10-host0.network").write_text(
+        f"[Match]\nName=host0\n[Network]\nAddress={guest}/24\nGateway={gw}\nLinkLocalAddressing=no\n")
+    (root / "etc/hostname").write_text(name + "\n")
+    ssh_dir = root / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(Path(str(key) + ".pub").read_text())
+    os.chmod(ssh_dir / "authorized_keys", 0o600)
+    # The host's CA bundle (with the intercepting proxy's CA), for apt, pip, uv and huggingface_hub.
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "usr/local/share/llmhost-ca-bundle.crt")
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
+    (root / "etc/apt/apt.conf.d/99llmhost-proxy").write_text(f'Acquire::http::Proxy "http://{gw}:{PROXY_PORT}";\n'
+                                                              f'Acquire::https::Proxy "http://{gw}:{PROXY_PORT}";\n')
+    standin = root / "usr/local/lib/llmhost-standin"
+    standin.mkdir(parents=True, exist_ok=True)
+    shutil.copy(STANDIN / "openai_standin.py", standin / "openai_standin.py")
+    cmd = ["systemd-nspawn", "-b", "-D", str(root), f"--machine={name}", "--register=no", "--keep-unit",
+           "--network-veth", "--console=read-only"]
+    if Path("/opt/wheels").is_dir():
+        cmd.append("--bind-ro=/opt/wheels")
+    log = open(STATE / f"{name}.console.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    veth = f"ve-{name}"[:15]
+    deadline = time.monotonic() + 30
+    while subprocess.run(["ip", "link", "show", veth], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{name}: veth {veth} never appeared (see {log.name})")
+        time.sleep(0.2)
+    run("ip", "addr", "replace", f"{gw}/24", "dev", veth)
+    run("ip", "link", "set", veth, "up")
+    gateways.append(gw)
+    return {"name": name, "pid": proc.pid, "address": guest, "gateway": gw, "root": str(root)}
+
+
+def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
+    """Connection data and the test-host settings (GPU-less, stand-in vLLM, proxy, CA, local wheels)."""
+    data = {
+        "ssh_user": "root", "ssh_key": str(key), "ssh_known_hosts_file": "/dev/null",
+        "ssh_strict_host_key_checking": "no",
+        "gpu_host": False, "gpu_card": "rtx-3060-12gb",
+        "http_proxy": f"http://{h['gateway']}:{PROXY_PORT}", "ca_bundle": "/usr/local/share/llmhost-ca-bundle.crt",
+        "vllm_exec_start_override": "/usr/bin/python3 /usr/local/lib/llmhost-standin/openai_standin.py "
+                                    "--host {host} --port {port} --model {served_model_name}",
+    }
+    wheels = sorted(Path("/opt/wheels").glob("torch-*+cpu-cp311-*.whl"))
+    if wheels:
+        version = wheels[-1].name.split("-")[1]
+        data.update(pip_find_links=["/opt/wheels"], openwebui_extra_requirements=[f"torch=={version}"])
+    if hub:
+        data["hf_endpoint"] = hub
+    return data
+
+
+def up(count: int = 1, hub_port: int | None = None) -> list[dict]:
+    reason = why_not()
+    if reason:
+        raise SystemExit(f"testhost: {reason}")
+    down()
+    STATE.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    image = golden_image()
+    key = ssh_key()
+    gateways: list[str] = []
+    hosts = [boot(n, image, key, gateways) for n in range(1, count + 1)]
+    proxy_pid = start_proxy(gateways)
+    for h in hosts:
+        _wait_port(h["address"], 22, 60)
+    state = {"hosts": hosts, "proxy_pid": proxy_pid, "boot_s": round(time.monotonic() - t0, 1)}
+    (STATE / "state.json").write_text(json.dumps(state, indent=1))
+    hub = f"http://{hosts[0]['gateway']}:{hub_port}" if hub_port else None
+    inv = [[h["address"], inventory_data(h, key, hub and hub.replace(hosts[0]["gateway"], h["gateway"]))]
+           for h in hosts]
+    (STATE / "inventory.json").write_text(json.dumps(inv, indent=1))
+    print(f"testhost: {len(hosts)} host(s) up in {state['boot_s']} s: "
+          + ", ".join(h["address"] for h in hosts), file=sys.stderr)
+    return hosts
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def down() -> None:
+    state_file = STATE / "state.json"
+    if not state_file.exists():
+        return
+    state = json.loads(state_file.read_text())
+    for h in state["hosts"]:
+        _kill(h["pid"])
+        shutil.rmtree(h["root"], ignore_errors=True)
+    _kill(state["proxy_pid"])
+    state_file.unlink()
+    (STATE / "inventory.json").unlink(missing_ok=True)
+
+
+def ssh(address: str, command: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run a command on a test host over SSH (as root)."""
+    return subprocess.run(["ssh", "-i", str(STATE / "id_ed25519"), "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{address}", command],
+                          capture_output=True, text=True, check=check, timeout=timeout)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["up"]:
+        up(int(sys.argv[2]) if len(sys.argv) > 2 else 1,
+           int(os.environ["LLMHOST_HUB_PORT"]) if os.environ.get("LLMHOST_HUB_PORT") else None)
+    elif sys.argv[1:2] == ["down"]:
+        down()
+    else:
+        raise SystemExit(__doc__)
