@@ -32,8 +32,9 @@ def runfile_toolkit(version: str, url: str, prefix: str, sha256: str | None = No
     name = url.rsplit("/", 1)[1]
     md5_url = url.split("/local_installers/")[0] + "/docs/sidebar/md5sum.txt"
     run = f"/var/cache/llmhost/{name}"
-    checks = [f"curl -fsSL {shlex.quote(md5_url)} | grep ' {name}$' | sed 's# .*/# #; s#  *# #' "
-              f"| awk '{{print $1\"  {run}\"}}' | md5sum -c -"]
+    # NVIDIA publishes an md5 list beside the installers; the line naming this runfile holds its md5.
+    checks = [f"md5=$(curl -fsSL {shlex.quote(md5_url)} | grep -F {name} | grep -oE '[0-9a-f]{{32}}' | head -n1) && "
+              f"[ -n \"$md5\" ] && echo \"$md5  {run}\" | md5sum -c -"]
     if sha256:
         checks.append(f"echo '{sha256}  {run}' | sha256sum -c -")
     yield (f"mkdir -p /var/cache/llmhost && {proxy_env} curl -fL --retry 3 -C - -o {run} {shlex.quote(url)} && "

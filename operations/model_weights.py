@@ -64,7 +64,7 @@ def ensure(ctx: Context):
                               (s.config_root, "root", "700")]:
         files.directory(name=f"Directory {path}", path=path, user=owner, group=owner, mode=mode)
 
-    pip.virtualenv(name="Tools venv (uv, huggingface_hub)", path=ctx.tools, venv=True, _env=ctx.download_env)
+    pip.virtualenv(name="Tools venv (uv, huggingface_hub)", path=ctx.tools, venv=True, python="python3", _env=ctx.download_env)
     pip.packages(name="Tools: uv and huggingface_hub (pinned)", packages=[f"uv=={s.uv_version}",
                  *s.hub_tools_requirements], pip=f"{ctx.tools}/bin/pip", _env=ctx.download_env)
 

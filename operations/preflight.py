@@ -77,8 +77,11 @@ class Context:
         env = {"UV_PYTHON_INSTALL_DIR": f"{self.s.install_root}/python", "UV_CACHE_DIR": "/var/cache/llmhost/uv",
                "UV_LINK_MODE": "copy"}
         if self.s.http_proxy:
+            from urllib.parse import urlsplit
+
+            direct = ",".join(["127.0.0.1", "localhost", urlsplit(self.s.hf_endpoint).hostname or ""])
             env.update(http_proxy=self.s.http_proxy, https_proxy=self.s.http_proxy,
-                       HTTP_PROXY=self.s.http_proxy, HTTPS_PROXY=self.s.http_proxy)
+                       HTTP_PROXY=self.s.http_proxy, HTTPS_PROXY=self.s.http_proxy, no_proxy=direct, NO_PROXY=direct)
         if self.s.ca_bundle:
             env.update(SSL_CERT_FILE=self.s.ca_bundle, REQUESTS_CA_BUNDLE=self.s.ca_bundle, PIP_CERT=self.s.ca_bundle)
         return env
@@ -131,7 +134,14 @@ def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
         hint = "" if token else f" (if it is private or gated, export {s.hf_token_env})"
         raise LlmhostError(f"{host.name}: model_repo={s.model_repo} was not found on {s.hf_endpoint}{hint}: "
                            "fix model_repo") from None
-    except (HfHubHTTPError, OSError) as exc:
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 404:
+            raise LlmhostError(f"{host.name}: model_repo={s.model_repo} at model_revision={s.model_revision} was "
+                               f"not found on {s.hf_endpoint}: fix model_repo / model_revision") from None
+        raise LlmhostError(f"{host.name}: {s.hf_endpoint} refused the model check ({status}): check hf_endpoint "
+                           f"and {s.hf_token_env}") from None
+    except OSError as exc:
         raise LlmhostError(f"{host.name}: cannot reach {s.hf_endpoint} to check model_repo ({exc}); "
                            "check hf_endpoint and the controller's network") from None
     size = sum((sib.size or 0) for sib in (info.siblings or []))
@@ -234,6 +244,7 @@ def check() -> Context:
         _fail(f"model_repo={s.model_repo}: {exc}")
 
     free = host.get_fact(DiskFreeMib, path=s.data_root)
+    size = size or int(p.weights_gib * 2**30)  # a hub that does not report sizes: the planner's estimate
     need = size / 2**20 + s.min_free_disk_gib * 1024
     ctx = Context(s, os_id, os_version, gpu, smi, module, p, commit, size, flavour, s.warnings() + p.warnings)
     from pyinfra.facts.files import File  # local: only preflight reads the marker before deciding disk needs

@@ -39,6 +39,23 @@ def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), de
     return out
 
 
+def recorded_gpu_host() -> dict:
+    """The real Ubuntu 24.04 H200 host, replayed from the facts recorded there (tests/fixtures/gpu-host)."""
+    import json
+    from pathlib import Path
+
+    rec = Path(__file__).parent / "fixtures" / "gpu-host"
+    out = responses(version="24.04")
+    by_fact = {}
+    for line in (rec / "facts.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        by_fact[d["fact"]] = d["output"].splitlines()
+    out.update({"nvidia-smi --query-gpu": by_fact["NvidiaSmi"], "/sys/bus/pci/devices": by_fact["PciNvidiaGpus"],
+                "/proc/driver/nvidia/version": by_fact["NvidiaKernelModule"], "SecureBoot-": by_fact["SecureBoot"],
+                "apt-mark showhold": by_fact["AptHolds"], "/proc/meminfo": by_fact["MemTotalMib"]})
+    return out
+
+
 SCENARIOS = {
     # A bare Ubuntu 22.04 box with an RTX 3060 and no driver yet (the card is declared for the planner).
     "fresh-2204": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="22.04")),
@@ -52,6 +69,9 @@ SCENARIOS = {
         "Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.95", "exit=18"]}),
 }
 
+
+if os.environ.get("LLMHOST_FAKE") == "recorded-h200":
+    SCENARIOS["recorded-h200"] = dict(data={}, responses=recorded_gpu_host())
 
 scenario = os.environ.get("LLMHOST_FAKE", "fresh-2204")
 extra = eval(os.environ.get("LLMHOST_FAKE_DATA", "{}"))  # test-only overrides, a dict literal

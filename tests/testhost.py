@@ -183,6 +183,10 @@ def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
         data.update(pip_find_links=["/opt/wheels"], openwebui_extra_requirements=[f"torch=={version}"])
     if hub:
         data["hf_endpoint"] = hub
+        hub_state = REPO / ".cache" / "hub" / "state.json"
+        if hub_state.exists():
+            st = json.loads(hub_state.read_text())
+            data.update(model_repo=st["repo"], model_revision=st["commit"])
     return data
 
 

@@ -1,0 +1,54 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_REPO = "astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"
+DEFAULT_SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
+PYINFRA = [sys.executable, "-m", "pyinfra"]
+
+
+@pytest.fixture(scope="session")
+def offline_hf_home(tmp_path_factory) -> Path:
+    """A controller HF cache holding only the pinned default model's config files (fast tier: no network)."""
+    home = tmp_path_factory.mktemp("hf")
+    snap = home / "hub" / f"models--{DEFAULT_REPO.replace('/', '--')}" / "snapshots" / DEFAULT_SHA
+    snap.mkdir(parents=True)
+    for f in (REPO / "tests/fixtures/models/llama-3-8b-instruct-gptq").glob("*.json"):
+        shutil.copy(f, snap / f.name)
+    return home
+
+
+@pytest.fixture
+def fake_plan(offline_hf_home):
+    """Run the whole deploy against a scripted @fake host: (returncode, plan JSON or None, stdout+stderr)."""
+
+    def run(scenario: str, data: dict | None = None, diff: bool = False):
+        env = {**os.environ, "HF_HOME": str(offline_hf_home), "HF_HUB_OFFLINE": "1", "LLMHOST_FAKE": scenario,
+               "LLMHOST_FAKE_DATA": repr(data or {})}
+        args = ["tests/fake_hosts.py", "deploy.py", "--dry"] + (["--diff"] if diff else ["--json"])
+        p = subprocess.run(PYINFRA + args, cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=300)
+        plan = None
+        if not diff and p.returncode == 0 and p.stdout.strip().startswith("{"):
+            plan = json.loads(p.stdout)
+        return p.returncode, plan, p.stdout + p.stderr
+
+    return run
+
+
+def changed(plan: dict) -> set[str]:
+    return {op["name"] for op in plan["plan"] if op["hosts_with_change"]}
+
+
+def conditional(plan: dict) -> set[str]:
+    return {op["name"] for op in plan["plan"] if op["hosts_with_conditional_change"]}
+
+
+def names(plan: dict) -> set[str]:
+    return {op["name"] for op in plan["plan"]}

@@ -1,0 +1,102 @@
+"""A Hugging Face-compatible hub on this machine for download tests: olah (a real HF mirror server, offline mode)
+serving a small model repo that the tests make as a plain git repository.
+
+    python -m tests.hub up     # writes .cache/hub/state.json: endpoint, repo, commit, pid
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE = REPO_ROOT / ".cache" / "hub"
+TEST_REPO = "llmhost-test/tiny-llama-instruct"
+PORT = int(os.environ.get("LLMHOST_HUB_PORT", "18090"))
+
+
+def tiny_safetensors(n_floats: int = 4096) -> bytes:
+    """A valid safetensors file: one fp16 tensor of zeros (8 KiB, clear of olah's 121-149 byte bug)."""
+    header = json.dumps({"model.embed_tokens.weight": {"dtype": "F16", "shape": [n_floats // 64, 64],
+                                                        "data_offsets": [0, n_floats * 2]}}).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + b"\0" * (n_floats * 2)
+
+
+def make_repo(base: Path) -> str:
+    """Create the test model as a git repo under base/models/ORG/NAME; return its commit sha."""
+    org, name = TEST_REPO.split("/")
+    repo = base / "models" / org / name
+    if (repo / ".git").exists():
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    repo.mkdir(parents=True)
+    cfg = json.loads((REPO_ROOT / "tests/fixtures/models/llama-3-8b-instruct-gptq/config.json").read_text())
+    (repo / "config.json").write_text(json.dumps(cfg, indent=1))
+    (repo / "quantize_config.json").write_text(
+        (REPO_ROOT / "tests/fixtures/models/llama-3-8b-instruct-gptq/quantize_config.json").read_text())
+    (repo / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 128000, "eos_token_id": [128001, 128009], "do_sample": True, "temperature": 0.6}))
+    (repo / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 8192, "bos_token": "<|begin_of_text|>",
+                                                            "eos_token": "<|eot_id|>"}))
+    (repo / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<|begin_of_text|>",
+                                                              "eos_token": "<|eot_id|>"}))
+    (repo / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {}}}))
+    (repo / "model.safetensors").write_bytes(tiny_safetensors())
+    (repo / "README.md").write_text("Test model for llmhost: Llama-3-8B config, tiny zero weights. Not a model.\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=llmhost-tests", "-c", "user.email=tests@llmhost.invalid"]
+    subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "tiny test model"], check=True,
+                   env={**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+                        "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"})
+    return make_repo(base)
+
+
+def up(host: str = "0.0.0.0", port: int = PORT) -> dict:
+    down()
+    STATE.mkdir(parents=True, exist_ok=True)
+    mirrors = STATE / "mirrors"
+    sha = make_repo(mirrors)
+    conf = STATE / "olah.toml"
+    conf.write_text(f'[basic]\nhost = "{host}"\nport = {port}\nrepos-path = "{STATE / "repos"}"\n'
+                    f'mirrors-path = ["{mirrors}"]\nmirror-scheme = "http"\n\n[accessibility]\noffline = true\n')
+    olah = Path(sys.executable).with_name("olah-cli")
+    log = open(STATE / "olah.log", "wb")
+    proc = subprocess.Popen([str(olah), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=STATE)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"olah did not start (see {log.name})")
+            time.sleep(0.3)
+    state = {"pid": proc.pid, "port": port, "repo": TEST_REPO, "commit": sha,
+             "endpoint": f"http://127.0.0.1:{port}"}
+    (STATE / "state.json").write_text(json.dumps(state))
+    return state
+
+
+def down() -> None:
+    f = STATE / "state.json"
+    if f.exists():
+        pid = json.loads(f.read_text())["pid"]
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        f.unlink()
+
+
+if __name__ == "__main__":
+    print(json.dumps(up()) if sys.argv[1:2] == ["up"] else (down() or "down"))

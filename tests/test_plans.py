@@ -1,0 +1,74 @@
+"""Whole-deploy plans with pyinfra's @fake connector (nothing runs anywhere): what each kind of host would get."""
+
+from tests.conftest import changed, conditional, names
+
+
+def test_fresh_ubuntu_2204_gpu_host_gets_every_component(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204")
+    assert rc == 0, out
+    ch = changed(plan)
+    assert "NVIDIA driver | Install the 580 driver (open modules)" in ch
+    assert "NVIDIA driver | Hold the driver packages" in ch
+    assert "NVIDIA driver | Keep NVIDIA/CUDA out of unattended-upgrades" in ch
+    assert "CUDA toolkit | Install cuda-toolkit-12-1 (no driver)" in ch
+    assert "NVIDIA container toolkit | Install the container toolkit (four packages together)" in ch
+    assert any(n.startswith("Model weights | Weights astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit@") for n in ch)
+    assert "vLLM service | vllm.service" in ch and "Open WebUI service | open-webui.service" in ch
+    # Reboot only if the driver install really changed something: conditional, not planned outright.
+    assert "NVIDIA driver | Reboot into the new driver (it changed)" in conditional(plan)
+    assert not any("runfile" in n for n in names(plan))
+
+
+def test_fresh_ubuntu_2404_uses_the_runfile_for_cuda_121(fake_plan):
+    rc, plan, out = fake_plan("fresh-2404")
+    assert rc == 0, out
+    assert "CUDA toolkit | Install CUDA 12.1 from NVIDIA's runfile (no 12-1 debs on ubuntu 24.04)" in changed(plan)
+    assert not any("cuda-toolkit-12-1" in n for n in names(plan))
+
+
+def test_working_driver_not_from_a_deb_is_left_alone(fake_plan):
+    rc, plan, out = fake_plan("driver-ok")
+    assert rc == 0, out
+    assert "NVIDIA driver | NVIDIA driver (left alone)" in names(plan)
+    assert not any(n.startswith("NVIDIA driver | Install") for n in names(plan))
+
+
+def test_reboot_can_be_turned_off(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204", {"nvidia_reboot": False})
+    assert rc == 0, out
+    assert "NVIDIA driver | Reboot (disabled)" in names(plan)
+    assert not any("Reboot into" in n for n in names(plan))
+
+
+def test_driver_library_mismatch_is_reported_with_the_fix(fake_plan):
+    rc, plan, out = fake_plan("mismatch")
+    assert rc != 0
+    assert "Driver/library version mismatch" in out and "Reboot the host" in out
+
+
+def test_vllm_pin_upgrade_plans_a_new_venv(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204", {"vllm_version": "0.10.2", "vllm_exclude_newer": None})
+    assert rc == 0, out
+    assert "vLLM service | vLLM 0.10.2 venv" in changed(plan)
+
+
+def test_recorded_h200_host_replayed(fake_plan):
+    """Issue 5: the facts recorded on the real Ubuntu 24.04 H200 host, replayed through the whole deploy."""
+    rc, plan, out = fake_plan("recorded-h200")
+    assert rc == 0, out
+    assert "NVIDIA driver | NVIDIA driver (left alone)" in names(plan)  # 580.159.04, open module, not from a deb
+    assert "CUDA toolkit | Install CUDA 12.1 from NVIDIA's runfile (no 12-1 debs on ubuntu 24.04)" in changed(plan)
+    # The planner used the detected card (H200, CUDA-visible 143155 MiB), not the 12 GB defaults.
+    assert "139.80 GiB x 1  [NVIDIA H200]" in out
+    assert "--max-num-seqs=256" in out and "--max-model-len=8192" in out
+
+
+def test_recorded_real_dry_run_output_shows_units_and_no_secret():
+    """The committed `pyinfra @local deploy.py --dry --diff` output from the real H200 host."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "fixtures" / "gpu-host" / "dryrun.txt").read_text()
+    assert text.rstrip().endswith("exit=0")
+    assert "Will create /etc/systemd/system/vllm.service" in text
+    assert "NVIDIA driver | NVIDIA driver (left alone)" in text
+    assert "VLLM_API_KEY=" not in text and "WEBUI_SECRET_KEY=" not in text
