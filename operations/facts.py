@@ -230,3 +230,30 @@ class MemTotalMib(FactBase):
 
     def process(self, output):
         return int(output[0]) if output and output[0].strip().isdigit() else 0
+
+
+class PortOwners(FactBase):
+    """For each listening TCP port asked about, the systemd unit (cgroup) of the process holding it.
+
+    Sample output::
+
+        8080 0::/system.slice/open-webui.service
+        8000 0::/user.slice/user-1000.slice/session-2.scope
+    """
+
+    @staticmethod
+    def default():
+        return {}
+
+    def command(self, ports: list[int]) -> str:
+        plist = " ".join(str(int(p)) for p in ports)
+        return (f"for p in {plist}; do pid=$(ss -ltnpH \"sport = :$p\" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 "
+                "| cut -d= -f2); [ -n \"$pid\" ] && echo \"$p $(tail -n1 /proc/$pid/cgroup 2>/dev/null)\"; done; true")
+
+    def process(self, output):
+        owners = {}
+        for line in output:
+            port, _, cgroup = line.partition(" ")
+            if port.isdigit():
+                owners[int(port)] = cgroup.strip()
+        return owners

@@ -18,7 +18,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Arch, LinuxDistribution
 
 from operations import versions
-from operations.facts import DiskFreeMib, MemTotalMib, NvidiaKernelModule, NvidiaSmi, PciNvidiaGpus, SecureBoot
+from operations.facts import DiskFreeMib, MemTotalMib, NvidiaKernelModule, PortOwners, NvidiaSmi, PciNvidiaGpus, SecureBoot
 from operations.settings import Settings, SettingsError
 from operations.tuning import GpuSpec, ModelSpec, Plan, PlanError, plan
 
@@ -233,6 +233,12 @@ def check() -> Context:
     if smi["status"] == "ok" and not versions.driver_satisfies(smi["gpus"][0]["driver_version"], cuda):
         logger.info(f"{host.print_prefix}driver {smi['gpus'][0]['driver_version']} is too old for vLLM "
                     f"{s.vllm_version} (CUDA {cuda}); the {s.nvidia_driver_branch} branch will be installed")
+
+    owners = host.get_fact(PortOwners, ports=[s.vllm_port, s.openwebui_port])
+    for port, unit, setting in ((s.vllm_port, "vllm.service", "vllm_port"),
+                                (s.openwebui_port, "open-webui.service", "openwebui_port")):
+        if port in owners and unit not in owners[port]:
+            _fail(f"port {port} is already in use by {owners[port] or 'another process'}: stop it or set {setting}")
 
     cfg, qcfg, commit, size = _model_config(s)
     gpu = _gpu(s, smi)

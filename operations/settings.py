@@ -51,7 +51,7 @@ class Settings(BaseModel):
     pip_index_url: str | None = Field(None, description="Python package index for the host's venvs (default PyPI).")
     pip_find_links: list[str] = Field([], description="Extra local wheel directories on the host (e.g. a CPU torch).")
     uv_version: str = Field("0.9.5", description="uv used on the host to build venvs and fetch Pythons.")
-    hub_tools_requirements: list[str] = Field(["huggingface_hub==0.26.0"],
+    hub_tools_requirements: list[str] = Field(["huggingface-hub==0.26.0"],
                                               description="Requirements of the small weights-fetcher venv.")
 
     # --- NVIDIA driver / CUDA / container toolkit --------------------------------------------------------

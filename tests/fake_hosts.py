@@ -15,7 +15,7 @@ def os_release(os_id: str, version: str) -> list[str]:
 
 
 def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), debs=(), files=(), probe=None,
-              pci="0000:01:00.0 0x2504 0x030000"):
+              pci="0000:01:00.0 0x2504 0x030000", ports=()):
     smi_out = [smi, "exit=0"] if smi else ["exit=missing"]
     dpkg = ["Desired=Unknown/Install/Remove/Purge/Hold", "||/ Name Version Architecture Description",
             "+++-====-====-====-====="] + [f"ii  {name} {ver} amd64 pkg" for name, ver in debs]
@@ -31,6 +31,7 @@ def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), de
         "dpkg -l": dpkg,
         re.compile(r"df -Pk"): ["200000"],
         "llmhost-probe": [probe or '{"ok": false}'],
+        "ss -ltnpH": list(ports),
         re.compile(r"command -v (useradd|groupadd|usermod)"): ["/usr/sbin/useradd"],
         re.compile(r"command -v dockerd"): [],
     }
@@ -57,6 +58,18 @@ def recorded_gpu_host() -> dict:
 
 
 SCENARIOS = {
+    # Hosts that must be refused before any change (each with its own fault).
+    "ubuntu-2004": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="20.04")),
+    "arm64": dict(data={"gpu_card": "rtx-3060-12gb"}, responses={**responses(), "uname -m": ["aarch64"]}),
+    "no-gpu": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(pci="")),
+    "pascal": dict(data={"gpu_card": "rtx-3060-12gb", "nvidia_driver_flavour": "open"},
+                   responses=responses(pci="0000:01:00.0 0x1b80 0x030000")),
+    "secureboot-debian": dict(data={"gpu_card": "rtx-3060-12gb", "allow_os": ["debian 12"]},
+                              responses={**responses(os_id="debian", version="12"), "SecureBoot-": ["SecureBoot 1"]}),
+    "small-disk": dict(data={"gpu_card": "rtx-3060-12gb"}, responses={**responses(), re.compile(r"df -Pk"): ["900"]}),
+    "port-taken": dict(data={"gpu_card": "rtx-3060-12gb"},
+                       responses=responses(ports=["8080 0::/system.slice/apache2.service"])),
+    "smi-disagrees": dict(data={"gpu_memory_mib": 24000}, responses=responses(smi=SMI_3060)),
     # A bare Ubuntu 22.04 box with an RTX 3060 and no driver yet (the card is declared for the planner).
     "fresh-2204": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="22.04")),
     "fresh-2404": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="24.04")),

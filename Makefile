@@ -1,0 +1,36 @@
+# llmhost entry points. PY is the project's venv (make venv creates it).
+PY ?= .venv/bin/python
+
+venv: .venv/bin/python  ## create .venv with the project and its test extras
+
+.venv/bin/python:
+	python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'
+
+host-deps:       ## Debian packages the local test host needs (root)
+	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null && command -v tinyproxy >/dev/null \
+	  && command -v zstd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends debootstrap systemd-container tinyproxy zstd iproute2 openssh-client git make >/dev/null)
+
+deploy: .venv/bin/python  ## apply to inventories/home.py (LLMHOST_HOST, or else the local test host)
+	@[ -n "$$LLMHOST_HOST" ] || [ -f .cache/testhost/inventory.json ] || $(MAKE) --no-print-directory test-host-up
+	$(PY) -m pyinfra -y inventories/home.py deploy.py
+
+plan: .venv/bin/python  ## what a run would change, with unit/env diffs
+	$(PY) -m pyinfra inventories/home.py deploy.py --dry --diff </dev/null
+
+test: .venv/bin/python host-deps  ## fast tier + real tier (the real tier needs root and systemd-nspawn)
+	$(PY) -m pytest -q -rs
+
+test-fast: .venv/bin/python  ## fast tier only (seconds)
+	$(PY) -m pytest -q -m "not realhost"
+
+test-host-up: .venv/bin/python host-deps  ## boot the disposable Debian 12 test host and the local model hub
+	$(PY) -m tests.hub up && LLMHOST_HUB_PORT=18090 $(PY) -m tests.testhost up
+
+test-host-down:
+	$(PY) -m tests.testhost down; $(PY) -m tests.hub down
+
+bench:           ## boot / apply / no-op timings, peak RAM, systemd-analyze security (a report, not a test)
+	$(PY) tools/bench.py
+
+.PHONY: venv host-deps deploy plan test test-fast test-host-up test-host-down bench

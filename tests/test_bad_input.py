@@ -1,0 +1,70 @@
+"""Bad input is refused before any change, with a message that names the setting (or the fault) and the fix.
+
+Pure settings are checked directly; host-dependent refusals run the whole deploy against @fake hosts (preflight
+raises while pyinfra prepares, so no operation is ever executed). The real tier adds an unknown repo and revision
+against the real test host and checks its state is byte-identical afterwards.
+"""
+
+import pytest
+
+from operations.settings import Settings, SettingsError
+
+BASE = {"gpu_card": "rtx-3060-12gb"}
+
+SETTINGS_CASES = [
+    ("typo", {"vllm_max_num_seq": 8}, "unknown setting 'vllm_max_num_seq' (did you mean 'vllm_max_num_seqs'?)"),
+    ("wrong type", {"vllm_port": "eighty"}, "vllm_port"),
+    ("zero memory", {"gpu_memory_mib": 0}, "gpu_memory_mib"),
+    ("negative memory", {"gpu_memory_mib": -12288}, "gpu_memory_mib"),
+    ("utilization above 1", {"vllm_gpu_memory_utilization": 1.5}, "vllm_gpu_memory_utilization: Value error, must be in (0, 1]"),
+    ("utilization zero", {"vllm_gpu_memory_utilization": 0}, "vllm_gpu_memory_utilization"),
+    ("shared port", {"openwebui_port": 8000}, "give each service its own port"),
+    ("bind not an address", {"vllm_host": "localhost:8000"}, "vllm_host: Value error, 'localhost:8000' is not an IP address"),
+    ("open webui python", {"openwebui_python": "3.10"}, "openwebui_python=3.10: Open WebUI 0.12.4 needs Python >=3.11,<3.13"),
+    ("revision not pinned", {"model_revision": "main"}, "model_revision: Value error, 'main' is not a 40-hex commit"),
+    ("repo not a repo id", {"model_repo": "llama3"}, "model_repo"),
+    ("gpu-less without stand-in", {"gpu_host": False}, "gpu_host=False needs vllm_exec_start_override"),
+]
+
+
+@pytest.mark.parametrize("label,data,message", SETTINGS_CASES, ids=[c[0] for c in SETTINGS_CASES])
+def test_settings_refused_with_the_setting_named(label, data, message):
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_host_data({**BASE, **data}, "home")
+    assert message in str(exc.value)
+
+
+def test_pyinfra_connection_keys_are_not_settings():
+    s = Settings.from_host_data({"ssh_user": "me", "_sudo": True, "fake_delay": 0, "vllm_port": 8001})
+    assert s.vllm_port == 8001
+
+
+HOST_CASES = [
+    ("ubuntu-2004", {}, "ubuntu 20.04 is not supported"),
+    ("arm64", {}, "architecture aarch64 is not supported"),
+    ("no-gpu", {}, "no NVIDIA GPU on the PCI bus: plug the card in, or set gpu_host=False"),
+    ("pascal", {}, "nvidia_driver_flavour=open, but this card predates Turing"),
+    ("secureboot-debian", {}, "Secure Boot is on and debian has no prebuilt signed NVIDIA modules"),
+    ("small-disk", {}, "min_free_disk_gib"),
+    ("port-taken", {}, "port 8080 is already in use by 0::/system.slice/apache2.service: stop it or set openwebui_port"),
+    ("mismatch", {}, "Driver/library version mismatch"),
+    ("smi-disagrees", {}, "gpu_memory_mib/gpu_card declare 24000 MiB but nvidia-smi reports NVIDIA GeForce RTX 3060"),
+    ("fresh-2204", {"vllm_version": "0.20.0", "nvidia_driver_branch": 550},
+     "vllm_version=0.20.0 bundles CUDA 13.0, which needs driver >= 580.65.06; nvidia_driver_branch=550"),
+    ("fresh-2204", {"vllm_max_model_len": 16384}, "vllm_max_model_len=16384 is above the model's max_position_embeddings=8192"),
+    ("fresh-2204", {"gpu_card": "rtx-3060-ti", "model_revision": "0" * 40}, "config.json is not in the controller's cache"),
+    ("fresh-2204", {"gpu_memory_mib": 4096}, "the model does not fit"),
+    ("fresh-2204", {"vllm_port": "x"}, "vllm_port"),
+]
+
+
+@pytest.mark.parametrize("scenario,data,message", HOST_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(HOST_CASES)])
+def test_host_refused_before_any_change(fake_plan, scenario, data, message):
+    rc, plan, out = fake_plan(scenario, data)
+    assert rc != 0, out[-2000:]
+    assert message in out, out[-2000:]
+    assert "Starting operation" not in out and "Success" not in out  # nothing was executed
+
+
+def test_catalogue_has_at_least_fifteen_cases():
+    assert len(SETTINGS_CASES) + len(HOST_CASES) >= 15

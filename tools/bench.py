@@ -1,0 +1,68 @@
+"""Benchmark (a report, not a test): test-host boot, first apply, no-op re-run, Open WebUI start, peak RAM, and the
+systemd-analyze security exposure of each unit. Run as root: python tools/bench.py [--cold]
+
+--cold removes the cached golden image first, so the boot includes debootstrap.
+"""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests import hub, testhost  # noqa: E402
+
+
+def timed(fn, *a):
+    t0 = time.monotonic()
+    out = fn(*a)
+    return out, time.monotonic() - t0
+
+
+def deploy() -> str:
+    p = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "deploy.py"], cwd=ROOT,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode:
+        raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
+    return p.stdout + p.stderr
+
+
+def main() -> None:
+    report = {}
+    if "--cold" in sys.argv:
+        for f in testhost.IMAGES.glob("bookworm-*.tar.zst"):
+            f.unlink()
+    hub.up()
+    _, report["testhost_boot_s"] = timed(testhost.up, 1, hub.PORT)
+    addr = json.loads((ROOT / ".cache/testhost/state.json").read_text())["hosts"][0]["address"]
+    peak = [psutil.virtual_memory().used]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], psutil.virtual_memory().used)
+            time.sleep(0.5)
+
+    threading.Thread(target=sample, daemon=True).start()
+    _, report["first_apply_s"] = timed(deploy)
+    done.set()
+    report["peak_ram_used_gib_during_apply"] = round(peak[0] / 2**30, 2)
+    _, report["noop_rerun_s"] = timed(deploy)
+    t0 = time.monotonic()
+    testhost.ssh(addr, "systemctl restart open-webui")  # returns when ExecStartPost saw /health
+    report["openwebui_restart_to_healthy_s"] = round(time.monotonic() - t0, 1)
+    report["openwebui_venv_gib"] = testhost.ssh(addr, "du -s --block-size=1M /opt/llmhost/open-webui").stdout.split()[0]
+    for unit in ("vllm.service", "open-webui.service"):
+        out = testhost.ssh(addr, f"systemd-analyze security --no-pager {unit} | tail -n1", check=False).stdout
+        report[f"exposure_{unit}"] = out.strip()
+    for k, v in report.items():
+        print(f"{k}: {round(v, 1) if isinstance(v, float) else v}")
+
+
+if __name__ == "__main__":
+    main()
