@@ -10,7 +10,7 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server
 
 from operations.nvidia_driver import held
-from operations.preflight import Context, skipped
+from operations.preflight import Context, gpu_step_applies, skipped
 
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 BASE = "https://nvidia.github.io/libnvidia-container"
@@ -21,11 +21,7 @@ PACKAGES = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvi
 @deploy("NVIDIA container toolkit")
 def ensure(ctx: Context):
     s = ctx.s
-    if not s.gpu_host:
-        skipped(name="Container toolkit (skipped: gpu_host=False)", reason="gpu_host=False: no GPU for containers")
-        return
-    if not ctx.ubuntu:
-        skipped(name="Container toolkit (skipped: not Ubuntu)", reason=f"{ctx.os_id}: not supported by llmhost")
+    if not gpu_step_applies(ctx, "Container toolkit"):
         return
     proxy = f"https_proxy={s.http_proxy} " if s.http_proxy else ""
     key = server.shell(name="nvidia-container-toolkit signing key",

@@ -17,7 +17,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files
 
-from operations.preflight import Context, skipped
+from operations.preflight import Context, gpu_step_applies, skipped
 
 REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{dist}/x86_64"
 
@@ -46,14 +46,10 @@ def runfile_toolkit(version: str, url: str, prefix: str, sha256: str | None = No
 @deploy("CUDA toolkit")
 def ensure(ctx: Context):
     s = ctx.s
-    if not s.gpu_host:
-        skipped(name="CUDA toolkit (skipped: gpu_host=False)", reason="gpu_host=False: no GPU, no CUDA toolkit")
+    if not gpu_step_applies(ctx, "CUDA toolkit"):
         return
     if s.cuda_version == "none":
         skipped(name="CUDA toolkit (skipped: cuda_version=none)", reason="cuda_version=none")
-        return
-    if not ctx.ubuntu:
-        skipped(name="CUDA toolkit (skipped: not Ubuntu)", reason=f"{ctx.os_id}: NVIDIA's Ubuntu repos only")
         return
     dashed = s.cuda_version.replace(".", "-")
     prefix = f"/usr/local/cuda-{s.cuda_version}"

@@ -12,7 +12,7 @@ from pyinfra.operations import apt, files, server
 
 from operations import versions
 from operations.facts import AptHolds
-from operations.preflight import Context, skipped
+from operations.preflight import Context, gpu_step_applies, skipped
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
 // driver upgrade under a loaded module gives "Driver/library version mismatch").
@@ -61,12 +61,7 @@ def working_driver(ctx: Context) -> str | None:
 @deploy("NVIDIA driver")
 def ensure(ctx: Context):
     s = ctx.s
-    if not s.gpu_host:
-        skipped(name="NVIDIA driver (skipped: gpu_host=False)", reason="gpu_host=False: no GPU, no driver step")
-        return
-    if not ctx.ubuntu:
-        skipped(name="NVIDIA driver (skipped: not Ubuntu)",
-                reason=f"{ctx.os_id} {ctx.os_version}: llmhost installs the driver from Ubuntu's archive only")
+    if not gpu_step_applies(ctx, "NVIDIA driver"):
         return
     packages = driver_packages(s.nvidia_driver_branch, ctx.flavour)
     present = host.get_fact(DebPackages)

@@ -270,3 +270,15 @@ def skipped(reason: str):
     """A step that does not apply to this host: reported as a noop with its reason, never as done."""
     host.noop(reason)
     yield from ()
+
+
+def gpu_step_applies(ctx: Context, step: str) -> bool:
+    """GPU steps run only on Ubuntu GPU hosts; elsewhere they are reported as skipped (never as done)."""
+    if not ctx.s.gpu_host:
+        skipped(name=f"{step} (skipped: gpu_host=False)", reason=f"gpu_host=False: no GPU, no {step} step")
+        return False
+    if not ctx.ubuntu:
+        skipped(name=f"{step} (skipped: not Ubuntu)",
+                reason=f"{ctx.os_id} {ctx.os_version}: llmhost installs {step} on Ubuntu only")
+        return False
+    return True

@@ -90,7 +90,8 @@ class Settings(BaseModel):
     vllm_reserved_mib: int = Field(0, ge=0, description="GPU memory kept free for a desktop on the same card.")
     vllm_min_concurrency: float = Field(2.0, gt=0, description="Full-length sequences the KV cache must hold.")
     vllm_exec_start_override: str | None = Field(
-        None, description="TEST ONLY: ExecStart for a GPU-less host (an OpenAI-compatible stand-in).")
+        None, description="TEST ONLY: ExecStart for a GPU-less host (an OpenAI-compatible stand-in); may use "
+        "{host} {port} {model} {served_model_name} {flags} (the planner's flags).")
 
     # --- Open WebUI -----------------------------------------------------------------------------------------
     openwebui_version: str = Field("0.12.4", description="Open WebUI pin.")

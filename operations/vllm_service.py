@@ -41,7 +41,7 @@ def exec_start(ctx: Context, venv: str) -> str:
     s = ctx.s
     if s.vllm_exec_start_override:
         return s.vllm_exec_start_override.format(host=s.vllm_host, port=s.vllm_port, model=ctx.snapshot_path,
-                                                 served_model_name=s.served_model_name)
+                                                 served_model_name=s.served_model_name, flags=" ".join(ctx.plan.flags))
     args = [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path,
             "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
             "--disable-log-requests", *ctx.plan.flags]

@@ -68,3 +68,11 @@ def test_host_refused_before_any_change(fake_plan, scenario, data, message):
 
 def test_catalogue_has_at_least_fifteen_cases():
     assert len(SETTINGS_CASES) + len(HOST_CASES) >= 15
+
+
+def test_readme_lists_every_setting_as_the_model_documents_it():
+    from pathlib import Path
+
+    from operations.settings import markdown_table
+
+    assert markdown_table() in (Path(__file__).parent.parent / "README.md").read_text()

@@ -175,7 +175,7 @@ def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
         "gpu_host": False, "gpu_card": "rtx-3060-12gb",
         "http_proxy": f"http://{h['gateway']}:{PROXY_PORT}", "ca_bundle": "/usr/local/share/llmhost-ca-bundle.crt",
         "vllm_exec_start_override": "/usr/bin/python3 /usr/local/lib/llmhost-standin/openai_standin.py "
-                                    "--host {host} --port {port} --model {served_model_name}",
+                                    "--host {host} --port {port} --model {served_model_name} {flags}",
     }
     wheels = sorted(Path("/opt/wheels").glob("torch-*+cpu-cp311-*.whl"))
     if wheels:

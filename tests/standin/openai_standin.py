@@ -20,7 +20,8 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", required=True)
-    a = p.parse_args()
+    p.add_argument("--max-model-len", type=int, default=None)
+    a, _vllm_flags = p.parse_known_args()  # the planner's other flags are accepted, as vLLM would, and ignored
     key = os.environ.get("VLLM_API_KEY")
 
     class Handler(BaseHTTPRequestHandler):
@@ -45,7 +46,8 @@ def main():
                 return
             if self.path == "/v1/models":
                 return self._send(200, {"object": "list", "data": [
-                    {"id": a.model, "object": "model", "created": 0, "owned_by": "llmhost-standin"}]})
+                    {"id": a.model, "object": "model", "created": 0, "owned_by": "llmhost-standin",
+                     "max_model_len": a.max_model_len}]})
             self._send(404, {"error": "not found"})
 
         def do_POST(self):
