@@ -26,8 +26,15 @@ if target:
         data["gpu_card"] = os.environ["LLMHOST_GPU_CARD"]
     hosts = [(address, data)]
 else:
-    generated = Path(__file__).resolve().parent.parent / ".cache" / "testhost" / "inventory.json"
+    default = Path(__file__).resolve().parent.parent / ".cache" / "testhost" / "inventory.json"
+    generated = Path(os.environ.get("LLMHOST_INVENTORY_JSON", default))
     if not generated.exists():
         raise SystemExit("LLMHOST_HOST is not set and no test host is running: set LLMHOST_HOST=user@gpu-box, "
                          "or start the local test host with `make test-host-up`")
     hosts = [tuple(h) for h in json.loads(generated.read_text())]
+
+names = [h[0] for h in hosts]
+duplicates = sorted({n for n in names if names.count(n) > 1})
+if duplicates:
+    raise SystemExit(f"inventory: host name(s) {', '.join(duplicates)} appear more than once: give each host one "
+                     "entry (pyinfra would silently merge them)")

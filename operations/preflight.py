@@ -15,6 +15,7 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import File
 from pyinfra.facts.server import Arch, LinuxDistribution
 
 from operations import versions
@@ -253,12 +254,13 @@ def check() -> Context:
     size = size or int(p.weights_gib * 2**30)  # a hub that does not report sizes: the planner's estimate
     need = size / 2**20 + s.min_free_disk_gib * 1024
     ctx = Context(s, os_id, os_version, gpu, smi, module, p, commit, size, flavour, s.warnings() + p.warnings)
-    from pyinfra.facts.files import File  # local: only preflight reads the marker before deciding disk needs
-
     if not host.get_fact(File, path=ctx.snapshot_marker) and free < need:
         _fail(f"{free} MiB free under {s.data_root}, the weights need {size / 2**20:.0f} MiB plus "
               f"min_free_disk_gib={s.min_free_disk_gib}: free disk space or move data_root")
 
+    if host.get_fact(File, path="/var/run/reboot-required"):
+        ctx.warnings.append("the host has a pending reboot (/var/run/reboot-required): llmhost reboots only for a "
+                            "driver change; reboot when convenient")
     logger.info(f"{host.print_prefix}{p.table()}")
     for w in ctx.warnings:
         logger.warning(f"{host.print_prefix}warning: {w}")

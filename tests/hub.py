@@ -30,13 +30,19 @@ def tiny_safetensors(n_floats: int = 4096) -> bytes:
     return struct.pack("<Q", len(header)) + header + b"\0" * (n_floats * 2)
 
 
-def make_repo(base: Path) -> str:
-    """Create the test model as a git repo under base/models/ORG/NAME; return its commit sha."""
+def make_repo(base: Path) -> tuple[str, str]:
+    """Create the test model as a git repo under base/models/ORG/NAME with two commits: the pinned one (8 KiB of
+    weights) and a later one with 4 MiB of weights (for the full-disk test). Return both commit shas."""
+    import shutil
+
     org, name = TEST_REPO.split("/")
     repo = base / "models" / org / name
     if (repo / ".git").exists():
-        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        log = subprocess.run(["git", "-C", str(repo), "log", "--format=%H", "--reverse"], capture_output=True,
+                             text=True, check=True).stdout.split()
+        if len(log) == 2:
+            return log[0], log[1]
+        shutil.rmtree(repo)
     repo.mkdir(parents=True)
     cfg = json.loads((REPO_ROOT / "tests/fixtures/models/llama-3-8b-instruct-gptq/config.json").read_text())
     (repo / "config.json").write_text(json.dumps(cfg, indent=1))
@@ -54,9 +60,10 @@ def make_repo(base: Path) -> str:
     git = ["git", "-C", str(repo), "-c", "user.name=llmhost-tests", "-c", "user.email=tests@llmhost.invalid"]
     subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
     subprocess.run(git + ["add", "-A"], check=True)
-    subprocess.run(git + ["commit", "-q", "-m", "tiny test model"], check=True,
-                   env={**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
-                        "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"})
+    dated = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    subprocess.run(git + ["commit", "-q", "-m", "tiny test model"], check=True, env=dated)
+    (repo / "model.safetensors").write_bytes(tiny_safetensors(2 * 1024 * 1024))
+    subprocess.run(git + ["commit", "-q", "-am", "bigger weights"], check=True, env=dated)
     return make_repo(base)
 
 
@@ -64,7 +71,7 @@ def up(host: str = "0.0.0.0", port: int = PORT) -> dict:
     down()
     STATE.mkdir(parents=True, exist_ok=True)
     mirrors = STATE / "mirrors"
-    sha = make_repo(mirrors)
+    sha, sha_big = make_repo(mirrors)
     conf = STATE / "olah.toml"
     conf.write_text(f'[basic]\nhost = "{host}"\nport = {port}\nrepos-path = "{STATE / "repos"}"\n'
                     f'mirrors-path = ["{mirrors}"]\nmirror-scheme = "http"\n\n[accessibility]\noffline = true\n')
@@ -81,7 +88,7 @@ def up(host: str = "0.0.0.0", port: int = PORT) -> dict:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"olah did not start (see {log.name})")
             time.sleep(0.3)
-    state = {"pid": proc.pid, "port": port, "repo": TEST_REPO, "commit": sha,
+    state = {"pid": proc.pid, "port": port, "repo": TEST_REPO, "commit": sha, "commit_big": sha_big,
              "endpoint": f"http://127.0.0.1:{port}"}
     (STATE / "state.json").write_text(json.dumps(state))
     return state

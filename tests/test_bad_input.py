@@ -76,3 +76,58 @@ def test_readme_lists_every_setting_as_the_model_documents_it():
     from operations.settings import markdown_table
 
     assert markdown_table() in (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def test_inventory_with_two_hosts_sharing_a_name_is_refused(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    inv = tmp_path / "inventory.json"
+    inv.write_text('[["10.213.9.2", {"gpu_host": false}], ["10.213.9.2", {"vllm_port": 8001}]]')
+    env = {**{k: v for k, v in os.environ.items() if k != "LLMHOST_HOST"}, "LLMHOST_INVENTORY_JSON": str(inv)}
+    p = subprocess.run([sys.executable, "-m", "pyinfra", "inventories/home.py", "deploy.py", "--dry"], cwd=REPO,
+                       env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert p.returncode != 0
+    assert "host name(s) 10.213.9.2 appear more than once" in p.stdout + p.stderr
+
+
+def test_gated_repo_without_token_names_the_token(fake_plan, monkeypatch, tmp_path):
+    """A loopback stand-in for the hub's gated-repo answer (403 + X-Error-Code: GatedRepo, as the Hub sends)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Gated(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(403)
+            self.send_header("X-Error-Code", "GatedRepo")
+            self.send_header("X-Error-Message", "Access to model meta-llama/x is restricted.")
+            self.end_headers()
+            self.wfile.write(b'{"error": "Access to model is restricted"}')
+
+        do_HEAD = do_GET
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Gated)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        import os
+        import subprocess
+        import sys
+
+        from tests.conftest import REPO
+
+        env = {**os.environ, "HF_HOME": str(tmp_path), "LLMHOST_FAKE": "fresh-2204", "HF_TOKEN": "",
+               "LLMHOST_FAKE_DATA": repr({"hf_endpoint": f"http://127.0.0.1:{srv.server_port}"})}
+        env.pop("HF_HUB_OFFLINE", None)
+        p = subprocess.run([sys.executable, "-m", "pyinfra", "tests/fake_hosts.py", "deploy.py", "--dry"], cwd=REPO,
+                           env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    finally:
+        srv.shutdown()
+    assert p.returncode != 0
+    assert "is gated: accept its licence on the hub and export HF_TOKEN=<token>" in p.stdout + p.stderr

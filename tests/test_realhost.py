@@ -41,12 +41,13 @@ def host():
     hub.down()
 
 
-def pyinfra(*args: str, data: dict | None = None, timeout: int = 1500) -> subprocess.CompletedProcess:
+def pyinfra(*args: str, data: dict | None = None, timeout: int = 1500, env_extra: dict | None = None
+            ) -> subprocess.CompletedProcess:
     yes = [] if "--dry" in args else ["-y"]  # -y would skip the change table of a dry run
     cmd = [sys.executable, "-m", "pyinfra", *yes, "inventories/home.py", "deploy.py", *args]
     for k, v in (data or {}).items():
         cmd += ["--data", f"{k}={v}"]
-    env = {k: v for k, v in os.environ.items() if k != "LLMHOST_HOST"}
+    env = {**{k: v for k, v in os.environ.items() if k not in ("LLMHOST_HOST", "HF_TOKEN")}, **(env_extra or {})}
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
                        env=env)
     p.stdout = p.stdout + p.stderr  # pyinfra logs to both; tests read them together
@@ -257,6 +258,65 @@ def test_lost_weight_file_is_fetched_again(host):
     assert p.returncode == 0, p.stdout[-3000:]
     assert sh(host, f"ls {blob_dir} | wc -l").strip() != "0"
     assert totals(pyinfra().stdout)[1] == 0
+
+
+def test_failed_upgrade_leaves_the_previous_venv_serving(host):
+    link, pid = sh(host, "readlink /opt/llmhost/open-webui/current").strip(), main_pid(host, "open-webui")
+    p = pyinfra(data={"openwebui_version": "0.12.99"})  # no such release: the install fails
+    assert p.returncode != 0
+    assert sh(host, "readlink /opt/llmhost/open-webui/current").strip() == link
+    assert main_pid(host, "open-webui") == pid
+    assert http(f"http://{host['address']}:8080/health")[0] == 200
+    assert totals(pyinfra().stdout)[1] == 0
+
+
+def test_full_disk_during_download_is_a_clear_error_and_never_marked_complete(host):
+    st = json.loads((REPO / ".cache/hub/state.json").read_text())
+    org, name = st["repo"].split("/")
+    hub_dir = "/var/lib/llmhost/models/hub"
+    sh(host, f"mount -t tmpfs -o size=1m,mode=750 llmhost-full {hub_dir}")
+    try:
+        p = pyinfra(data={"model_revision": st["commit_big"]})
+        assert p.returncode != 0
+        assert "no space left on the device" in p.stdout, p.stdout[-3000:]
+        assert sh(host, f"ls /var/lib/llmhost/models/.complete-{org}--{name}-{st['commit_big']} 2>/dev/null",
+                  check=False).strip() == ""
+    finally:
+        sh(host, f"umount {hub_dir}")
+    assert st["commit"][:12] in sh(host, "cat /etc/systemd/system/vllm.service")  # the unit was not touched
+    assert totals(pyinfra().stdout)[1] == 0
+
+
+def test_hf_token_is_stored_root_only_and_never_shown(host):
+    token = "hf_llmhostTESTtoken" + os.urandom(8).hex()
+    p = pyinfra(env_extra={"HF_TOKEN": token})
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert sh(host, "stat -c '%a %U' /etc/llmhost/hf-token").strip() == "600 root"
+    assert sh(host, "cat /etc/llmhost/hf-token").strip() == token
+    again = pyinfra("--dry", "--diff", env_extra={"HF_TOKEN": token})
+    assert token not in p.stdout and token not in again.stdout
+    assert totals(pyinfra(env_extra={"HF_TOKEN": token}).stdout)[1] == 0
+
+
+def test_pending_reboot_is_reported_and_nothing_reboots(host):
+    started = sh(host, "ps -o lstart= -p 1").strip()
+    sh(host, "touch /var/run/reboot-required")
+    try:
+        p = pyinfra()
+        assert p.returncode == 0
+        assert "pending reboot (/var/run/reboot-required)" in p.stdout
+        assert totals(p.stdout)[1] == 0
+        assert sh(host, "ps -o lstart= -p 1").strip() == started
+    finally:
+        sh(host, "rm -f /var/run/reboot-required")
+
+
+@pytest.mark.parametrize("unit", ["vllm.service", "open-webui.service"])
+def test_unit_exposure_is_at_most_5(host, unit):
+    out = sh(host, f"systemd-analyze security --no-pager {unit} | tail -n1")
+    level = float(re.search(r"exposure level for \S+: ([\d.]+)", out).group(1))
+    print(f"{unit}: {out.strip()}")
+    assert level <= 5.0, out
 
 
 def test_vllm_pin_resolves_on_the_hosts_python(host):

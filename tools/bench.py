@@ -62,6 +62,8 @@ def main() -> None:
         report[f"exposure_{unit}"] = out.strip()
     for k, v in report.items():
         print(f"{k}: {round(v, 1) if isinstance(v, float) else v}")
+    testhost.down()
+    hub.down()
 
 
 if __name__ == "__main__":
