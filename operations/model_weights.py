@@ -73,10 +73,10 @@ def ensure(ctx: Context):
         secret_file(name="HF token (root-only)", path=f"{s.config_root}/hf-token", content=token + "\n")
     fetcher = f"{s.install_root}/bin/llmhost-fetch-model"
     files.template(name="Weights fetcher", src=os.path.join(TEMPLATES, "fetch_model.py.j2"), dest=fetcher,
-                   mode="755", tools_python=f"{ctx.tools}/bin/python", repo=s.model_repo, commit=ctx.model_commit,
-                   cache_dir=f"{ctx.models_dir}/hub", marker=ctx.snapshot_marker)
+                   mode="755", tools_python=f"{ctx.tools}/bin/python", cache_dir=f"{ctx.models_dir}/hub")
     env = {**ctx.download_env, "HF_ENDPOINT": s.hf_endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
            "HF_TOKEN_PATH": f"{s.config_root}/hf-token"}
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    fetch = f"{prefix} {fetcher} {s.model_repo} {ctx.model_commit} {ctx.snapshot_marker}"
     return snapshot(name=f"Weights {s.model_repo}@{ctx.model_commit[:12]}", marker=ctx.snapshot_marker,
-             fetch=f"{prefix} {fetcher}", owner="llmhost-vllm", cache_dir=f"{ctx.models_dir}/hub").will_change
+                    fetch=fetch, owner="llmhost-vllm", cache_dir=f"{ctx.models_dir}/hub").will_change

@@ -67,16 +67,16 @@ def make_repo(base: Path) -> tuple[str, str]:
     return make_repo(base)
 
 
-def up(host: str = "0.0.0.0", port: int = PORT) -> dict:
-    down()
+def serve(port: int, host: str = "0.0.0.0") -> tuple[subprocess.Popen, dict]:
+    """Start olah on port with the test repo; return the process and what it serves."""
     STATE.mkdir(parents=True, exist_ok=True)
     mirrors = STATE / "mirrors"
     sha, sha_big = make_repo(mirrors)
-    conf = STATE / "olah.toml"
+    conf = STATE / f"olah-{port}.toml"
     conf.write_text(f'[basic]\nhost = "{host}"\nport = {port}\nrepos-path = "{STATE / "repos"}"\n'
                     f'mirrors-path = ["{mirrors}"]\nmirror-scheme = "http"\n\n[accessibility]\noffline = true\n')
     olah = Path(sys.executable).with_name("olah-cli")
-    log = open(STATE / "olah.log", "wb")
+    log = open(STATE / f"olah-{port}.log", "wb")
     proc = subprocess.Popen([str(olah), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=STATE)
     deadline = time.monotonic() + 30
@@ -88,8 +88,14 @@ def up(host: str = "0.0.0.0", port: int = PORT) -> dict:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"olah did not start (see {log.name})")
             time.sleep(0.3)
-    state = {"pid": proc.pid, "port": port, "repo": TEST_REPO, "commit": sha, "commit_big": sha_big,
-             "endpoint": f"http://127.0.0.1:{port}"}
+    return proc, {"pid": proc.pid, "port": port, "repo": TEST_REPO, "commit": sha, "commit_big": sha_big,
+                  "endpoint": f"http://127.0.0.1:{port}"}
+
+
+def up(port: int = PORT) -> dict:
+    """The hub the test host uses (state in .cache/hub/state.json, stopped by down())."""
+    down()
+    _, state = serve(port)
     (STATE / "state.json").write_text(json.dumps(state))
     return state
 

@@ -147,3 +147,26 @@ def test_cli_refusal_exits_2(capsys):
                       "--gpu-memory-mib", "4096", "--json"])
     assert rc == 2
     assert "does not fit" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_cli_reads_the_model_from_a_hub(tmp_path):
+    """`--model REPO@REV` through huggingface_hub against a real HF-compatible hub (olah) on loopback."""
+    import os
+    import subprocess
+    import sys
+
+    from tests import hub
+
+    proc, st = hub.serve(18091, host="127.0.0.1")
+    try:
+        env = {**os.environ, "HF_ENDPOINT": st["endpoint"], "HF_HOME": str(tmp_path)}
+        env.pop("HF_HUB_OFFLINE", None)
+        p = subprocess.run([sys.executable, "-m", "operations.tuning", "--model", f"{st['repo']}@{st['commit']}",
+                            "--gpu", "rtx-3060-12gb", "--json"], cwd=Path(__file__).parent.parent, env=env,
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["max_model_len"] == 8192 and out["kv_bytes_per_token"] == 131072
