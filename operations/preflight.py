@@ -103,7 +103,8 @@ def _fail(msg: str) -> None:
 
 def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
     """Resolve repo + revision on the controller and read config.json (+ quantize_config.json)."""
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.file_download import _CACHED_NO_EXIST
     from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
                                        RepositoryNotFoundError, RevisionNotFoundError)
 
@@ -147,15 +148,24 @@ def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
                            "check hf_endpoint and the controller's network") from None
     size = sum((sib.size or 0) for sib in (info.siblings or []))
     kw["revision"] = info.sha
-    try:
-        cfg = json.loads(Path(hf_hub_download(filename="config.json", **kw)).read_text())
-    except EntryNotFoundError:
+
+    def read(filename: str) -> dict | None:
+        # A pinned commit never changes: a file already in the controller's cache needs no request.
+        cached = try_to_load_from_cache(s.model_repo, filename, revision=info.sha)
+        if isinstance(cached, str):
+            return json.loads(Path(cached).read_text())
+        if cached is _CACHED_NO_EXIST:
+            return None
+        try:
+            return json.loads(Path(hf_hub_download(filename=filename, **kw)).read_text())
+        except EntryNotFoundError:
+            return None
+
+    cfg = read("config.json")
+    if cfg is None:
         raise LlmhostError(f"{host.name}: {s.model_repo}@{s.model_revision} has no config.json: "
-                           "model_repo must be a transformers model repo") from None
-    try:
-        qcfg = json.loads(Path(hf_hub_download(filename="quantize_config.json", **kw)).read_text())
-    except EntryNotFoundError:
-        qcfg = None
+                           "model_repo must be a transformers model repo")
+    qcfg = read("quantize_config.json")
     return cfg, qcfg, info.sha, size
 
 
