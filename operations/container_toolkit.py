@@ -9,6 +9,8 @@ from pyinfra.facts.files import File, FindInFile
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server
 
+from pyinfra.operations.util import any_changed
+
 from operations.nvidia_driver import held
 from operations.preflight import Context, gpu_step_applies, skipped
 
@@ -30,7 +32,7 @@ def ensure(ctx: Context):
     repo = apt.repo(name="nvidia-container-toolkit repo",
                     src=f"deb [signed-by={KEYRING}] {BASE}/stable/deb/$(ARCH) /",
                     filename="nvidia-container-toolkit")
-    apt.update(name="Refresh apt after adding the toolkit repo", _if=[repo.did_change, key.did_change])
+    apt.update(name="Refresh apt after adding the toolkit repo", _if=any_changed(repo, key))
     pins = [f"{p}={s.container_toolkit_version}" for p in PACKAGES] if s.container_toolkit_version else PACKAGES
     apt.packages(name="Install the container toolkit (four packages together)", packages=pins,
                  no_recommends=True)

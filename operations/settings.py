@@ -80,6 +80,9 @@ class Settings(BaseModel):
     vllm_exclude_newer: str | None = Field(
         "2024-10-20T00:00:00Z", description="Resolve vLLM's dependencies as of its release (uv --exclude-newer): "
         "an old pin with today's transformers cannot load models.")
+    vllm_exclude_newer_package: dict[str, str] = Field(
+        {"pyairports": "2026-01-01T00:00:00Z"}, description="Per-package cut-offs past vllm_exclude_newer "
+        "(pyairports 0.0.1 was re-uploaded in 2025; without this vLLM 0.6.3.post1 does not resolve).")
     vllm_python: str = Field("3.11", description="Python for the vLLM venv (uv fetches it if the host lacks it).")
     vllm_host: str = Field("127.0.0.1", description="vLLM bind address (loopback by default).")
     vllm_port: int = Field(8000, ge=1, le=65535, description="vLLM port.")

@@ -37,6 +37,20 @@ def secrets(config_root: str):
            f"chmod 600 {vllm} {webui}")
 
 
+def vllm_requirements(s) -> list[str]:
+    """vLLM at its pin; setuptools because vLLM 0.6.x's triton imports it at runtime and uv venvs have none
+    (seen on the test host: `import vllm` -> ModuleNotFoundError: setuptools)."""
+    return [f"vllm=={s.vllm_version}", "setuptools"]
+
+
+def uv_cutoffs(s) -> str:
+    """Resolve vLLM's dependencies as of its release (uv --exclude-newer), with per-package exceptions."""
+    if not s.vllm_exclude_newer:
+        return ""
+    return " ".join([f"--exclude-newer {s.vllm_exclude_newer}"] + [
+        f"--exclude-newer-package {name}={date}" for name, date in sorted(s.vllm_exclude_newer_package.items())])
+
+
 def exec_start(ctx: Context, venv: str) -> str:
     s = ctx.s
     if s.vllm_exec_start_override:
@@ -66,8 +80,8 @@ def ensure(ctx: Context, weights_changed: bool = False):
     else:
         venv = python_venv.venv(
             name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python, uv=ctx.uv,
-            requirements=[f"vllm=={s.vllm_version}"], index_url=s.pip_index_url, find_links=s.pip_find_links,
-            env=ctx.download_env, extra_args=f"--exclude-newer {s.vllm_exclude_newer}" if s.vllm_exclude_newer else "")
+            requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
+            env=ctx.download_env, extra_args=uv_cutoffs(s))
         venv_changed = venv.will_change
     env = files.template(name="vLLM environment (no secrets)", src=os.path.join(TEMPLATES, "vllm.env.j2"),
                          dest=f"{s.config_root}/vllm.env", mode="644", config_root=s.config_root,

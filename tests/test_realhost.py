@@ -333,11 +333,16 @@ def test_vllm_pin_resolves_on_the_hosts_python(host):
 @pytest.mark.skipif(not os.environ.get("LLMHOST_SLOW"), reason="opt-in (LLMHOST_SLOW=1): installs vLLM for real")
 def test_slow_vllm_installs_for_real_and_imports(host):
     """The same uv install the deploy runs for vLLM (pinned, resolved as of its release), then `import vllm`."""
+    from operations.settings import Settings
+    from operations.vllm_service import uv_cutoffs, vllm_requirements
+
+    s = Settings(gpu_card="rtx-3060-12gb")
+    cutoffs, reqs = uv_cutoffs(s), " ".join(vllm_requirements(s))  # exactly what the deploy installs
     env = ("https_proxy=$(grep -o 'http://[^\"]*' /etc/apt/apt.conf.d/99llmhost-proxy | head -1) "
            "SSL_CERT_FILE=/usr/local/share/llmhost-ca-bundle.crt UV_CACHE_DIR=/var/cache/llmhost/uv")
-    out = testhost.ssh(host["address"], f"{env} /opt/llmhost/tools/bin/uv venv -q --python 3.11 /tmp/vllm-check && "
-                       f"{env} /opt/llmhost/tools/bin/uv pip install -q --python /tmp/vllm-check/bin/python "
-                       "--exclude-newer 2024-10-20T00:00:00Z vllm==0.6.3.post1 && "
-                       "/tmp/vllm-check/bin/python -c 'import vllm; print(vllm.__version__)'", check=False,
-                       timeout=3600)
+    venv = "/var/tmp/vllm-check"  # /tmp is a small tmpfs in the container; the deploy's venvs live on disk
+    out = testhost.ssh(host["address"], f"rm -rf {venv} && {env} /opt/llmhost/tools/bin/uv venv -q --python 3.11 "
+                       f"{venv} && {env} /opt/llmhost/tools/bin/uv pip install -q --python {venv}/bin/python "
+                       f"{cutoffs} {reqs} && {venv}/bin/python -c 'import vllm; print(vllm.__version__)'"
+                       f"; rm -rf {venv}", check=False, timeout=3600)
     assert "0.6.3.post1" in out.stdout, out.stdout + out.stderr

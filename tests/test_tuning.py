@@ -170,3 +170,29 @@ def test_cli_reads_the_model_from_a_hub(tmp_path):
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["max_model_len"] == 8192 and out["kv_bytes_per_token"] == 131072
+
+
+def test_every_flag_the_deploy_passes_exists_in_the_pinned_vllm():
+    """The help text of vLLM 0.6.3.post1's api_server, recorded from a real install on the test host."""
+    import re
+
+    from operations.settings import Settings
+    from operations.vllm_service import exec_start
+
+    help_text = (Path(__file__).parent / "fixtures" / "vllm-0.6.3.post1-api-server-help.txt").read_text()
+    known = set(re.findall(r"(--[a-z][a-z0-9-]+)", help_text))
+    m = model("llama-3-8b-instruct-gptq")
+    plans = [plan(m, GpuSpec.from_card("rtx-3060-12gb"), "0.6.3.post1"),
+             plan(m, GpuSpec.from_card("rtx-3060-12gb"), "0.6.3.post1", gpu_memory_utilization=0.99,
+                  max_num_seqs=256),
+             plan(_bf16_llama3(), GpuSpec.from_card("rtx-3060-12gb", count=2), "0.6.3.post1")]
+    assert any("--enforce-eager" in p.flags for p in plans) and any(p.tensor_parallel_size == 2 for p in plans)
+
+    class Ctx:  # what exec_start reads from the deploy context
+        s = Settings(gpu_card="rtx-3060-12gb")
+        snapshot_path = "/var/lib/llmhost/models/x"
+
+    for p in plans:
+        Ctx.plan = p
+        used = set(re.findall(r"(--[a-z][a-z0-9-]+)", exec_start(Ctx, "/opt/llmhost/vllm/current")))
+        assert used and used <= known, used - known
