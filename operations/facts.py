@@ -257,3 +257,22 @@ class PortOwners(FactBase):
             if port.isdigit():
                 owners[int(port)] = cgroup.strip()
         return owners
+
+
+class DpkgVersion(FactBase):
+    """The installed version of one package ('' when it is not installed).
+
+    Sample output::
+
+        580.95.05-0ubuntu0.24.04.2
+    """
+
+    @staticmethod
+    def default():
+        return ""
+
+    def command(self, package: str) -> str:
+        return f"dpkg-query -W -f='${{Version}}' {package} 2>/dev/null || true"
+
+    def process(self, output):
+        return output[0].strip() if output else ""

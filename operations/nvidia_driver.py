@@ -11,7 +11,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from operations import versions
-from operations.facts import AptHolds
+from operations.facts import AptHolds, DpkgVersion
 from operations.preflight import Context, gpu_step_applies, skipped
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
@@ -58,6 +58,16 @@ def working_driver(ctx: Context) -> str | None:
     return version if versions.driver_satisfies(version, cuda) else None
 
 
+def loaded_module_differs(ctx: Context, package: str):
+    """At execution time (after the install): does the loaded module differ from the installed package?"""
+
+    def check() -> bool:
+        installed = host.get_fact(DpkgVersion, package=package).split("-")[0]
+        return installed != ctx.module.get("version")
+
+    return check
+
+
 @deploy("NVIDIA driver")
 def ensure(ctx: Context):
     s = ctx.s
@@ -82,6 +92,6 @@ def ensure(ctx: Context):
     held(name="Hold the driver packages", packages=packages)
     if s.nvidia_reboot:
         server.reboot(name="Reboot into the new driver (it changed)", reboot_timeout=600,
-                      _if=install.did_change)
+                      _if=[install.did_change, loaded_module_differs(ctx, packages[1])])
     else:
         skipped(name="Reboot (disabled)", reason="nvidia_reboot=False: reboot by hand if the driver changed")

@@ -24,3 +24,21 @@ def test_every_custom_operation_has_a_changing_and_a_noop_case():
         assert any(not c["commands"] and c.get("noop_description") for c in cases), d.name
         if d.name != "preflight.skipped":  # a skipped step never changes anything, by design
             assert any(c["commands"] for c in cases), d.name
+
+
+def test_reboot_only_when_the_loaded_module_differs_from_the_installed_package():
+    from types import SimpleNamespace
+
+    from pyinfra.context import ctx_host, ctx_state
+    from pyinfra_testing.util import FakeState, create_host
+
+    from operations.nvidia_driver import loaded_module_differs
+
+    state = FakeState()
+    host = create_host(state, facts={"facts.DpkgVersion": {
+        "package=nvidia-utils-580-server": "580.95.05-0ubuntu0.24.04.2"}})
+    with ctx_state.use(state), ctx_host.use(host):
+        same = loaded_module_differs(SimpleNamespace(module={"version": "580.95.05"}), "nvidia-utils-580-server")
+        older = loaded_module_differs(SimpleNamespace(module={"version": "570.172.08"}), "nvidia-utils-580-server")
+        none = loaded_module_differs(SimpleNamespace(module={}), "nvidia-utils-580-server")
+        assert (same(), older(), none()) == (False, True, True)

@@ -27,6 +27,9 @@ OTHER = {
     "PythonVersions": [("jammy", ["python3.10"], ["3.10"], None)],
     "MemTotalMib": [("small", ["3911"], 3911, None)],
     "DiskFreeMib": [("full", ["0"], 0, {"path": "/var/lib/llmhost"})],
+    "DpkgVersion": [("installed", ["580.95.05-0ubuntu0.24.04.2"], "580.95.05-0ubuntu0.24.04.2",
+                     {"package": "nvidia-utils-580-server"}),
+                    ("absent", [], "", {"package": "nvidia-utils-580-server"})],
     "LinkTarget": [("linked", ["/opt/llmhost/vllm/venvs/0123456789ab"], "/opt/llmhost/vllm/venvs/0123456789ab",
                     {"path": "/opt/llmhost/vllm/current"})],
 }
