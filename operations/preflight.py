@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host, logger
-from pyinfra.api import operation
+from pyinfra.api import deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Arch, LinuxDistribution
@@ -196,8 +196,9 @@ def _gpu(s: Settings, smi: dict[str, Any]) -> GpuSpec:
     return declared
 
 
+@deploy("Preflight", data_defaults=Settings.defaults())
 def check() -> Context:
-    data = {**Settings.defaults(), **host.data.dict()}
+    data = host.data.dict()  # inventory / group / --data values over the defaults above
     try:
         s = Settings.from_host_data(data, host.name)
     except SettingsError as exc:

@@ -1,6 +1,6 @@
 """Every tunable of llmhost, typed, documented and validated in one place.
 
-Pure logic: no pyinfra import. deploy.py hands ``Settings.defaults()`` to pyinfra as ``data_defaults``;
+Pure logic: no pyinfra import. ``preflight.check`` is a ``@deploy`` with ``data_defaults=Settings.defaults()``;
 inventory / group data override any field by its name; ``Settings.from_host_data`` validates the merged
 values before any operation is generated, so bad input stops the run before anything touches a host.
 """
