@@ -238,10 +238,9 @@ def check() -> Context:
               "key): disable Secure Boot or use Ubuntu, whose linux-modules-nvidia packages are signed")
 
     try:
-        versions.check_vllm_driver(s.vllm_version, s.nvidia_driver_branch)
+        cuda = versions.check_vllm_driver(s.vllm_version, s.nvidia_driver_branch)
     except ValueError as exc:
         _fail(str(exc))
-    cuda = versions.vllm_cuda(s.vllm_version)
     if smi["status"] == "ok" and not versions.driver_satisfies(smi["gpus"][0]["driver_version"], cuda):
         logger.info(f"{host.print_prefix}driver {smi['gpus'][0]['driver_version']} is too old for vLLM "
                     f"{s.vllm_version} (CUDA {cuda}); the {s.nvidia_driver_branch} branch will be installed")
