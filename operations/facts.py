@@ -9,6 +9,16 @@ from pyinfra.api import FactBase
 NVIDIA_SMI_QUERY = "index,name,memory.total,compute_cap,driver_version,pci.bus_id"
 
 
+def first_int(output) -> int:
+    """The number on the first output line, 0 when there is none."""
+    return int(output[0]) if output and output[0].strip().isdigit() else 0
+
+
+def first_line(output) -> str:
+    """The first output line, stripped ('' when there is none)."""
+    return output[0].strip() if output else ""
+
+
 class NvidiaSmi(FactBase):
     """What nvidia-smi says about the GPUs: status ok / missing / error (with the error text).
 
@@ -191,7 +201,7 @@ class DiskFreeMib(FactBase):
                 "df -Pk \"$p\" | awk 'NR==2 {print int($4/1024)}'")
 
     def process(self, output):
-        return int(output[0]) if output and output[0].strip().isdigit() else 0
+        return first_int(output)
 
 
 class LinkTarget(FactBase):
@@ -210,7 +220,7 @@ class LinkTarget(FactBase):
         return f"readlink {path} || true"
 
     def process(self, output):
-        return output[0].strip() if output else ""
+        return first_line(output)
 
 
 class MemTotalMib(FactBase):
@@ -229,7 +239,7 @@ class MemTotalMib(FactBase):
         return "awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo"
 
     def process(self, output):
-        return int(output[0]) if output and output[0].strip().isdigit() else 0
+        return first_int(output)
 
 
 class PortOwners(FactBase):
@@ -275,4 +285,4 @@ class DpkgVersion(FactBase):
         return f"dpkg-query -W -f='${{Version}}' {package} 2>/dev/null || true"
 
     def process(self, output):
-        return output[0].strip() if output else ""
+        return first_line(output)

@@ -6,6 +6,7 @@ already resolved on the controller by preflight, so an unknown repo never reache
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 from io import StringIO
@@ -24,8 +25,6 @@ TEMPLATES = os.path.join(os.path.dirname(__file__), "..", "templates")
 def secret_file(path: str, content: str):
     """Ensure a root-only (0600) file holds ``content``, compared by sha256: the value never reaches a command
     line, a diff or pyinfra's output."""
-    import hashlib
-
     want = hashlib.sha256(content.encode()).hexdigest()
     info = host.get_fact(File, path=path)
     if info and host.get_fact(Sha256File, path=path) == want and info.get("mode") == 600:
@@ -46,16 +45,12 @@ def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
     yield f"chown -R {owner}:{owner} {cache_dir} && chmod -R g+rX {cache_dir}"
 
 
-def base_packages(ctx: Context):
-    apt.packages(name="Base packages (venv, curl, CA certificates)",
-                 packages=["python3-venv", "ca-certificates", "curl"], no_recommends=True,
-                 update=True, cache_time=86400, _env=ctx.download_env)
-
-
 @deploy("Model weights")
 def ensure(ctx: Context):
     s = ctx.s
-    base_packages(ctx)
+    apt.packages(name="Base packages (venv, curl, CA certificates)",
+                 packages=["python3-venv", "ca-certificates", "curl"], no_recommends=True,
+                 update=True, cache_time=86400, _env=ctx.download_env)
     server.group(name="vLLM group", group="llmhost-vllm", system=True)
     server.user(name="vLLM system user", user="llmhost-vllm", group="llmhost-vllm", system=True,
                 home=f"{s.data_root}/vllm", create_home=False, shell="/usr/sbin/nologin")
@@ -64,7 +59,8 @@ def ensure(ctx: Context):
                               (s.config_root, "root", "700")]:
         files.directory(name=f"Directory {path}", path=path, user=owner, group=owner, mode=mode)
 
-    pip.virtualenv(name="Tools venv (uv, huggingface_hub)", path=ctx.tools, venv=True, python="python3", _env=ctx.download_env)
+    pip.virtualenv(name="Tools venv (uv, huggingface_hub)", path=ctx.tools, venv=True, python="python3",
+                   _env=ctx.download_env)
     pip.packages(name="Tools: uv and huggingface_hub (pinned)", packages=[f"uv=={s.uv_version}",
                  *s.hub_tools_requirements], pip=f"{ctx.tools}/bin/pip", _env=ctx.download_env)
 

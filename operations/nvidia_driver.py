@@ -10,7 +10,6 @@ from pyinfra.api import deploy, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
-from operations import versions
 from operations.facts import AptHolds, DpkgVersion
 from operations.preflight import Context, gpu_step_applies, skipped
 
@@ -48,16 +47,6 @@ def held(packages: list[str]):
     yield f"apt-mark hold {' '.join(missing)}"
 
 
-def working_driver(ctx: Context) -> str | None:
-    """The version of a loaded, working driver that is new enough for the pinned vLLM, else None."""
-    smi = ctx.gpu_detected
-    if smi["status"] != "ok":
-        return None
-    version = smi["gpus"][0]["driver_version"]
-    cuda = versions.vllm_cuda(ctx.s.vllm_version)
-    return version if versions.driver_satisfies(version, cuda) else None
-
-
 def loaded_module_differs(ctx: Context, package: str):
     """At execution time (after the install): does the loaded module differ from the installed package?"""
 
@@ -76,11 +65,10 @@ def ensure(ctx: Context):
     packages = driver_packages(s.nvidia_driver_branch, ctx.flavour)
     present = host.get_fact(DebPackages)
     from_deb = any(p in present for p in packages) or any(k.startswith("nvidia-utils-") for k in present)
-    version = working_driver(ctx)
-    if version and not from_deb:
+    if ctx.working_driver and not from_deb:
         skipped(name="NVIDIA driver (left alone)",
-                reason=f"driver {version} ({ctx.module.get('flavour', '?')} module) is loaded and new enough for "
-                       f"vLLM {s.vllm_version}; it was not installed from a deb, so llmhost leaves it alone")
+                reason=f"driver {ctx.working_driver} ({ctx.module.get('flavour', '?')} module) is loaded and new "
+                       f"enough for vLLM {s.vllm_version}; it was not installed from a deb, so llmhost leaves it alone")
         return
 
     files.put(name="Keep NVIDIA/CUDA out of unattended-upgrades", src=StringIO(UNATTENDED_BLACKLIST),

@@ -19,7 +19,8 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Arch, LinuxDistribution
 
 from operations import versions
-from operations.facts import DiskFreeMib, MemTotalMib, NvidiaKernelModule, PortOwners, NvidiaSmi, PciNvidiaGpus, SecureBoot
+from operations.facts import (DiskFreeMib, MemTotalMib, NvidiaKernelModule, NvidiaSmi, PciNvidiaGpus, PortOwners,
+                              SecureBoot)
 from operations.settings import Settings, SettingsError
 from operations.tuning import GpuSpec, ModelSpec, Plan, PlanError, plan
 
@@ -38,12 +39,10 @@ class Context:
     s: Settings
     os_id: str
     os_version: str
-    gpu: GpuSpec
-    gpu_detected: dict[str, Any]
+    working_driver: str | None  # version of a loaded driver new enough for the pinned vLLM, else None
     module: dict[str, Any]
     plan: Plan
     model_commit: str
-    model_bytes: int
     flavour: str
     warnings: list[str] = field(default_factory=list)
 
@@ -103,26 +102,47 @@ def _fail(msg: str) -> None:
 
 def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
     """Resolve repo + revision on the controller and read config.json (+ quantize_config.json)."""
-    from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.file_download import _CACHED_NO_EXIST
-    from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                       RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.utils import EntryNotFoundError
 
     token = os.environ.get(s.hf_token_env) or None
-    kw = dict(repo_id=s.model_repo, revision=s.model_revision, endpoint=s.hf_endpoint, token=token)
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        # Air-gapped controller: the pinned commit's config must already be in the controller's HF cache.
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline:  # air-gapped controller: the pinned commit's config must already be in its HF cache
+        sha, size = s.model_revision, 0
+    else:
+        sha, size = _resolve(s, token)
+
+    def read(filename: str) -> dict | None:
+        # A pinned commit never changes: a file already in the controller's cache needs no request.
+        cached = try_to_load_from_cache(s.model_repo, filename, revision=sha)
+        if isinstance(cached, str):
+            return json.loads(Path(cached).read_text())
+        if cached is _CACHED_NO_EXIST or offline:
+            return None
         try:
-            cfg = json.loads(Path(hf_hub_download(filename="config.json", **kw)).read_text())
-        except Exception:
-            raise LlmhostError(f"{host.name}: HF_HUB_OFFLINE is set and {s.model_repo}@{s.model_revision} "
-                               "config.json is not in the controller's cache: unset HF_HUB_OFFLINE or pre-fetch "
-                               "it with `llmhost-plan --model REPO@REV`") from None
-        try:
-            qcfg = json.loads(Path(hf_hub_download(filename="quantize_config.json", **kw)).read_text())
-        except Exception:
-            qcfg = None
-        return cfg, qcfg, s.model_revision, 0
+            return json.loads(Path(hf_hub_download(s.model_repo, filename, revision=sha, endpoint=s.hf_endpoint,
+                                                   token=token)).read_text())
+        except EntryNotFoundError:
+            return None
+
+    cfg = read("config.json")
+    if cfg is None and offline:
+        raise LlmhostError(f"{host.name}: HF_HUB_OFFLINE is set and {s.model_repo}@{s.model_revision} "
+                           "config.json is not in the controller's cache: unset HF_HUB_OFFLINE or pre-fetch "
+                           "it with `llmhost-plan --model REPO@REV`")
+    if cfg is None:
+        raise LlmhostError(f"{host.name}: {s.model_repo}@{s.model_revision} has no config.json: "
+                           "model_repo must be a transformers model repo")
+    return cfg, read("quantize_config.json"), sha, size
+
+
+def _resolve(s: Settings, token: str | None) -> tuple[str, int]:
+    """Check repo + revision on the hub: (commit sha, total size in bytes, 0 when the hub does not say)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+                                       RevisionNotFoundError)
+
     api = HfApi(endpoint=s.hf_endpoint, token=token)
     try:
         info = api.model_info(s.model_repo, revision=s.model_revision, files_metadata=True)
@@ -146,27 +166,7 @@ def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
     except OSError as exc:
         raise LlmhostError(f"{host.name}: cannot reach {s.hf_endpoint} to check model_repo ({exc}); "
                            "check hf_endpoint and the controller's network") from None
-    size = sum((sib.size or 0) for sib in (info.siblings or []))
-    kw["revision"] = info.sha
-
-    def read(filename: str) -> dict | None:
-        # A pinned commit never changes: a file already in the controller's cache needs no request.
-        cached = try_to_load_from_cache(s.model_repo, filename, revision=info.sha)
-        if isinstance(cached, str):
-            return json.loads(Path(cached).read_text())
-        if cached is _CACHED_NO_EXIST:
-            return None
-        try:
-            return json.loads(Path(hf_hub_download(filename=filename, **kw)).read_text())
-        except EntryNotFoundError:
-            return None
-
-    cfg = read("config.json")
-    if cfg is None:
-        raise LlmhostError(f"{host.name}: {s.model_repo}@{s.model_revision} has no config.json: "
-                           "model_repo must be a transformers model repo")
-    qcfg = read("quantize_config.json")
-    return cfg, qcfg, info.sha, size
+    return info.sha, sum((sib.size or 0) for sib in (info.siblings or []))
 
 
 def _gpu(s: Settings, smi: dict[str, Any]) -> GpuSpec:
@@ -241,9 +241,11 @@ def check() -> Context:
         cuda = versions.check_vllm_driver(s.vllm_version, s.nvidia_driver_branch)
     except ValueError as exc:
         _fail(str(exc))
-    if smi["status"] == "ok" and not versions.driver_satisfies(smi["gpus"][0]["driver_version"], cuda):
-        logger.info(f"{host.print_prefix}driver {smi['gpus'][0]['driver_version']} is too old for vLLM "
-                    f"{s.vllm_version} (CUDA {cuda}); the {s.nvidia_driver_branch} branch will be installed")
+    loaded = smi["gpus"][0]["driver_version"] if smi["status"] == "ok" else None
+    working_driver = loaded if loaded and versions.driver_satisfies(loaded, cuda) else None
+    if loaded and not working_driver:
+        logger.info(f"{host.print_prefix}driver {loaded} is too old for vLLM {s.vllm_version} (CUDA {cuda}); "
+                    f"the {s.nvidia_driver_branch} branch will be installed")
 
     owners = host.get_fact(PortOwners, ports=[s.vllm_port, s.openwebui_port])
     for port, unit, setting in ((s.vllm_port, "vllm.service", "vllm_port"),
@@ -263,7 +265,7 @@ def check() -> Context:
     free = host.get_fact(DiskFreeMib, path=s.data_root)
     size = size or int(p.weights_gib * 2**30)  # a hub that does not report sizes: the planner's estimate
     need = size / 2**20 + s.min_free_disk_gib * 1024
-    ctx = Context(s, os_id, os_version, gpu, smi, module, p, commit, size, flavour, s.warnings() + p.warnings)
+    ctx = Context(s, os_id, os_version, working_driver, module, p, commit, flavour, s.warnings() + p.warnings)
     if not host.get_fact(File, path=ctx.snapshot_marker) and free < need:
         _fail(f"{free} MiB free under {s.data_root}, the weights need {size / 2**20:.0f} MiB plus "
               f"min_free_disk_gib={s.min_free_disk_gib}: free disk space or move data_root")
