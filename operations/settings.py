@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from operations.versions import DEFAULT_ERA, ERAS, era
+
 
 class SettingsError(ValueError):
     """Bad inventory input. The message names the setting and the fix."""
@@ -76,14 +78,18 @@ class Settings(BaseModel):
                               "(gated repos); written only to a root-only file on the host.")
 
     # --- vLLM ----------------------------------------------------------------------------------------------
-    vllm_version: str = Field("0.6.3.post1", description="vLLM pin; its CUDA runtime must suit the driver branch.")
+    vllm_version: str = Field(DEFAULT_ERA, description="vLLM pin; one of the eras in operations/versions.py "
+                              f"({', '.join(ERAS)}): each fixes its torch, wheel CUDA, minimum driver and compute "
+                              "capability, dependency cut-off, memory model and the --help its flags are checked "
+                              "against.")
     vllm_exclude_newer: str | None = Field(
-        "2024-10-20T00:00:00Z", description="Resolve vLLM's dependencies as of its release (uv --exclude-newer): "
-        "an old pin with today's transformers cannot load models.")
+        None, description="Override the era's dependency cut-off (uv --exclude-newer, its release date): an old pin "
+        "with today's dependencies cannot load models.")
     vllm_exclude_newer_package: dict[str, str] = Field(
-        {"pyairports": "2026-01-01T00:00:00Z"}, description="Per-package cut-offs past vllm_exclude_newer "
-        "(pyairports 0.0.1 was re-uploaded in 2025; without this vLLM 0.6.3.post1 does not resolve).")
-    vllm_python: str = Field("3.11", description="Python for the vLLM venv (uv fetches it if the host lacks it).")
+        {}, description="Per-package cut-offs added to the era's (0.6.3.post1's era has pyairports=2026-01-01: "
+        "pyairports 0.0.1 was re-uploaded in 2025).")
+    vllm_python: str | None = Field(None, description="Python for the vLLM venv; default: the era's (3.12 for "
+                                    "0.26.0, 3.11 for 0.6.3.post1); uv fetches it if the host lacks it.")
     vllm_host: str = Field("127.0.0.1", description="vLLM bind address (loopback by default).")
     vllm_port: int = Field(8000, ge=1, le=65535, description="vLLM port.")
     vllm_served_model_name: str | None = Field(None, description="Name clients see; default: model_repo.")
@@ -145,10 +151,16 @@ class Settings(BaseModel):
             raise ValueError(f"{v!r} is not 'MAJOR.MINOR' or 'none'")
         return v
 
+    @field_validator("vllm_version")
+    @classmethod
+    def _has_era(cls, v: str) -> str:
+        era(v)  # ValueError names the eras
+        return v
+
     @field_validator("openwebui_python", "vllm_python")
     @classmethod
-    def _python_shape(cls, v: str) -> str:
-        if not re.match(r"^3\.\d+$", v):
+    def _python_shape(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^3\.\d+$", v):
             raise ValueError(f"{v!r} is not a Python '3.X' version")
         return v
 
@@ -200,6 +212,14 @@ class Settings(BaseModel):
         if self.vllm_host not in ("127.0.0.1", "::1"):
             out.append(f"vllm_host={self.vllm_host}: vLLM's API is reachable from the network (its key guards /v1 only)")
         return out
+
+    @property
+    def era(self):
+        return era(self.vllm_version)
+
+    @property
+    def vllm_python_version(self) -> str:
+        return self.vllm_python or self.era.python
 
     @property
     def served_model_name(self) -> str:

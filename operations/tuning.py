@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operations.versions import CARDS, vllm_engine
+from operations.versions import CARDS, DEFAULT_ERA, vllm_engine
 
 GIB = 1024**3
 MIB = 1024**2
@@ -60,6 +60,7 @@ class ModelSpec:
     tie_embeddings: bool = False
     torch_dtype: str = "float16"
     quant: Quant = field(default_factory=Quant)
+    quant_in_config: bool = False  # quantization_config inside config.json (vLLM sees it) vs quantize_config.json
 
     @classmethod
     def from_config(cls, config: dict[str, Any], quantize_config: dict[str, Any] | None = None) -> "ModelSpec":
@@ -88,7 +89,7 @@ class ModelSpec:
             quant = Quant(method=method, bits=int(qc.get("bits") or qc.get("w_bit") or 16),
                           group_size=int(qc.get("group_size") or qc.get("q_group_size") or -1),
                           desc_act=bool(qc.get("desc_act", False)), sym=bool(qc.get("sym", True)))
-        return cls(**spec, quant=quant)
+        return cls(**spec, quant=quant, quant_in_config=bool(config.get("quantization_config")))
 
     # --- sizes --------------------------------------------------------------------------------------------
     def linear_shapes(self) -> list[tuple[int, int]]:
@@ -174,12 +175,14 @@ class Plan:
             ("budget (x gpu_memory_utilization)", f"{self.budget_gib:.2f} GiB  (x {self.gpu_memory_utilization:.2f})"),
             ("weights", f"{self.weights_gib:.2f} GiB"),
             ("non-torch (CUDA context, cuBLAS)", f"{self.non_torch_gib:.2f} GiB"),
-            ("activation peak (profile run)", f"{self.activation_gib:.2f} GiB  ({self.max_num_batched_tokens} tokens)"),
+            ("activation peak (profile run)", f"{self.activation_gib:.2f} GiB  ({self.max_num_batched_tokens} tokens,"
+             f" {self.max_num_seqs} seqs)"),
             ("KV cache", f"{self.kv_cache_gib:.2f} GiB = {self.gpu_blocks} blocks x 16 tokens"),
             ("KV per token", f"{self.kv_bytes_per_token} B"),
             ("KV tokens", f"{self.kv_tokens}"),
             ("max concurrency at max_model_len", f"{self.max_concurrency:.2f} x {self.max_model_len} tokens"),
-            ("CUDA graphs (outside the budget)", f"{self.cuda_graph_gib:.2f} GiB"
+            ("CUDA graphs" + (" (inside the budget)" if self.engine == "v1" else " (outside the budget)"),
+             f"{self.cuda_graph_gib:.2f} GiB"
              + ("  -> --enforce-eager" if self.enforce_eager else "")),
         ]
         width = max(len(k) for k, _ in rows)
@@ -193,6 +196,8 @@ def _batched_tokens(engine: str, max_model_len: int, total_gib: float) -> int:
     if engine == "v0":
         # V0: chunked prefill is off up to 32K contexts, so the profile batch is a whole max-length prompt.
         return max(max_model_len, 2048) if max_model_len <= 32768 else 512
+    # V1 (0.26.0 engine/arg_utils.py, the api_server's defaults): 8192 on cards of >= 70 GiB, 2048 below.
+    # The planner passes it explicitly, so the plan and an emulated small card use the same profile batch.
     return 8192 if total_gib >= 70 else 2048
 
 
@@ -200,19 +205,56 @@ def _graph_gib(model: ModelSpec, max_num_seqs: int) -> float:
     return 0.05 + 0.0015 * min(max_num_seqs, 512) * model.layers / 32
 
 
+# V1 memory model (vLLM 0.26.0 v1/worker/gpu_worker.py determine_available_memory), per GPU:
+#   requested = ceil(total * gpu_memory_utilization)
+#   kv        = requested - weights - non_torch - peak_activation - cudagraph_estimate
+# The CUDA-graph estimate is inside the budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, default since 0.21).
+# Each term is fitted to vLLM's own breakdown line on the H200 (tests/fixtures/gpu-host/vllm-0.26.0/).
+V1_NON_TORCH_GIB = {9.0: 1.0, 8.0: 0.6}  # by compute capability (the largest key <= the card's)
+V1_ACT_SCALE = 1.0  # x activation_bytes_per_token per profiled token
+V1_SAMPLER_BYTES_PER_SEQ_VOCAB = 8  # float32 logits + probabilities of max_num_seqs rows, once
+V1_GRAPH_GIB_BASE = 0.05
+V1_GRAPH_GIB_PER_CAPTURE_LAYER = 0.0015 / 32  # per capture size (<= max_num_seqs) and layer
+
+
+def _v1_non_torch(cc: float) -> float:
+    keys = [k for k in sorted(V1_NON_TORCH_GIB) if k <= cc] or [min(V1_NON_TORCH_GIB)]
+    return V1_NON_TORCH_GIB[keys[-1]] * GIB
+
+
+def _v1_graph_bytes(model: ModelSpec, max_num_seqs: int) -> float:
+    captures = len(capture_sizes(max_num_seqs))
+    return (V1_GRAPH_GIB_BASE + V1_GRAPH_GIB_PER_CAPTURE_LAYER * captures * model.layers) * GIB
+
+
+def capture_sizes(max_num_seqs: int) -> list[int]:
+    """vLLM 0.26.0's default CUDA-graph capture sizes: 1, 2, 4, then steps of 8 up to min(2 * max_num_seqs, 512)."""
+    top = min(2 * max_num_seqs, 512)
+    return [s for s in [1, 2, 4] + list(range(8, 513, 8)) if s <= top]
+
+
 def _budget(model: ModelSpec, gpu: GpuSpec, engine: str, tp: int, max_model_len: int, util: float,
             max_num_seqs: int) -> dict[str, float]:
     total = gpu.memory_mib * MIB
     tokens = _batched_tokens(engine, max_model_len, total / GIB)
     weights = model.weight_bytes(tp)
-    non_torch = (NON_TORCH_GIB_SM90 if gpu.compute_capability >= 9.0 else NON_TORCH_GIB) * GIB
-    act = tokens * model.activation_bytes_per_token(tp) + max_num_seqs * model.vocab * 4
-    if engine == "v0" and model.quant.method == "awq":
-        act += 2 * model.hidden * 2 * model.intermediate * 2 // tp  # whole gate_up dequantized for big batches
-    kv = total * util - weights - non_torch - act
     per_token = model.kv_bytes_per_token(tp=tp)
+    if engine == "v1":
+        budget = math.ceil(total * util)
+        non_torch = _v1_non_torch(gpu.compute_capability)
+        act = V1_ACT_SCALE * tokens * model.activation_bytes_per_token(tp) \
+            + V1_SAMPLER_BYTES_PER_SEQ_VOCAB * max_num_seqs * model.vocab
+        graphs = _v1_graph_bytes(model, max_num_seqs)
+    else:
+        budget = total * util
+        non_torch = (NON_TORCH_GIB_SM90 if gpu.compute_capability >= 9.0 else NON_TORCH_GIB) * GIB
+        act = tokens * model.activation_bytes_per_token(tp) + max_num_seqs * model.vocab * 4
+        if model.quant.method == "awq":
+            act += 2 * model.hidden * 2 * model.intermediate * 2 // tp  # whole gate_up dequantized for big batches
+        graphs = 0.0  # V0 captures after sizing the KV cache: outside the budget
+    kv = budget - weights - non_torch - act - graphs
     blocks = max(0, int(kv // (BLOCK_TOKENS * per_token)))
-    return dict(total=total, budget=total * util, weights=weights, non_torch=non_torch, act=act, kv=kv,
+    return dict(total=total, budget=budget, weights=weights, non_torch=non_torch, act=act, kv=kv, graphs=graphs,
                 tokens=tokens, blocks=blocks, kv_tokens=blocks * BLOCK_TOKENS, per_token=per_token)
 
 
@@ -286,13 +328,22 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
 
     dtype = "float16" if model.quant.method in ("gptq", "awq") else (
         "float16" if gpu.compute_capability < 8.0 else "auto")
-    graph = _graph_gib(model, seqs)
-    margin = (1 - gpu_memory_utilization) * gpu.memory_mib * MIB - reserved_mib * MIB
-    eager = margin < graph * GIB
-    if eager:
-        warnings.append(f"CUDA graphs (~{graph:.2f} GiB) do not fit outside the budget: --enforce-eager (slower decode)")
+    if engine == "v1":
+        graph, eager = b["graphs"] / GIB, False  # inside the budget, already subtracted
+    else:
+        graph = _graph_gib(model, seqs)
+        margin = (1 - gpu_memory_utilization) * gpu.memory_mib * MIB - reserved_mib * MIB
+        eager = margin < graph * GIB
+        if eager:
+            warnings.append(f"CUDA graphs (~{graph:.2f} GiB) do not fit outside the budget: --enforce-eager "
+                            "(slower decode)")
     flags = [f"--dtype={dtype}", f"--max-model-len={ctx}", f"--gpu-memory-utilization={gpu_memory_utilization:.2f}",
              f"--max-num-seqs={seqs}"]
+    if engine == "v1":
+        flags.append(f"--max-num-batched-tokens={int(b['tokens'])}")
+    quant_flag = quantization_flag(model, gpu.compute_capability)
+    if quant_flag:
+        flags.append(f"--quantization={quant_flag}")
     if tp > 1:
         flags.append(f"--tensor-parallel-size={tp}")
     if eager:
@@ -306,6 +357,18 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
         gpu_blocks=int(b["blocks"]), kv_tokens=int(b["kv_tokens"]), max_concurrency=b["kv_tokens"] / ctx,
         flags=flags, warnings=warnings,
     )
+
+
+def quantization_flag(model: ModelSpec, compute_capability: float) -> str | None:
+    """--quantization only where vLLM cannot see the method itself.
+
+    vLLM reads the method from quantization_config inside config.json and then picks the fast Marlin kernel on
+    sm_80+ by itself: passing --quantization there is the blog recipe's error (plain gptq forces the slow kernel).
+    A GPTQ/AWQ repo that carries only quantize_config.json loads as an unquantized model unless told: then, and
+    only then, name the method (Marlin on sm_80+, the plain kernel below)."""
+    if model.quant.method not in ("gptq", "awq") or model.quant_in_config:
+        return None
+    return f"{model.quant.method}_marlin" if compute_capability >= 8.0 else model.quant.method
 
 
 def _no_fit(model: ModelSpec, gpu: GpuSpec, b: dict[str, float], ctx: int, conc: float, tp: int) -> str:
@@ -353,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-num-seqs", type=int)
     p.add_argument("--reserved-mib", type=int, default=0)
     p.add_argument("--min-concurrency", type=float, default=2.0)
-    p.add_argument("--vllm-version", default="0.6.3.post1")
+    p.add_argument("--vllm-version", default=DEFAULT_ERA)
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     a = p.parse_args(argv)
     try:

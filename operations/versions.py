@@ -33,8 +33,54 @@ BRANCH_MAX_CUDA: dict[int, str] = {525: "12.0", 530: "12.1", 535: "12.2", 545: "
                                    555: "12.5", 560: "12.6", 565: "12.7", 570: "12.8", 575: "12.9", 580: "13.0"}
 
 
+@dataclass(frozen=True)
+class Era:
+    """Everything that follows from one vLLM pin. One row per version the deploy can install."""
+
+    vllm: str  # the exact pin
+    torch: str  # what its wheel pins
+    cuda: str  # CUDA runtime its wheels bundle (the host's CUDA toolkit does not matter to it)
+    min_driver: str  # from cuda, CUDA_MIN_DRIVER
+    min_compute_capability: float  # oldest GPU its kernels are built for
+    exclude_newer: str  # uv --exclude-newer: its dependencies as of its release
+    exclude_newer_package: tuple[tuple[str, str], ...]  # per-package cut-offs past exclude_newer
+    memory_model: str  # the planner's model: "v0" or "v1"
+    help_fixture: str  # tests/fixtures/<this>: the recorded `api_server --help`, every flag we pass is checked
+    python: str  # Python for its venv
+    requirements: tuple[str, ...]  # besides vllm==pin
+    serve_args: tuple[str, ...]  # fixed arguments of this era's api_server
+
+
+ERAS: dict[str, Era] = {e.vllm: e for e in [
+    # October 2024, V0 engine, CUDA 12.1 (the newest vLLM of the 12.1 line). Kept: a 530-550 driver box can run it.
+    # setuptools: its triton imports it at runtime and uv venvs have none. pyairports 0.0.1 was re-uploaded in
+    # 2025, so without its own cut-off the pin does not resolve.
+    Era("0.6.3.post1", "2.4.0", "12.1", "530.30.02", 7.0, "2024-10-20T00:00:00Z",
+        (("pyairports", "2026-01-01T00:00:00Z"),), "v0", "vllm-0.6.3.post1-api-server-help.txt", "3.11",
+        ("setuptools",), ("--disable-log-requests",)),
+    # The default. The newest release that pins the GPU host's torch 2.11.0 (0.20-0.26 do; 0.27+ pin 2.13), so it is
+    # the newest one whose rendered command could be started on a real GPU here. Released 2026-07-25 (uv resolves
+    # vllm==0.26.0 with --exclude-newer 2026-07-26 and not with 2026-07-25). CUDA 13.0: driver >= 580.65.06 and
+    # Turing (sm_75) or newer (CUDA 13 dropped Maxwell, Pascal and Volta). Request logging is off by default
+    # (--disable-log-requests no longer exists).
+    Era("0.26.0", "2.11.0", "13.0", "580.65.06", 7.5, "2026-07-27T00:00:00Z", (), "v1",
+        "vllm-0.26.0-api-server-help.txt", "3.12", (), ()),
+]}
+DEFAULT_ERA = "0.26.0"
+
+
+def era(vllm_version: str) -> Era:
+    """The era of a pin, or ValueError naming the pins that have one."""
+    if vllm_version not in ERAS:
+        raise ValueError(f"vllm_version={vllm_version} has no era (its torch, CUDA, driver, dependency cut-off and "
+                         f"--help are not recorded): choose one of {', '.join(ERAS)}")
+    return ERAS[vllm_version]
+
+
 def vllm_cuda(vllm_version: str) -> str:
     """CUDA runtime that the vLLM wheels of this version bundle."""
+    if vllm_version in ERAS:
+        return ERAS[vllm_version].cuda
     v = Version(vllm_version)
     if v < Version(VLLM_LINES[0][0]):
         raise ValueError(f"vllm_version={vllm_version} predates the supported lines (>= {VLLM_LINES[0][0]})")
@@ -46,7 +92,9 @@ def vllm_cuda(vllm_version: str) -> str:
 
 
 def vllm_engine(vllm_version: str) -> str:
-    """'v0' before 0.8 (V1 became the default engine in 0.8.0), else 'v1'."""
+    """The planner's memory model: the era's, else 'v0' before 0.8 (V1 became the default engine in 0.8.0)."""
+    if vllm_version in ERAS:
+        return ERAS[vllm_version].memory_model
     return "v0" if Version(vllm_version) < Version("0.8.0") else "v1"
 
 
@@ -63,6 +111,22 @@ def check_vllm_driver(vllm_version: str, driver_branch: int) -> str:
             f"nvidia_driver_branch={driver_branch} supports CUDA {branch_cuda} at most. Raise nvidia_driver_branch "
             f"(580 covers every line) or pin an older vllm_version (0.6.3.post1 is the newest CUDA 12.1 release)")
     return cuda
+
+
+def check_loaded_driver(vllm_version: str, loaded: str) -> None:
+    """A driver that stays (not replaced by the deploy) must be new enough for the era's CUDA runtime."""
+    need = CUDA_MIN_DRIVER[vllm_cuda(vllm_version)]
+    if Version(loaded) < Version(need):
+        raise ValueError(f"the loaded NVIDIA driver {loaded} is older than {need}, which vllm_version={vllm_version} "
+                         f"needs (its wheels bundle CUDA {vllm_cuda(vllm_version)}): upgrade the driver to the 580 "
+                         "branch or pin vllm_version=0.6.3.post1 (CUDA 12.1, driver >= 530.30.02)")
+
+
+def check_compute_capability(vllm_version: str, cc: float) -> None:
+    need = era(vllm_version).min_compute_capability
+    if cc < need:
+        raise ValueError(f"vllm_version={vllm_version} needs compute capability >= {need}; this GPU has {cc}: "
+                         "pin vllm_version=0.6.3.post1 (sm_70 and newer) or use a newer card")
 
 
 def driver_satisfies(driver_version: str, cuda: str) -> bool:

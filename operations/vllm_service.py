@@ -38,17 +38,24 @@ def secrets(config_root: str):
 
 
 def vllm_requirements(s) -> list[str]:
-    """vLLM at its pin; setuptools because vLLM 0.6.x's triton imports it at runtime and uv venvs have none
-    (seen on the test host: `import vllm` -> ModuleNotFoundError: setuptools)."""
-    return [f"vllm=={s.vllm_version}", "setuptools"]
+    """vLLM at its pin plus what its era needs besides (0.6.x: setuptools, its triton imports it at runtime)."""
+    return [f"vllm=={s.vllm_version}", *s.era.requirements]
 
 
 def uv_cutoffs(s) -> str:
     """Resolve vLLM's dependencies as of its release (uv --exclude-newer), with per-package exceptions."""
-    if not s.vllm_exclude_newer:
-        return ""
-    return " ".join([f"--exclude-newer {s.vllm_exclude_newer}"] + [
-        f"--exclude-newer-package {name}={date}" for name, date in sorted(s.vllm_exclude_newer_package.items())])
+    cutoff = s.vllm_exclude_newer or s.era.exclude_newer
+    packages = {**dict(s.era.exclude_newer_package), **s.vllm_exclude_newer_package}
+    return " ".join([f"--exclude-newer {cutoff}"] + [
+        f"--exclude-newer-package {name}={date}" for name, date in sorted(packages.items())])
+
+
+def cuda_home(s) -> str:
+    """CUDA_HOME for vLLM only when the toolkit the deploy installs is the runtime the era's wheels bundle
+    (0.6.3.post1: 12.1). vLLM 0.26.0 brings CUDA 13.0; a 12.1 nvcc on CUDA_HOME would be the wrong one for any JIT."""
+    if s.gpu_host and s.cuda_version != "none" and s.era.cuda == s.cuda_version:
+        return f"/usr/local/cuda-{s.cuda_version}"
+    return ""
 
 
 def exec_start(ctx: Context, venv: str) -> str:
@@ -58,7 +65,7 @@ def exec_start(ctx: Context, venv: str) -> str:
                                                  served_model_name=s.served_model_name, flags=" ".join(ctx.plan.flags))
     args = [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path,
             "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
-            "--disable-log-requests", *ctx.plan.flags]
+            *s.era.serve_args, *ctx.plan.flags]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -79,15 +86,14 @@ def ensure(ctx: Context, weights_changed: bool = False):
                 reason="vllm_exec_start_override is set (GPU-less test host): vLLM itself is not installed")
     else:
         venv = python_venv.venv(
-            name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python, uv=ctx.uv,
+            name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python_version, uv=ctx.uv,
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
             env=ctx.download_env, extra_args=uv_cutoffs(s))
         venv_changed = venv.will_change
     env = files.template(name="vLLM environment (no secrets)", src=os.path.join(TEMPLATES, "vllm.env.j2"),
                          dest=f"{s.config_root}/vllm.env", mode="644", config_root=s.config_root,
                          data_root=s.data_root,
-                         cuda_home=f"/usr/local/cuda-{s.cuda_version}" if s.gpu_host and s.cuda_version != "none"
-                         else "")
+                         cuda_home=cuda_home(s))
     unit = files.template(name="vllm.service", src=os.path.join(UNITS, "vllm.service.j2"),
                           dest="/etc/systemd/system/vllm.service", mode="644", served_model_name=s.served_model_name,
                           commit=ctx.model_commit, config_root=s.config_root, data_root=s.data_root,

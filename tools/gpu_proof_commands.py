@@ -1,0 +1,98 @@
+"""Write tools/gpu_runs.json: the vLLM runs for the GPU host (tools/gpu_vllm_proof.py executes them there).
+
+The two "deploy" runs use the deploy's own rendering: the planner's plan for the card (the H200 as recorded on the
+GPU host, and an RTX 3060 12 GB), operations.vllm_service.exec_start and the templates systemd/vllm.service.j2 and
+templates/vllm.env.j2. Only `--load-format dummy` is added there (no weights can reach the GPU host). The RTX 3060
+budget is emulated on the big card by scaling --gpu-memory-utilization to the same number of bytes.
+The calibration runs vary model, utilization and context with the era's api_server (same flags the planner
+writes, values chosen to spread the terms), for the V1 memory model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from operations import tuning, versions  # noqa: E402
+from operations.settings import Settings  # noqa: E402
+from operations.vllm_service import cuda_home, exec_start  # noqa: E402
+
+H200_MIB = versions.cuda_visible_mib("NVIDIA H200", 143771)  # as nvidia-smi reports it on the GPU host
+MODELS = REPO / "tests/fixtures/models"
+SNAP = "/var/lib/llmhost/models/hub/models--astronomer--Llama-3-8B-Instruct-GPTQ-4-Bit/snapshots/" \
+       "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
+
+
+def spec(name: str) -> tuning.ModelSpec:
+    d = MODELS / name
+    cfg = json.loads((d / "config.json").read_text())
+    q = d / "quantize_config.json"
+    return tuning.ModelSpec.from_config(cfg, json.loads(q.read_text()) if q.exists() else None)
+
+
+def render(gpu: tuning.GpuSpec) -> dict:
+    s = Settings()
+    p = tuning.plan(spec("llama-3-8b-instruct-gptq"), gpu, s.vllm_version)
+    ctx = SimpleNamespace(s=s, snapshot_path=SNAP, plan=p)
+    env = Environment(loader=FileSystemLoader([str(REPO / "systemd"), str(REPO / "templates")]),
+                      undefined=StrictUndefined, keep_trailing_newline=True)
+    unit = env.get_template("vllm.service.j2").render(
+        served_model_name=s.served_model_name, commit=s.model_revision, config_root=s.config_root,
+        data_root=s.data_root, exec_start=exec_start(ctx, f"{s.install_root}/vllm/current"),
+        probe="/opt/llmhost/bin/llmhost-probe", vllm_connect="127.0.0.1", vllm_port=s.vllm_port, start_timeout=900)
+    envfile = env.get_template("vllm.env.j2").render(config_root=s.config_root, data_root=s.data_root,
+                                                     cuda_home=cuda_home(s))
+    line = next(l for l in unit.splitlines() if l.startswith("ExecStart="))
+    return {"unit": unit, "env": envfile, "exec_start": line[len("ExecStart="):], "plan": p.to_json()}
+
+
+def main() -> None:
+    h200 = tuning.GpuSpec(H200_MIB, 9.0, 1, "NVIDIA H200")
+    rtx = tuning.GpuSpec.from_card("rtx-3060-12gb")
+    runs = []
+    for name, gpu in (("deploy-h200", h200), ("deploy-rtx3060", rtx)):
+        r = render(gpu)
+        argv = r["exec_start"].split() + ["--load-format", "dummy"]
+        if gpu is rtx:  # same bytes on the big card: util x 12042 / H200 MiB
+            util = r["plan"]["gpu_memory_utilization"] * rtx.memory_mib / H200_MIB
+            argv = [re.sub(r"^--gpu-memory-utilization=.*", f"--gpu-memory-utilization={util:.4f}", a) for a in argv]
+        runs.append(dict(name=name, model="llama-3-8b-instruct-gptq", argv=argv, env=r["env"], unit=r["unit"],
+                         plan=r["plan"], probe=True, bench=True))
+    base = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", "8000",
+            "--load-format", "dummy"]
+    cal = [  # name, fixture, flags
+        ("cal-gptq-in-config-u030", "llama-3-8b-instruct-gptq-qc",
+         ["--dtype=float16", "--max-model-len=8192", "--gpu-memory-utilization=0.30", "--max-num-seqs=64",
+          "--max-num-batched-tokens=8192"]),
+        ("cal-llama31-bf16-u090-32k", "llama-3.1-8b-instruct",
+         ["--dtype=auto", "--max-model-len=32768", "--gpu-memory-utilization=0.90", "--max-num-seqs=256",
+          "--max-num-batched-tokens=8192"]),
+        ("cal-llama31-bf16-24gb-16k", "llama-3.1-8b-instruct",
+         ["--dtype=auto", "--max-model-len=16384",
+          f"--gpu-memory-utilization={0.90 * 24146 / H200_MIB:.4f}", "--max-num-seqs=16",
+          "--max-num-batched-tokens=2048"]),
+        ("cal-qwen25-7b-u050-32k", "qwen2.5-7b-instruct",
+         ["--dtype=auto", "--max-model-len=32768", "--gpu-memory-utilization=0.50", "--max-num-seqs=128",
+          "--max-num-batched-tokens=8192"]),
+        ("cal-llama32-1b-u020-128k", "llama-3.2-1b-instruct",
+         ["--dtype=auto", "--max-model-len=131072", "--gpu-memory-utilization=0.20", "--max-num-seqs=32",
+          "--max-num-batched-tokens=2048"]),
+    ]
+    for name, model, flags in cal:
+        runs.append(dict(name=name, model=model, argv=base + flags, env="", probe=False, bench=False))
+    out = REPO / "tools" / "gpu_runs.json"
+    out.write_text(json.dumps(runs, indent=1) + "\n")
+    for r in runs:
+        print(r["name"], " ".join(r["argv"]))
+
+
+if __name__ == "__main__":
+    main()
