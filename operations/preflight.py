@@ -256,6 +256,10 @@ def check() -> Context:
     cfg, qcfg, commit, size = _model_config(s)
     gpu = _gpu(s, smi)
     try:
+        versions.check_compute_capability(s.vllm_version, gpu.compute_capability)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
         p = plan(ModelSpec.from_config(cfg, qcfg), gpu, s.vllm_version, max_model_len=s.vllm_max_model_len,
                  gpu_memory_utilization=s.vllm_gpu_memory_utilization, max_num_seqs=s.vllm_max_num_seqs,
                  reserved_mib=s.vllm_reserved_mib, min_concurrency=s.vllm_min_concurrency)

@@ -38,6 +38,30 @@ class PlanError(ValueError):
     """The model cannot be served on this card with these settings; the message has the numbers and the way out."""
 
 
+# Dense decoder-only families whose weights, KV and activations the planner models (the calibration runs cover
+# llama and qwen2). Anything else is refused by name rather than silently mis-sized.
+MODELLED_TYPES = ("llama", "mistral", "qwen2", "gemma2")
+EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size")
+
+
+def refuse_unmodelled(config: dict[str, Any]) -> None:
+    mtype = str(config.get("model_type", "?"))
+    experts = [k for k in EXPERT_KEYS if config.get(k)]
+    if experts:
+        raise PlanError(f"model_type={mtype} is a mixture of experts ({experts[0]}={config[experts[0]]}): the planner "
+                        "sizes dense models only (experts would be ignored and the weights under-counted many times "
+                        "over); pick a dense model or set vllm_max_model_len, vllm_gpu_memory_utilization and "
+                        "vllm_max_num_seqs yourself and check vLLM's startup log")
+    qm = str((config.get("quantization_config") or {}).get("quant_method", "")).lower()
+    if qm and qm not in ("gptq", "awq"):
+        raise PlanError(f"quantization {qm!r} is not modelled (only GPTQ and AWQ 4/8-bit; {qm} would be read as "
+                        "16-bit weights): pick a GPTQ or AWQ repo")
+    if mtype not in MODELLED_TYPES:
+        raise PlanError(f"model_type={mtype} is not one the planner models ({', '.join(MODELLED_TYPES)}): its "
+                        "weights or attention differ (e.g. phi's fused layers, +28 % weights); pick one of those "
+                        "families")
+
+
 @dataclass(frozen=True)
 class Quant:
     method: str | None = None  # gptq, awq, None
@@ -61,9 +85,11 @@ class ModelSpec:
     torch_dtype: str = "float16"
     quant: Quant = field(default_factory=Quant)
     quant_in_config: bool = False  # quantization_config inside config.json (vLLM sees it) vs quantize_config.json
+    model_type: str = "llama"
 
     @classmethod
     def from_config(cls, config: dict[str, Any], quantize_config: dict[str, Any] | None = None) -> "ModelSpec":
+        refuse_unmodelled(config)
         try:
             hidden = int(config["hidden_size"])
             heads = int(config["num_attention_heads"])
@@ -89,7 +115,8 @@ class ModelSpec:
             quant = Quant(method=method, bits=int(qc.get("bits") or qc.get("w_bit") or 16),
                           group_size=int(qc.get("group_size") or qc.get("q_group_size") or -1),
                           desc_act=bool(qc.get("desc_act", False)), sym=bool(qc.get("sym", True)))
-        return cls(**spec, quant=quant, quant_in_config=bool(config.get("quantization_config")))
+        return cls(**spec, quant=quant, quant_in_config=bool(config.get("quantization_config")),
+                   model_type=str(config.get("model_type", "llama")))
 
     # --- sizes --------------------------------------------------------------------------------------------
     def linear_shapes(self) -> list[tuple[int, int]]:
@@ -181,8 +208,7 @@ class Plan:
             ("KV per token", f"{self.kv_bytes_per_token} B"),
             ("KV tokens", f"{self.kv_tokens}"),
             ("max concurrency at max_model_len", f"{self.max_concurrency:.2f} x {self.max_model_len} tokens"),
-            ("CUDA graphs" + (" (inside the budget)" if self.engine == "v1" else " (outside the budget)"),
-             f"{self.cuda_graph_gib:.2f} GiB"
+            ("CUDA graphs (outside the budget)", f"{self.cuda_graph_gib:.2f} GiB"
              + ("  -> --enforce-eager" if self.enforce_eager else "")),
         ]
         width = max(len(k) for k, _ in rows)
@@ -205,65 +231,65 @@ def _graph_gib(model: ModelSpec, max_num_seqs: int) -> float:
     return 0.05 + 0.0015 * min(max_num_seqs, 512) * model.layers / 32
 
 
-# V1 memory model (vLLM 0.26.0 v1/worker/gpu_worker.py determine_available_memory), per GPU:
-#   requested = ceil(total * gpu_memory_utilization)
-#   kv        = requested - weights - non_torch - peak_activation - cudagraph_estimate
-# The CUDA-graph estimate is inside the budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, default since 0.21).
-# Each term is fitted to vLLM's own breakdown line on the H200 (tests/fixtures/gpu-host/vllm-0.26.0/).
-V1_NON_TORCH_GIB = {9.0: 1.0, 8.0: 0.6}  # by compute capability (the largest key <= the card's)
-V1_ACT_SCALE = 1.0  # x activation_bytes_per_token per profiled token
-V1_SAMPLER_BYTES_PER_SEQ_VOCAB = 8  # float32 logits + probabilities of max_num_seqs rows, once
-V1_GRAPH_GIB_BASE = 0.05
-V1_GRAPH_GIB_PER_CAPTURE_LAYER = 0.0015 / 32  # per capture size (<= max_num_seqs) and layer
-
-
-def _v1_non_torch(cc: float) -> float:
-    keys = [k for k in sorted(V1_NON_TORCH_GIB) if k <= cc] or [min(V1_NON_TORCH_GIB)]
-    return V1_NON_TORCH_GIB[keys[-1]] * GIB
-
-
-def _v1_graph_bytes(model: ModelSpec, max_num_seqs: int) -> float:
-    captures = len(capture_sizes(max_num_seqs))
-    return (V1_GRAPH_GIB_BASE + V1_GRAPH_GIB_PER_CAPTURE_LAYER * captures * model.layers) * GIB
+# V1 memory model, read from vLLM 0.26.0's source and fitted to its own startup breakdown on the H200
+# (tests/fixtures/gpu-host/vllm-0.26.0/*.log, replayed by tests/test_tuning.py), per GPU:
+#   requested = ceil(total * gpu_memory_utilization)              (v1/worker/utils.py request_memory)
+#   kv        = requested - weights - peak_activation - non_torch  (v1/worker/gpu_worker.py)
+# 0.26.0 runs the V2 model runner (v1/worker/gpu/model_runner.py): its profile_cudagraph_memory() returns 0, so
+# CUDA graphs are captured after the KV cache is sized, outside the budget (seen: KV = requested - the three terms).
+# peak_activation: the profile run (_dummy_run over max_num_batched_tokens, attention skipped, then one sampler
+# run over those rows) peaks at one vocab x hidden fp16 matrix plus two hidden-wide fp16 rows per token; the
+# sampler's max_num_seqs rows are inside that once (runs with 16, 32, 64 and 256 seqs logged the same peak).
+# non_torch: 0.22 GiB in every run on sm_90 (cuBLAS/NCCL workspaces after the CUDA context); sm_8x is not measured
+# here and uses the same figure.
+V1_NON_TORCH_GIB = 0.22
+V1_ROWS_PER_TOKEN = 2  # hidden-wide fp16 rows per profiled token
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
-    """vLLM 0.26.0's default CUDA-graph capture sizes: 1, 2, 4, then steps of 8 up to min(2 * max_num_seqs, 512)."""
+    """vLLM 0.26.0's CUDA-graph capture sizes: 1, 2, 4, steps of 8 to 256, then of 16, up to
+    min(2 * max_num_seqs, 512) (the logged cudagraph_capture_sizes of every recorded run)."""
     top = min(2 * max_num_seqs, 512)
-    return [s for s in [1, 2, 4] + list(range(8, 513, 8)) if s <= top]
+    return [x for x in [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, 513, 16)) if x <= top]
+
+
+def _v1_graph_gib(model: ModelSpec, max_num_seqs: int) -> float:
+    """Fitted to "Graph capturing finished ..., took X GiB": 0.12-0.62 GiB over 7 runs."""
+    return 0.05 + 0.011 * len(capture_sizes(max_num_seqs)) * model.layers / 32
 
 
 def _budget(model: ModelSpec, gpu: GpuSpec, engine: str, tp: int, max_model_len: int, util: float,
-            max_num_seqs: int) -> dict[str, float]:
+            max_num_seqs: int, tokens: int | None = None) -> dict[str, float]:
     total = gpu.memory_mib * MIB
-    tokens = _batched_tokens(engine, max_model_len, total / GIB)
+    tokens = tokens or _batched_tokens(engine, max_model_len, total / GIB)
     weights = model.weight_bytes(tp)
     per_token = model.kv_bytes_per_token(tp=tp)
     if engine == "v1":
         budget = math.ceil(total * util)
-        non_torch = _v1_non_torch(gpu.compute_capability)
-        act = V1_ACT_SCALE * tokens * model.activation_bytes_per_token(tp) \
-            + V1_SAMPLER_BYTES_PER_SEQ_VOCAB * max_num_seqs * model.vocab
-        graphs = _v1_graph_bytes(model, max_num_seqs)
+        non_torch = V1_NON_TORCH_GIB * GIB
+        act = model.vocab * model.hidden * 2 // tp + V1_ROWS_PER_TOKEN * tokens * model.hidden * 2
     else:
         budget = total * util
         non_torch = (NON_TORCH_GIB_SM90 if gpu.compute_capability >= 9.0 else NON_TORCH_GIB) * GIB
         act = tokens * model.activation_bytes_per_token(tp) + max_num_seqs * model.vocab * 4
         if model.quant.method == "awq":
             act += 2 * model.hidden * 2 * model.intermediate * 2 // tp  # whole gate_up dequantized for big batches
-        graphs = 0.0  # V0 captures after sizing the KV cache: outside the budget
-    kv = budget - weights - non_torch - act - graphs
+    kv = budget - weights - non_torch - act
     blocks = max(0, int(kv // (BLOCK_TOKENS * per_token)))
-    return dict(total=total, budget=budget, weights=weights, non_torch=non_torch, act=act, kv=kv, graphs=graphs,
+    return dict(total=total, budget=budget, weights=weights, non_torch=non_torch, act=act, kv=kv,
                 tokens=tokens, blocks=blocks, kv_tokens=blocks * BLOCK_TOKENS, per_token=per_token)
 
 
 def estimate(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: int,
-             gpu_memory_utilization: float, max_num_seqs: int, tp: int = 1) -> dict[str, float]:
+             gpu_memory_utilization: float, max_num_seqs: int, tp: int = 1,
+             max_num_batched_tokens: int | None = None) -> dict[str, float]:
     """The raw budget for exactly these values, with no policy (what vLLM would log at startup)."""
-    b = _budget(model, gpu, vllm_engine(vllm_version), tp, max_model_len, gpu_memory_utilization, max_num_seqs)
-    return dict(weights_gib=b["weights"] / GIB, activation_gib=b["act"] / GIB, kv_cache_gib=b["kv"] / GIB,
-                gpu_blocks=b["blocks"])
+    engine = vllm_engine(vllm_version)
+    b = _budget(model, gpu, engine, tp, max_model_len, gpu_memory_utilization, max_num_seqs,
+                max_num_batched_tokens)
+    graph = _v1_graph_gib(model, max_num_seqs) if engine == "v1" else _graph_gib(model, max_num_seqs)
+    return dict(weights_gib=b["weights"] / GIB, activation_gib=b["act"] / GIB, non_torch_gib=b["non_torch"] / GIB,
+                kv_cache_gib=b["kv"] / GIB, gpu_blocks=b["blocks"], kv_tokens=b["kv_tokens"], cuda_graph_gib=graph)
 
 
 def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: int | None = None,
@@ -271,7 +297,12 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
          reserved_mib: int = 0, min_concurrency: float = 2.0) -> Plan:
     engine = vllm_engine(vllm_version)
     warnings: list[str] = []
+    _check_inputs(gpu, max_model_len, gpu_memory_utilization, max_num_seqs, reserved_mib, min_concurrency)
     limit = model.max_position_embeddings
+    if engine == "v0" and model.model_type == "gemma2" and limit > 4096:
+        # vLLM 0.6.3.post1 caps Gemma-2 at 4096 (its sliding window needs FlashInfer, which it does not use).
+        limit = 4096
+        warnings.append("Gemma-2 on vLLM 0.6.3.post1: max_model_len capped at 4096 as vLLM itself does")
     if max_model_len is not None and max_model_len > limit:
         raise PlanError(f"vllm_max_model_len={max_model_len} is above the model's max_position_embeddings={limit}: "
                         f"positions past {limit} give garbage; set vllm_max_model_len <= {limit} or leave it unset, "
@@ -328,15 +359,13 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
 
     dtype = "float16" if model.quant.method in ("gptq", "awq") else (
         "float16" if gpu.compute_capability < 8.0 else "auto")
-    if engine == "v1":
-        graph, eager = b["graphs"] / GIB, False  # inside the budget, already subtracted
-    else:
-        graph = _graph_gib(model, seqs)
-        margin = (1 - gpu_memory_utilization) * gpu.memory_mib * MIB - reserved_mib * MIB
-        eager = margin < graph * GIB
-        if eager:
-            warnings.append(f"CUDA graphs (~{graph:.2f} GiB) do not fit outside the budget: --enforce-eager "
-                            "(slower decode)")
+    # CUDA graphs are captured after the KV cache is sized (both engines): they must fit outside the budget.
+    graph = _v1_graph_gib(model, seqs) if engine == "v1" else _graph_gib(model, seqs)
+    margin = (1 - gpu_memory_utilization) * gpu.memory_mib * MIB - reserved_mib * MIB
+    eager = margin < graph * GIB
+    if eager:
+        warnings.append(f"CUDA graphs (~{graph:.2f} GiB) do not fit outside the budget: --enforce-eager "
+                        "(slower decode)")
     flags = [f"--dtype={dtype}", f"--max-model-len={ctx}", f"--gpu-memory-utilization={gpu_memory_utilization:.2f}",
              f"--max-num-seqs={seqs}"]
     if engine == "v1":
@@ -357,6 +386,27 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
         gpu_blocks=int(b["blocks"]), kv_tokens=int(b["kv_tokens"]), max_concurrency=b["kv_tokens"] / ctx,
         flags=flags, warnings=warnings,
     )
+
+
+def _check_inputs(gpu: GpuSpec, max_model_len: int | None, util: float | None, max_num_seqs: int | None,
+                  reserved_mib: int, min_concurrency: float) -> None:
+    """Every number the planner takes, in range, before anything is computed (one line each)."""
+    if gpu.memory_mib <= 0:
+        raise PlanError(f"GPU memory {gpu.memory_mib} MiB: must be > 0 (the CUDA-visible MiB of one GPU)")
+    if gpu.count < 1:
+        raise PlanError(f"GPU count {gpu.count}: must be >= 1")
+    if not 3.0 <= gpu.compute_capability < 20:
+        raise PlanError(f"compute capability {gpu.compute_capability}: must look like 8.6")
+    if max_model_len is not None and max_model_len < 1:
+        raise PlanError(f"max_model_len={max_model_len}: must be >= 1 (or unset: the planner picks it)")
+    if util is not None and not 0 < util <= 1:
+        raise PlanError(f"gpu_memory_utilization={util}: must be in (0, 1], e.g. 0.90")
+    if max_num_seqs is not None and max_num_seqs < 1:
+        raise PlanError(f"max_num_seqs={max_num_seqs}: must be >= 1")
+    if reserved_mib < 0 or reserved_mib >= gpu.memory_mib:
+        raise PlanError(f"reserved_mib={reserved_mib}: must be in [0, {gpu.memory_mib})")
+    if min_concurrency <= 0:
+        raise PlanError(f"min_concurrency={min_concurrency}: must be > 0")
 
 
 def quantization_flag(model: ModelSpec, compute_capability: float) -> str | None:
@@ -418,20 +468,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-concurrency", type=float, default=2.0)
     p.add_argument("--vllm-version", default=DEFAULT_ERA)
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    want_json = "--json" in (argv if argv is not None else sys.argv[1:])
+
+    def fail(msg: str) -> int:
+        print(json.dumps({"error": msg}) if want_json else f"error: {msg}", file=sys.stdout if want_json else sys.stderr)
+        return 2
+
+    p.error = lambda msg: sys.exit(fail(f"{msg} (see --help)"))  # argparse's own errors: one line, exit 2
     a = p.parse_args(argv)
     try:
+        from operations.versions import era
+        try:
+            era(a.vllm_version)
+        except ValueError as exc:
+            raise PlanError(str(exc).replace("vllm_version=", "--vllm-version ")) from None
         cfg, qcfg = load_model_config(a.config, a.model)
-        gpu = (GpuSpec.from_card(a.gpu, a.gpu_count) if a.gpu
-               else GpuSpec(a.gpu_memory_mib, a.compute_capability, a.gpu_count, f"{a.gpu_memory_mib} MiB"))
+        if a.gpu:
+            gpu = GpuSpec.from_card(a.gpu, a.gpu_count)
+        else:
+            gpu = GpuSpec(a.gpu_memory_mib, a.compute_capability, a.gpu_count, f"{a.gpu_memory_mib} MiB")
         result = plan(ModelSpec.from_config(cfg, qcfg), gpu, a.vllm_version, max_model_len=a.max_model_len,
                       gpu_memory_utilization=a.gpu_memory_utilization, max_num_seqs=a.max_num_seqs,
                       reserved_mib=a.reserved_mib, min_concurrency=a.min_concurrency)
     except PlanError as exc:
-        if a.json:
-            print(json.dumps({"error": str(exc)}))
-        else:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    except (OSError, ValueError) as exc:  # missing/unreadable/invalid config file, hub errors
+        return fail(f"cannot read the model config: {exc}")
     print(json.dumps(result.to_json()) if a.json else result.table())
     return 0
 

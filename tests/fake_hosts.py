@@ -4,6 +4,7 @@ Each scenario maps a command substring to what that host would print. Used as an
     pyinfra tests/fake_hosts.py deploy.py --dry   (LLMHOST_FAKE=<scenario>)
 """
 
+import ast
 import os
 import re
 
@@ -77,6 +78,11 @@ SCENARIOS = {
     "driver-ok": dict(data={}, responses=responses(
         version="24.04", smi=SMI_3060,
         module="NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025")),
+    # A working driver on a Pascal card (sm_61): the default era (CUDA 13) has no kernels for it.
+    "pascal-driver": dict(data={}, responses=responses(
+        version="24.04", smi="0, NVIDIA GeForce GTX 1080, 8192, 6.1, 580.95.05, 00000000:01:00.0",
+        pci="0000:01:00.0 0x1b80 0x030000",
+        module="NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Release Build  (x)  2025")),
     # The user-space driver was upgraded under a loaded module: refuse and say reboot.
     "mismatch": dict(data={}, responses={**responses(version="22.04"), "nvidia-smi --query-gpu": [
         "Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.95", "exit=18"]}),
@@ -87,7 +93,7 @@ if os.environ.get("LLMHOST_FAKE") == "recorded-h200":
     SCENARIOS["recorded-h200"] = dict(data={}, responses=recorded_gpu_host())
 
 scenario = os.environ.get("LLMHOST_FAKE", "fresh-2204")
-extra = eval(os.environ.get("LLMHOST_FAKE_DATA", "{}"))  # test-only overrides, a dict literal
+extra = ast.literal_eval(os.environ.get("LLMHOST_FAKE_DATA", "{}"))  # test-only overrides, a dict literal
 spec = SCENARIOS[scenario]
 hosts = [("@fake/" + scenario, {"fake_responses": spec["responses"], "fake_delay": 0, "fake_delay_jitter": 0,
                                  **spec["data"], **extra})]

@@ -49,8 +49,11 @@ HOST_CASES = [
     ("port-taken", {}, "port 8080 is already in use by 0::/system.slice/apache2.service: stop it or set openwebui_port"),
     ("mismatch", {}, "Driver/library version mismatch"),
     ("smi-disagrees", {}, "gpu_memory_mib/gpu_card declare 24000 MiB but nvidia-smi reports NVIDIA GeForce RTX 3060"),
-    ("fresh-2204", {"vllm_version": "0.20.0", "nvidia_driver_branch": 550},
-     "vllm_version=0.20.0 bundles CUDA 13.0, which needs driver >= 580.65.06; nvidia_driver_branch=550"),
+    ("fresh-2204", {"vllm_version": "0.26.0", "nvidia_driver_branch": 550},
+     "vllm_version=0.26.0 bundles CUDA 13.0, which needs driver >= 580.65.06; nvidia_driver_branch=550"),
+    ("fresh-2204", {"vllm_version": "0.20.0"}, "vllm_version=0.20.0 has no era"),
+    ("pascal-driver", {}, "vllm_version=0.26.0 needs compute capability >= 7.5; this GPU has 6.1: pin "
+     "vllm_version=0.6.3.post1"),
     ("fresh-2204", {"vllm_max_model_len": 16384}, "vllm_max_model_len=16384 is above the model's max_position_embeddings=8192"),
     ("fresh-2204", {"gpu_card": "rtx-3060-ti", "model_revision": "0" * 40}, "config.json is not in the controller's cache"),
     ("fresh-2204", {"gpu_memory_mib": 4096}, "the model does not fit"),

@@ -47,9 +47,9 @@ def test_driver_library_mismatch_is_reported_with_the_fix(fake_plan):
 
 
 def test_vllm_pin_upgrade_plans_a_new_venv(fake_plan):
-    rc, plan, out = fake_plan("fresh-2204", {"vllm_version": "0.10.2", "vllm_exclude_newer": None})
+    rc, plan, out = fake_plan("fresh-2204", {"vllm_version": "0.6.3.post1"})
     assert rc == 0, out
-    assert "vLLM service | vLLM 0.10.2 venv" in changed(plan)
+    assert "vLLM service | vLLM 0.6.3.post1 venv" in changed(plan)
 
 
 def test_recorded_h200_host_replayed(fake_plan):

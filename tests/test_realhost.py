@@ -319,15 +319,21 @@ def test_unit_exposure_is_at_most_5(host, unit):
     assert level <= 5.0, out
 
 
-def test_vllm_pin_resolves_on_the_hosts_python(host):
-    """vLLM itself cannot run here (no GPU); its pinned version must at least resolve on the host's Python."""
-    out = sh(host, "https_proxy=$(grep -o 'http://[^\"]*' /etc/apt/apt.conf.d/99llmhost-proxy | head -1) "
-                   "PIP_CERT=/usr/local/share/llmhost-ca-bundle.crt /opt/llmhost/tools/bin/pip install -q "
-                   "--dry-run --no-deps --ignore-installed --report - vllm==0.6.3.post1")
-    report = json.loads(out)
-    meta = report["install"][0]["metadata"]
-    assert meta["version"] == "0.6.3.post1"
-    assert any(r.startswith("torch==2.4.0") for r in meta["requires_dist"])
+@pytest.mark.parametrize("version", ["0.26.0", "0.6.3.post1"])
+def test_each_era_lock_resolves_on_the_test_host(host, version):
+    """vLLM cannot run here (no GPU); each era's pin must resolve with its cut-off, as the deploy's uv does."""
+    from operations.settings import Settings
+    from operations.vllm_service import uv_cutoffs, vllm_requirements
+
+    s = Settings(gpu_card="rtx-3060-12gb", vllm_version=version)
+    env = ("https_proxy=$(grep -o 'http://[^\"]*' /etc/apt/apt.conf.d/99llmhost-proxy | head -1) "
+           "SSL_CERT_FILE=/usr/local/share/llmhost-ca-bundle.crt UV_CACHE_DIR=/var/cache/llmhost/uv")
+    reqs = "\\n".join(vllm_requirements(s))
+    out = sh(host, f"printf '{reqs}\\n' | {env} /opt/llmhost/tools/bin/uv pip compile - --no-header --no-annotate "
+                   f"--python-version {s.vllm_python_version} --python-platform x86_64-manylinux_2_28 {uv_cutoffs(s)}")
+    pins = dict(line.split("==", 1) for line in out.split() if "==" in line)
+    assert pins["vllm"] == version
+    assert pins["torch"] == s.era.torch, out
 
 
 @pytest.mark.skipif(not os.environ.get("LLMHOST_SLOW"), reason="opt-in (LLMHOST_SLOW=1): installs vLLM for real")
@@ -336,7 +342,7 @@ def test_slow_vllm_installs_for_real_and_imports(host):
     from operations.settings import Settings
     from operations.vllm_service import uv_cutoffs, vllm_requirements
 
-    s = Settings(gpu_card="rtx-3060-12gb")
+    s = Settings(gpu_card="rtx-3060-12gb", vllm_python="3.11")  # the test host has no 3.12 and no route to fetch one
     cutoffs, reqs = uv_cutoffs(s), " ".join(vllm_requirements(s))  # exactly what the deploy installs
     env = ("https_proxy=$(grep -o 'http://[^\"]*' /etc/apt/apt.conf.d/99llmhost-proxy | head -1) "
            "SSL_CERT_FILE=/usr/local/share/llmhost-ca-bundle.crt UV_CACHE_DIR=/var/cache/llmhost/uv")
@@ -345,4 +351,4 @@ def test_slow_vllm_installs_for_real_and_imports(host):
                        f"{venv} && {env} /opt/llmhost/tools/bin/uv pip install -q --python {venv}/bin/python "
                        f"{cutoffs} {reqs} && {venv}/bin/python -c 'import vllm; print(vllm.__version__)'"
                        f"; rm -rf {venv}", check=False, timeout=3600)
-    assert "0.6.3.post1" in out.stdout, out.stdout + out.stderr
+    assert s.vllm_version in out.stdout, out.stdout + out.stderr

@@ -78,7 +78,8 @@ def test_kv_bytes_per_token_llama3_8b():
 def test_rtx3060_default_plan_for_the_default_model():
     p = plan(model("llama-3-8b-instruct-gptq"), GpuSpec.from_card("rtx-3060-12gb"), "0.6.3.post1")
     assert p.max_model_len == 8192  # the model's own limit, never the blog's 16384
-    assert "--quantization" not in " ".join(p.flags)  # vLLM picks gptq_marlin on sm_86 by itself
+    # The fixture carries quantize_config.json only: vLLM would load it unquantized unless told; Marlin on sm_86.
+    assert "--quantization=gptq_marlin" in p.flags and "--quantization=gptq" not in p.flags
     assert "--dtype=float16" in p.flags
     assert p.max_concurrency >= 2.0
     assert 4 <= p.max_num_seqs <= 64

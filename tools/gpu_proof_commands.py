@@ -88,7 +88,7 @@ def main() -> None:
     ]
     for name, model, flags in cal:
         runs.append(dict(name=name, model=model, argv=base + flags, env="", probe=False, bench=False))
-    out = REPO / "tools" / "gpu_runs.json"
+    out = REPO / "tests/fixtures/gpu-host/vllm-0.26.0/runs.json"
     out.write_text(json.dumps(runs, indent=1) + "\n")
     for r in runs:
         print(r["name"], " ".join(r["argv"]))

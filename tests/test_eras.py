@@ -1,0 +1,135 @@
+"""Issue 10: version eras, quantization detection, planner input hardening. Expected values written by hand."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from operations import versions
+from operations.settings import Settings
+from operations.tuning import GpuSpec, ModelSpec, PlanError, plan, quantization_flag
+
+MODELS = Path(__file__).parent / "fixtures" / "models"
+GPTQ_CFG = json.loads((MODELS / "llama-3-8b-instruct-gptq" / "config.json").read_text())
+GPTQ_Q = json.loads((MODELS / "llama-3-8b-instruct-gptq" / "quantize_config.json").read_text())
+GPTQ_IN_CFG = json.loads((MODELS / "llama-3-8b-instruct-gptq-qc" / "config.json").read_text())
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_era_table_rows():
+    old, new = versions.ERAS["0.6.3.post1"], versions.ERAS["0.26.0"]
+    assert (old.torch, old.cuda, old.min_driver, old.memory_model) == ("2.4.0", "12.1", "530.30.02", "v0")
+    assert (new.torch, new.cuda, new.min_driver, new.memory_model) == ("2.11.0", "13.0", "580.65.06", "v1")
+    assert new.min_compute_capability == 7.5 and old.min_compute_capability == 7.0
+    assert old.exclude_newer == "2024-10-20T00:00:00Z" and dict(old.exclude_newer_package) == {
+        "pyairports": "2026-01-01T00:00:00Z"}
+    assert new.exclude_newer == "2026-07-27T00:00:00Z"
+    assert "--disable-log-requests" in old.serve_args and "--disable-log-requests" not in new.serve_args
+    for e in versions.ERAS.values():
+        assert (REPO / "tests" / "fixtures" / e.help_fixture).is_file()
+    assert Settings().vllm_version == versions.DEFAULT_ERA == "0.26.0"
+
+
+def test_uv_cutoffs_come_from_the_era():
+    from operations.vllm_service import uv_cutoffs, vllm_requirements
+
+    assert uv_cutoffs(Settings()) == "--exclude-newer 2026-07-27T00:00:00Z"
+    old = Settings(vllm_version="0.6.3.post1")
+    assert uv_cutoffs(old) == ("--exclude-newer 2024-10-20T00:00:00Z "
+                               "--exclude-newer-package pyairports=2026-01-01T00:00:00Z")
+    assert vllm_requirements(old) == ["vllm==0.6.3.post1", "setuptools"]
+    assert vllm_requirements(Settings()) == ["vllm==0.26.0"]
+    assert Settings().vllm_python_version == "3.12" and old.vllm_python_version == "3.11"
+
+
+def test_cuda_home_only_when_the_toolkit_is_the_eras_runtime():
+    from operations.vllm_service import cuda_home
+
+    assert cuda_home(Settings()) == ""  # 0.26.0 bundles CUDA 13.0; the 12.1 toolkit is the user's
+    assert cuda_home(Settings(vllm_version="0.6.3.post1")) == "/usr/local/cuda-12.1"
+
+
+def test_unknown_version_is_refused_naming_the_eras():
+    with pytest.raises(Exception, match=r"vllm_version=0.20.0 has no era .*0.6.3.post1, 0.26.0"):
+        versions.era("0.20.0")
+
+
+def test_old_loaded_driver_and_old_card_messages_name_both_versions():
+    with pytest.raises(ValueError, match=r"driver 570.86.15 is older than 580.65.06.*vllm_version=0.26.0"):
+        versions.check_loaded_driver("0.26.0", "570.86.15")
+    versions.check_loaded_driver("0.6.3.post1", "570.86.15")
+    with pytest.raises(ValueError, match=r"needs compute capability >= 7.5; this GPU has 7.0"):
+        versions.check_compute_capability("0.26.0", 7.0)
+
+
+@pytest.mark.parametrize("cfg,qcfg,cc,expect", [
+    (GPTQ_CFG, GPTQ_Q, 8.6, "gptq_marlin"),  # quantize_config.json only: vLLM would load it unquantized
+    (GPTQ_CFG, GPTQ_Q, 7.5, "gptq"),  # below sm_80: no Marlin
+    (GPTQ_IN_CFG, None, 8.6, None),  # quantization_config in config.json: vLLM picks Marlin itself
+    (GPTQ_CFG, {"w_bit": 4, "q_group_size": 128, "quant_method": "awq"}, 8.9, "awq_marlin"),
+    (GPTQ_CFG, None, 8.6, None),  # plain fp16
+])
+def test_quantization_flag_only_where_vllm_cannot_see_the_method(cfg, qcfg, cc, expect):
+    assert quantization_flag(ModelSpec.from_config(cfg, qcfg), cc) == expect
+
+
+def test_both_gptq_shapes_size_the_same_weights():
+    a, b = ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), ModelSpec.from_config(GPTQ_IN_CFG)
+    assert a.weight_bytes() == b.weight_bytes() and 5.3 < a.weight_bytes() / 2**30 < 5.4
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"model_type": "mixtral", "num_local_experts": 8}, "mixture of experts (num_local_experts=8)"),
+    ({"model_type": "qwen2_moe", "num_experts": 60}, "mixture of experts (num_experts=60)"),
+    ({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}},
+     "quantization 'bitsandbytes' is not modelled"),
+    ({"model_type": "phi3"}, "model_type=phi3 is not one the planner models"),
+])
+def test_unmodelled_architectures_are_refused_by_name(extra, message):
+    with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ModelSpec.from_config({**GPTQ_CFG, **extra})
+
+
+def test_gemma2_is_capped_at_4096_on_the_v0_era_only():
+    gemma = {**GPTQ_CFG, "model_type": "gemma2", "max_position_embeddings": 8192, "torch_dtype": "bfloat16",
+             "num_hidden_layers": 26, "hidden_size": 2304, "intermediate_size": 9216, "num_attention_heads": 8,
+             "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 256000}
+    m = ModelSpec.from_config(gemma)
+    assert plan(m, GpuSpec.from_card("rtx-4090"), "0.6.3.post1").max_model_len == 4096
+    assert plan(m, GpuSpec.from_card("rtx-4090"), "0.26.0").max_model_len == 8192
+
+
+CLI_BAD = [
+    (["--gpu-memory-mib", "0"], "GPU memory 0 MiB: must be > 0"),
+    (["--gpu-memory-mib", "-5"], "GPU memory -5 MiB: must be > 0"),
+    (["--gpu", "h200", "--gpu-count", "0"], "GPU count 0: must be >= 1"),
+    (["--gpu", "h200", "--max-model-len", "0"], "max_model_len=0: must be >= 1"),
+    (["--gpu", "h200", "--max-model-len", "-5"], "max_model_len=-5: must be >= 1"),
+    (["--gpu", "h200", "--max-num-seqs", "0"], "max_num_seqs=0: must be >= 1"),
+    (["--gpu", "h200", "--gpu-memory-utilization", "1.5"], "gpu_memory_utilization=1.5: must be in (0, 1]"),
+    (["--gpu", "h200", "--vllm-version", "banana"], "--vllm-version banana has no era"),
+    (["--gpu-memory-mib", "x"], "argument --gpu-memory-mib: invalid int value"),
+]
+
+
+@pytest.mark.parametrize("args,message", CLI_BAD, ids=[" ".join(a) for a, _ in CLI_BAD])
+def test_planner_cli_bad_input_is_one_json_error_and_exit_2(args, message):
+    cfg = str(MODELS / "llama-3-8b-instruct-gptq" / "config.json")
+    p = subprocess.run([sys.executable, "-m", "operations.tuning", "--config", cfg, *args, "--json"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    out = json.loads(p.stdout)
+    assert list(out) == ["error"] and message in out["error"]
+    plain = subprocess.run([sys.executable, "-m", "operations.tuning", "--config", cfg, *args],
+                           capture_output=True, text=True, cwd=REPO)
+    assert plain.returncode == 2 and plain.stdout == "" and len(plain.stderr.strip().splitlines()) == 1
+
+
+def test_planner_cli_missing_config_file():
+    p = subprocess.run([sys.executable, "-m", "operations.tuning", "--config", "/nonexistent/config.json",
+                        "--gpu", "h200", "--json"], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "cannot read the model config" in json.loads(p.stdout)["error"]

@@ -1,0 +1,112 @@
+"""Issue 10: the vLLM 0.26.0 runs recorded on the real H200 (tools/gpu_vllm_proof.py), replayed.
+
+Each raw startup log holds vLLM's own breakdown ("Actual usage is W GiB for weight, A GiB for peak activation,
+N GiB for non-torch memory, and G GiB for CUDAGraph memory"), "Available KV cache memory" and "GPU KV cache size".
+The V1 memory model must predict every term for the same flags, and the KV cache within 5 %.
+"""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from operations import tuning, versions
+
+REC = Path(__file__).parent / "fixtures" / "gpu-host" / "vllm-0.26.0"
+MODELS = Path(__file__).parent / "fixtures" / "models"
+H200 = tuning.GpuSpec(versions.cuda_visible_mib("NVIDIA H200", 143771), 9.0, 1, "NVIDIA H200")
+LOGS = sorted(REC.glob("*.log"))
+
+
+def parse(log: Path) -> dict:
+    text = log.read_text()
+    argv = shlex.split(text.splitlines()[0].removeprefix("# argv: "))
+    flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    m = re.search(r"Actual usage is ([\d.]+) GiB for weight, ([\d.]+) GiB for peak activation, ([\d.]+) GiB for "
+                  r"non-torch memory, and ([\d.]+) GiB for CUDAGraph memory", text)
+    kv = float(re.search(r"Available KV cache memory: ([\d.]+) GiB", text).group(1))
+    tokens = int(re.search(r"GPU KV cache size: ([\d,]+) tokens", text).group(1).replace(",", ""))
+    return dict(argv=argv, flags=flags, weights=float(m.group(1)), act=float(m.group(2)),
+                non_torch=float(m.group(3)), graphs=float(m.group(4)), kv=kv, kv_tokens=tokens)
+
+
+def fixture_for(log: Path) -> str:
+    runs = {r["name"]: r for r in json.loads((REC / "runs.json").read_text())}
+    return runs[log.stem]["model"]
+
+
+def spec(name: str) -> tuning.ModelSpec:
+    d = MODELS / name
+    q = d / "quantize_config.json"
+    return tuning.ModelSpec.from_config(json.loads((d / "config.json").read_text()),
+                                        json.loads(q.read_text()) if q.exists() else None)
+
+
+def test_at_least_six_runs_over_four_models_were_recorded():
+    assert len(LOGS) >= 6
+    assert {fixture_for(l).split("-gptq")[0] for l in LOGS} >= {
+        "llama-3-8b-instruct", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "llama-3.2-1b-instruct"}
+
+
+@pytest.mark.parametrize("log", LOGS, ids=lambda p: p.stem)
+def test_v1_planner_matches_each_term_of_the_logged_breakdown(log):
+    got = parse(log)
+    f = got["flags"]
+    est = tuning.estimate(spec(fixture_for(log)), H200, "0.26.0", max_model_len=int(f["max-model-len"]),
+                          gpu_memory_utilization=float(f["gpu-memory-utilization"]),
+                          max_num_seqs=int(f["max-num-seqs"]), max_num_batched_tokens=int(f["max-num-batched-tokens"]))
+    assert est["weights_gib"] == pytest.approx(got["weights"], rel=0.02, abs=0.01)
+    assert est["activation_gib"] == pytest.approx(got["act"], rel=0.05, abs=0.01)
+    assert est["non_torch_gib"] == pytest.approx(got["non_torch"], abs=0.01)
+    assert est["cuda_graph_gib"] == pytest.approx(got["graphs"], abs=0.06)
+    assert est["kv_cache_gib"] == pytest.approx(got["kv"], rel=0.05)
+    assert est["kv_tokens"] == pytest.approx(got["kv_tokens"], rel=0.05)
+
+
+def test_gptq_loads_quantized_with_both_config_shapes():
+    """Surprise (a): 14.96 GiB was the dummy loader with no checkpoint; with the checkpoint's header vLLM 0.26.0
+    sees which layers are quantized and loads 5.35 GiB, for quantization_config in config.json (no flag) and for
+    quantize_config.json only (--quantization=gptq_marlin, the planner's flag for that shape)."""
+    in_config = parse(REC / "cal-gptq-in-config-u030.log")
+    file_only = parse(REC / "deploy-h200.log")
+    assert "quantization" not in in_config["flags"] and file_only["flags"]["quantization"] == "gptq_marlin"
+    assert in_config["weights"] == file_only["weights"] == pytest.approx(5.35, abs=0.01)
+    assert parse(REC / "cal-llama31-bf16-u090-32k.log")["weights"] == pytest.approx(15.0, abs=0.01)
+
+
+def test_the_commands_that_ran_are_what_the_deploy_renders_today():
+    """The recorded deploy-* argv is the deploy's ExecStart plus --load-format dummy (and, for the RTX 3060, the
+    utilization scaled to the same bytes on the H200). A planner or unit change makes this fail: re-run the proof."""
+    import tools.gpu_proof_commands as g
+
+    for name, gpu in (("deploy-h200", H200), ("deploy-rtx3060", tuning.GpuSpec.from_card("rtx-3060-12gb"))):
+        rendered = g.render(gpu)["exec_start"].split()
+        ran = parse(REC / f"{name}.log")["argv"]
+        expect = rendered + ["--load-format", "dummy"]
+        if name.endswith("3060"):
+            expect = [a.replace("--gpu-memory-utilization=0.90", "--gpu-memory-utilization=0.0757") for a in expect]
+        assert ran == expect
+
+
+def test_both_deploy_commands_started_and_answered_with_the_key():
+    summary = {json.loads(l)["name"]: json.loads(l) for l in (REC / "summary.jsonl").read_text().splitlines()}
+    for name in ("deploy-h200", "deploy-rtx3060"):
+        r = summary[name]
+        assert r["healthy_s"] and r["healthy_s"] < 300
+        assert r["models_no_key"] == 401 and r["models_with_key"] == 200
+        assert r["model_ids"] == ["astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"]
+        assert r["chat_status"] == 200 and r["chat"]["usage"]["completion_tokens"] == 16
+        assert [b["ok"] for b in r["bench"]] == [1, 16]
+
+
+def test_every_flag_the_deploy_passes_exists_in_the_recorded_help_of_its_era():
+    for ver, era in versions.ERAS.items():
+        help_text = (Path(__file__).parent / "fixtures" / era.help_fixture).read_text()
+        p = tuning.plan(spec("llama-3-8b-instruct-gptq"), tuning.GpuSpec.from_card("rtx-3060-12gb"), ver)
+        fixed = ["--model", "--served-model-name", "--host", "--port", *era.serve_args]
+        for flag in fixed + [f.split("=")[0] for f in p.flags]:
+            assert re.search(rf"(^|\s|\[){re.escape(flag)}[\s,\]]", help_text), (ver, flag)
+    assert "--disable-log-requests" not in (Path(__file__).parent / "fixtures" /
+                                            versions.ERAS["0.26.0"].help_fixture).read_text()
