@@ -12,10 +12,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from operations import (container_toolkit, cuda_toolkit, model_weights, nvidia_driver,  # noqa: E402
-                        openwebui_service, preflight, verify, vllm_service)
+from operations import (container_toolkit, cuda_toolkit, download_proxy, model_weights,  # noqa: E402
+                        nvidia_driver, openwebui_service, preflight, verify, vllm_service)
 
 ctx = preflight.check()
+download_proxy.ensure(ctx)
 nvidia_driver.ensure(ctx)
 cuda_toolkit.ensure(ctx)
 container_toolkit.ensure(ctx)

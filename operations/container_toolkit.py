@@ -4,13 +4,14 @@ configured by ``nvidia-ctk`` (it merges daemon.json) with a Docker restart only 
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File, FindInFile
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server
 
 from pyinfra.operations.util import any_changed
 
+from operations.facts import AptHolds, DpkgVersion
 from operations.nvidia_driver import held
 from operations.preflight import Context, gpu_step_applies, skipped
 
@@ -18,6 +19,25 @@ KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 BASE = "https://nvidia.github.io/libnvidia-container"
 PACKAGES = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
             "libnvidia-container1"]
+
+
+@operation()
+def pinned_and_held(packages: list[str], version: str):
+    """Ensure every one of ``packages`` is installed at exactly ``version`` and on hold.
+
+    + packages: packages that move together (nvidia-container-toolkit and its three libraries)
+    + version: the Debian version, e.g. ``1.17.8-1``
+
+    Held packages cannot be changed by apt, so a pin change unholds, installs the four together and holds again in
+    one command (a failure leaves apt's own state, and the next run tries again)."""
+    installed = {p: host.get_fact(DpkgVersion, package=p) for p in packages}
+    holds = host.get_fact(AptHolds)
+    if all(v == version for v in installed.values()) and all(p in holds for p in packages):
+        host.noop(f"{' '.join(packages)} at {version}, held")
+        return
+    pins = " ".join(f"{p}={version}" for p in packages)
+    yield (f"apt-mark unhold {' '.join(packages)} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+           f"--no-install-recommends --allow-downgrades {pins} && apt-mark hold {' '.join(packages)}")
 
 
 @deploy("NVIDIA container toolkit")
@@ -33,10 +53,13 @@ def ensure(ctx: Context):
                     src=f"deb [signed-by={KEYRING}] {BASE}/stable/deb/$(ARCH) /",
                     filename="nvidia-container-toolkit")
     apt.update(name="Refresh apt after adding the toolkit repo", _if=any_changed(repo, key))
-    pins = [f"{p}={s.container_toolkit_version}" for p in PACKAGES] if s.container_toolkit_version else PACKAGES
-    apt.packages(name="Install the container toolkit (four packages together)", packages=pins,
-                 no_recommends=True)
-    held(name="Hold the container toolkit packages", packages=PACKAGES)
+    if s.container_toolkit_version:
+        pinned_and_held(name=f"Container toolkit {s.container_toolkit_version} (four packages together, held)",
+                        packages=PACKAGES, version=s.container_toolkit_version)
+    else:
+        apt.packages(name="Install the container toolkit (four packages together)", packages=PACKAGES,
+                     no_recommends=True)
+        held(name="Hold the container toolkit packages", packages=PACKAGES)
     if host.get_fact(Which, command="dockerd"):
         configure = server.shell(name="Docker: nvidia runtime (nvidia-ctk merges daemon.json)",
                                  commands=["nvidia-ctk runtime configure --runtime=docker"],

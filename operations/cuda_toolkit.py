@@ -37,9 +37,11 @@ def runfile_toolkit(version: str, url: str, prefix: str, sha256: str | None = No
               f"[ -n \"$md5\" ] && echo \"$md5  {run}\" | md5sum -c -"]
     if sha256:
         checks.append(f"echo '{sha256}  {run}' | sha256sum -c -")
-    yield (f"mkdir -p /var/cache/llmhost && {proxy_env} curl -fL --retry 3 -C - -o {run} {shlex.quote(url)} && "
-           + " && ".join(f"({proxy_env} {c})" for c in checks))
-    yield (f"sh {run} --toolkit --silent --no-man-page --toolkitpath={prefix} --tmpdir=/var/cache/llmhost && "
+    # proxy_env is "export ...;": every curl of the command (also the one inside $(...)) sees the proxy and CA.
+    yield (f"{proxy_env}mkdir -p /var/cache/llmhost && curl -fL --retry 3 -C - -o {run} {shlex.quote(url)} && "
+           + " && ".join(f"({c})" for c in checks))
+    # --override: the 12.1 installer refuses gcc > 12 (Ubuntu 24.04 ships 13); a toolkit-only install needs no gcc.
+    yield (f"sh {run} --toolkit --silent --override --no-man-page --toolkitpath={prefix} --tmpdir=/var/cache/llmhost && "
            f"test -x {prefix}/bin/nvcc && touch {marker} && rm -f {run}")
 
 
@@ -61,7 +63,9 @@ def ensure(ctx: Context):
         apt.packages(name=f"Install cuda-toolkit-{dashed} (no driver)", packages=[f"cuda-toolkit-{dashed}"],
                      no_recommends=True)
     else:
-        proxy = f"https_proxy={shlex.quote(s.http_proxy)}" if s.http_proxy else ""
+        proxy = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(ctx.download_env.items())
+                        if k.lower() in ("http_proxy", "https_proxy", "no_proxy") or k == "SSL_CERT_FILE")
+        proxy += f"export CURL_CA_BUNDLE={shlex.quote(s.ca_bundle)}; " if s.ca_bundle else ""
         runfile_toolkit(name=f"Install CUDA {s.cuda_version} from NVIDIA's runfile (no {dashed} debs on "
                              f"{ctx.os_id} {ctx.os_version})",
                         version=s.cuda_version, url=s.cuda_runfile_url, prefix=prefix, sha256=s.cuda_runfile_sha256,

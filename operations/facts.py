@@ -286,3 +286,53 @@ class DpkgVersion(FactBase):
 
     def process(self, output):
         return first_line(output)
+
+
+class KernelImages(FactBase):
+    """The running kernel and the installed linux-image metapackages with the kernel image each depends on.
+
+    Sample output::
+
+        running=6.8.0-48-generic
+        linux-image-generic-hwe-24.04 6.11.0-29.29~24.04.1 linux-image-6.11.0-29-generic, linux-firmware
+        linux-image-generic 6.8.0-48.48 linux-image-6.8.0-48-generic
+    """
+
+    @staticmethod
+    def default():
+        return {"running": "", "meta": {}}
+
+    def command(self) -> str:
+        return ("echo running=$(uname -r); dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version} ${Depends}\\n' "
+                "'linux-image-generic*' 'linux-image-lowlatency*' 'linux-image-virtual*' 2>/dev/null "
+                "| sed -n 's/^ii *//p' || true")
+
+    def process(self, output):
+        out = {"running": "", "meta": {}}
+        for line in output:
+            if line.startswith("running="):
+                out["running"] = line.split("=", 1)[1].strip()
+            elif line.strip():
+                name, _ver, *deps = line.split(None, 2) + [""]
+                images = re.findall(r"linux-image-(\d[\w.~+-]*)", deps[0] if deps else "")
+                out["meta"][name] = images[0] if images else ""
+        return out
+
+
+class NvidiaModuleForKernel(FactBase):
+    """Version of the nvidia module installed for the running kernel ('' when there is none).
+
+    Sample output::
+
+        580.95.05
+    """
+
+    @staticmethod
+    def default():
+        return ""
+
+    def command(self) -> str:
+        return "modinfo -k \"$(uname -r)\" -F version nvidia 2>/dev/null || true"
+
+    def process(self, output):
+        return first_line(output)

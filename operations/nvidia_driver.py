@@ -19,21 +19,27 @@ Unattended-Upgrade::Package-Blacklist {
     "nvidia-";
     "libnvidia-";
     "cuda-";
-    "linux-modules-nvidia-";
 };
+// Not listed: the kernel and linux-modules-nvidia-*: the modules metapackage follows the kernel metapackage, so a
+// security kernel arrives together with its signed nvidia module.
 """
 
 NOUVEAU_BLACKLIST = "# llmhost: the NVIDIA driver owns the card\nblacklist nouveau\noptions nouveau modeset=0\n"
 
 
-def driver_packages(branch: int, flavour: str) -> list[str]:
-    """Headless server driver with Ubuntu's prebuilt, signed kernel modules (no DKMS, Secure Boot friendly)."""
+def userspace_packages(branch: int, flavour: str) -> list[str]:
+    """The user-space driver: held, upgraded only by the deploy (a change under a loaded module breaks NVML)."""
     open_ = "-open" if flavour == "open" else ""
-    return [
-        f"nvidia-headless-no-dkms-{branch}-server{open_}",
-        f"nvidia-utils-{branch}-server",
-        f"linux-modules-nvidia-{branch}-server{open_}-generic",
-    ]
+    return [f"nvidia-headless-no-dkms-{branch}-server{open_}", f"nvidia-utils-{branch}-server"]
+
+
+def driver_packages(branch: int, flavour: str, modules: str) -> list[str]:
+    """Headless server driver with Ubuntu's prebuilt, signed kernel modules (no DKMS, Secure Boot friendly).
+
+    ``modules`` is the modules metapackage of the running kernel's flavour (versions.modules_package): GA kernels
+    get ...-generic, HWE kernels ...-generic-hwe-24.04 (installing ...-generic there would pull the GA kernel and
+    leave the booted HWE kernel without nvidia.ko). It is not held: it follows the kernel metapackage."""
+    return [*userspace_packages(branch, flavour), modules]
 
 
 @operation()
@@ -62,7 +68,7 @@ def ensure(ctx: Context):
     s = ctx.s
     if not gpu_step_applies(ctx, "NVIDIA driver"):
         return
-    packages = driver_packages(s.nvidia_driver_branch, ctx.flavour)
+    packages = driver_packages(s.nvidia_driver_branch, ctx.flavour, ctx.modules_package)
     present = host.get_fact(DebPackages)
     from_deb = any(p in present for p in packages) or any(k.startswith("nvidia-utils-") for k in present)
     if ctx.working_driver and not from_deb:
@@ -75,9 +81,16 @@ def ensure(ctx: Context):
               dest="/etc/apt/apt.conf.d/51llmhost-nvidia", mode="644")
     files.put(name="Blacklist nouveau", src=StringIO(NOUVEAU_BLACKLIST),
               dest="/etc/modprobe.d/llmhost-blacklist-nouveau.conf", mode="644")
-    install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules)",
+    install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules: {packages[-1]})",
                            packages=packages, no_recommends=True, update=True, cache_time=3600)
-    held(name="Hold the driver packages", packages=packages)
+    held(name="Hold the user-space driver packages", packages=packages[:2])
+    if ctx.kernel_missing_module:
+        # The running kernel lost its module (a kernel update without it): install the module built for exactly
+        # this kernel and load it; no reboot is needed for that.
+        repair = apt.packages(name=f"Install the nvidia module for the running kernel {ctx.running_kernel}",
+                              packages=[ctx.kernel_missing_module], no_recommends=True, update=True,
+                              cache_time=3600)
+        server.shell(name="Load the nvidia module", commands=["modprobe nvidia"], _if=repair.did_change)
     if s.nvidia_reboot:
         server.reboot(name="Reboot into the new driver (it changed)", reboot_timeout=600,
                       _if=[install.did_change, loaded_module_differs(ctx, packages[1])])

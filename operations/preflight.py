@@ -19,8 +19,8 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Arch, LinuxDistribution
 
 from operations import versions
-from operations.facts import (DiskFreeMib, MemTotalMib, NvidiaKernelModule, NvidiaSmi, PciNvidiaGpus, PortOwners,
-                              SecureBoot)
+from operations.facts import (DiskFreeMib, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
+                              NvidiaModuleForKernel, NvidiaSmi, PciNvidiaGpus, PortOwners, SecureBoot)
 from operations.settings import Settings, SettingsError
 from operations.tuning import GpuSpec, ModelSpec, Plan, PlanError, plan
 
@@ -45,6 +45,9 @@ class Context:
     model_commit: str
     flavour: str
     warnings: list[str] = field(default_factory=list)
+    modules_package: str = ""  # the NVIDIA modules metapackage for the running kernel's flavour
+    running_kernel: str = ""
+    kernel_missing_module: str = ""  # the ABI modules package to install when the running kernel has no nvidia.ko
 
     @property
     def ubuntu(self) -> bool:
@@ -270,6 +273,8 @@ def check() -> Context:
     size = size or int(p.weights_gib * 2**30)  # a hub that does not report sizes: the planner's estimate
     need = size / 2**20 + s.min_free_disk_gib * 1024
     ctx = Context(s, os_id, os_version, working_driver, module, p, commit, flavour, s.warnings() + p.warnings)
+    if s.gpu_host and os_id == "ubuntu":
+        _kernel_modules(ctx)
     if not host.get_fact(File, path=ctx.snapshot_marker) and free < need:
         _fail(f"{free} MiB free under {s.data_root}, the weights need {size / 2**20:.0f} MiB plus "
               f"min_free_disk_gib={s.min_free_disk_gib}: free disk space or move data_root")
@@ -281,6 +286,26 @@ def check() -> Context:
     for w in ctx.warnings:
         logger.warning(f"{host.print_prefix}warning: {w}")
     return ctx
+
+
+def _kernel_modules(ctx: Context) -> None:
+    """Which NVIDIA modules package fits the running kernel, and whether that kernel still has a module."""
+    s = ctx.s
+    kernels = host.get_fact(KernelImages)
+    ctx.running_kernel = kernels["running"]
+    from_deb = bool(host.get_fact(DpkgVersion, package=f"nvidia-utils-{s.nvidia_driver_branch}-server"))
+    if ctx.working_driver and not from_deb:
+        return  # a working driver from elsewhere is left alone (see nvidia_driver)
+    try:
+        ctx.modules_package = versions.modules_package(s.nvidia_driver_branch, ctx.flavour, kernels["running"],
+                                                       kernels["meta"])
+    except ValueError as exc:
+        _fail(str(exc))
+    if from_deb and not host.get_fact(NvidiaModuleForKernel):
+        ctx.kernel_missing_module = versions.abi_modules_package(s.nvidia_driver_branch, ctx.flavour,
+                                                                 kernels["running"])
+        ctx.warnings.append(f"the running kernel {kernels['running']} has no nvidia module (a kernel update without "
+                            f"it): this run installs {ctx.kernel_missing_module} and loads it")
 
 
 @operation()

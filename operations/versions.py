@@ -5,6 +5,7 @@ Pure logic, no pyinfra import.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from packaging.version import Version
@@ -177,3 +178,30 @@ def cuda_visible_mib(smi_name: str, smi_mib: int) -> int:
         if base.replace("-", " ") in key and abs(card.smi_mib - smi_mib) <= 0.02 * smi_mib:
             return card.cuda_mib
     return smi_mib - 256 - smi_mib // 400
+
+
+# --- NVIDIA kernel modules for the running kernel (ubuntu-drivers-common, UbuntuDrivers/detect.py: the modules
+# package follows the flavour of the installed linux-image metapackage) ----------------------------------------
+def modules_package(branch: int, flavour: str, running: str, metas: dict[str, str]) -> str:
+    """linux-modules-nvidia-<branch>-server[-open]-<meta flavour> for the metapackage of the running kernel.
+
+    ``metas`` maps each installed linux-image-* metapackage to the kernel image version it depends on
+    (KernelImages). The GA metapackage (linux-image-generic) gives ...-generic; the HWE one
+    (linux-image-generic-hwe-24.04) gives ...-generic-hwe-24.04, whose modules follow the HWE kernel."""
+    open_ = "-open" if flavour == "open" else ""
+    exact = [m for m, image in metas.items() if image == running]
+    kernel_flavour = re.sub(r"^\d[\d.]*-\d+-", "", running)  # 6.8.0-48-generic -> generic
+    same = [m for m in metas if m.removeprefix("linux-image-").split("-hwe-")[0] == kernel_flavour]
+    chosen = exact or (same if len(same) == 1 else [])
+    if len(chosen) != 1:
+        found = ", ".join(f"{m} ({image or '?'})" for m, image in sorted(metas.items())) or "none"
+        raise ValueError(f"no NVIDIA modules package matches the running kernel {running}: linux-image "
+                         f"metapackages found: {found}. Install the metapackage of the kernel you boot (e.g. "
+                         "apt install linux-image-generic-hwe-24.04 for an HWE kernel) or boot the kernel one of "
+                         "them installs, then re-run")
+    return f"linux-modules-nvidia-{branch}-server{open_}-{chosen[0].removeprefix('linux-image-')}"
+
+
+def abi_modules_package(branch: int, flavour: str, running: str) -> str:
+    """The modules package built for exactly the running kernel (what the metapackage depends on)."""
+    return f"linux-modules-nvidia-{branch}-server{'-open' if flavour == 'open' else ''}-{running}"

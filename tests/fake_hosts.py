@@ -15,8 +15,13 @@ def os_release(os_id: str, version: str) -> list[str]:
     return ["/etc/os-release", f"ID={os_id}", f'VERSION_ID="{version}"', f"NAME={os_id.title()}", "---"]
 
 
+_GA_2204 = ("5.15.0-126-generic", {"linux-image-generic": "5.15.0-126-generic"})
+_HWE_2404 = ("6.11.0-29-generic", {"linux-image-generic": "6.8.0-48-generic",
+                                  "linux-image-generic-hwe-24.04": "6.11.0-29-generic"})
+
+
 def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), debs=(), files=(), probe=None,
-              pci="0000:01:00.0 0x2504 0x030000", ports=()):
+              pci="0000:01:00.0 0x2504 0x030000", ports=(), kernel=_GA_2204, modinfo="580.95.05"):
     smi_out = [smi, "exit=0"] if smi else ["exit=missing"]
     dpkg = ["Desired=Unknown/Install/Remove/Purge/Hold", "||/ Name Version Architecture Description",
             "+++-====-====-====-====="] + [f"ii  {name} {ver} amd64 pkg" for name, ver in debs]
@@ -29,6 +34,9 @@ def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), de
         "/proc/driver/nvidia/version": [module] if module else [],
         "SecureBoot-": ["SecureBoot 0"],
         "apt-mark showhold": list(holds),
+        "echo running=": [f"running={kernel[0]}"] + [f"{m} 1.0 linux-image-{img}" for m, img in kernel[1].items()],
+        "modinfo -k": [modinfo] if modinfo else [],
+        re.compile(r"dpkg-query -W -f='\$\{Version\}' nvidia-utils"): [v for n, v in debs if n.startswith("nvidia-utils")],
         "dpkg -l": dpkg,
         re.compile(r"df -Pk"): ["200000"],
         "llmhost-probe": [probe or '{"ok": false}'],
@@ -74,6 +82,17 @@ SCENARIOS = {
     # A bare Ubuntu 22.04 box with an RTX 3060 and no driver yet (the card is declared for the planner).
     "fresh-2204": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="22.04")),
     "fresh-2404": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="24.04")),
+    # Ubuntu 24.04 booted into the HWE kernel (desktop point releases): the HWE modules package, and only it.
+    "fresh-2404-hwe": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="24.04", kernel=_HWE_2404)),
+    # A kernel nobody's metapackage installs: refused before any change.
+    "odd-kernel": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(
+        version="24.04", kernel=("6.12.9-custom", {"linux-image-generic": "6.8.0-48-generic"}))),
+    # Driver from debs, then a kernel update rebooted into 6.8.0-50 with no nvidia module for it.
+    "lost-module": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(
+        version="24.04", smi=None, kernel=("6.8.0-50-generic", {"linux-image-generic": "6.8.0-50-generic"}),
+        modinfo="", debs=[("nvidia-utils-580-server", "580.95.05-0ubuntu0.24.04.2"),
+                          ("nvidia-headless-no-dkms-580-server-open", "580.95.05-0ubuntu0.24.04.2")],
+        holds=["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"])),
     # A working 580 driver loaded from somewhere else than a deb (like the H200 host): left alone.
     "driver-ok": dict(data={}, responses=responses(
         version="24.04", smi=SMI_3060,

@@ -7,8 +7,8 @@ def test_fresh_ubuntu_2204_gpu_host_gets_every_component(fake_plan):
     rc, plan, out = fake_plan("fresh-2204")
     assert rc == 0, out
     ch = changed(plan)
-    assert "NVIDIA driver | Install the 580 driver (open modules)" in ch
-    assert "NVIDIA driver | Hold the driver packages" in ch
+    assert "NVIDIA driver | Install the 580 driver (open modules: linux-modules-nvidia-580-server-open-generic)" in ch
+    assert "NVIDIA driver | Hold the user-space driver packages" in ch
     assert "NVIDIA driver | Keep NVIDIA/CUDA out of unattended-upgrades" in ch
     assert "CUDA toolkit | Install cuda-toolkit-12-1 (no driver)" in ch
     assert "NVIDIA container toolkit | Install the container toolkit (four packages together)" in ch

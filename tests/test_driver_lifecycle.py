@@ -1,0 +1,105 @@
+"""Issue 9 (fast tier): the modules package for the running kernel, a lost module repaired, the runfile and proxies.
+
+Plans on scripted @fake hosts; expected package names written by hand from Ubuntu's archive naming.
+NOT here: the same against real apt / dpkg holds / unattended-upgrades (the stand-in archive of issue 9 is not
+built yet)."""
+
+from operations import versions
+from tests.conftest import changed, names
+
+
+def test_ga_kernel_gets_the_generic_modules_package(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204")
+    assert rc == 0, out
+    assert "NVIDIA driver | Install the 580 driver (open modules: linux-modules-nvidia-580-server-open-generic)" \
+        in changed(plan)
+
+
+def test_hwe_kernel_gets_the_hwe_modules_package_and_only_it():
+    metas = {"linux-image-generic": "6.8.0-48-generic", "linux-image-generic-hwe-24.04": "6.11.0-29-generic"}
+    assert versions.modules_package(580, "open", "6.11.0-29-generic", metas) == \
+        "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
+    # booted into the GA kernel on the same box: the GA package
+    assert versions.modules_package(580, "proprietary", "6.8.0-48-generic", metas) == \
+        "linux-modules-nvidia-580-server-generic"
+    # running an older HWE kernel than the metapackage's (update installed, not rebooted yet): still the HWE one
+    assert versions.modules_package(580, "open", "6.11.0-19-generic",
+                                    {"linux-image-generic-hwe-24.04": "6.11.0-29-generic"}) == \
+        "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
+
+
+def test_hwe_host_plan_installs_the_hwe_modules(fake_plan):
+    rc, plan, out = fake_plan("fresh-2404-hwe")
+    assert rc == 0, out
+    assert ("NVIDIA driver | Install the 580 driver (open modules: "
+            "linux-modules-nvidia-580-server-open-generic-hwe-24.04)") in changed(plan)
+    assert not any(n.endswith("(open modules: linux-modules-nvidia-580-server-open-generic)") for n in names(plan))
+    assert "NVIDIA driver | Hold the user-space driver packages" in changed(plan)
+
+
+def test_kernel_without_a_matching_metapackage_is_refused_before_any_change(fake_plan):
+    rc, plan, out = fake_plan("odd-kernel")
+    assert rc != 0
+    assert "no NVIDIA modules package matches the running kernel 6.12.9-custom" in out
+    assert "linux-image-generic (6.8.0-48-generic)" in out
+    assert "Starting operation" not in out
+
+
+def test_lost_module_is_reported_and_repaired(fake_plan):
+    rc, plan, out = fake_plan("lost-module")
+    assert rc == 0, out
+    assert "the running kernel 6.8.0-50-generic has no nvidia module" in out
+    op = "NVIDIA driver | Install the nvidia module for the running kernel 6.8.0-50-generic"
+    assert op in changed(plan)
+    assert "NVIDIA driver | Load the nvidia module" in names(plan)
+
+
+def test_user_space_held_modules_follow_the_kernel():
+    from operations.nvidia_driver import UNATTENDED_BLACKLIST, driver_packages, userspace_packages
+
+    assert userspace_packages(580, "open") == ["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"]
+    pk = driver_packages(580, "open", "linux-modules-nvidia-580-server-open-generic-hwe-24.04")
+    assert pk[-1] == "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
+    blocked = [l.strip().strip('";') for l in UNATTENDED_BLACKLIST.splitlines() if l.strip().startswith('"')]
+    assert blocked == ["nvidia-", "libnvidia-", "cuda-"]
+
+
+def test_recorded_gpu_host_kernel_facts_parse():
+    """Recorded on the H200 host (tests/fixtures/gpu-host/vllm-0.26.0/kernel-facts.txt): a Firecracker kernel,
+    no linux-image metapackage, no modinfo, the driver not from a deb (so it is left alone, nothing selected)."""
+    from pathlib import Path
+
+    from operations.facts import KernelImages, NvidiaModuleForKernel
+
+    text = (Path(__file__).parent / "fixtures/gpu-host/vllm-0.26.0/kernel-facts.txt").read_text().splitlines()
+    running = text[text.index("$ uname -r") + 1]
+    assert running == "6.18.44-fc-v657-gpu"
+    meta_lines = [l for l in text if l.startswith("linux-image")]
+    assert KernelImages().process([f"running={running}"] + meta_lines) == {"running": running, "meta": {}}
+    assert NvidiaModuleForKernel().process([]) == ""
+
+
+def test_proxy_and_ca_reach_apt_and_the_runfile(fake_plan):
+    rc, plan, out = fake_plan("fresh-2404", {"http_proxy": "http://10.0.0.1:3128", "ca_bundle": "/etc/corp-ca.pem"})
+    assert rc == 0, out
+    ch = changed(plan)
+    assert "Downloads through the proxy | apt through http_proxy" in ch
+    assert "Downloads through the proxy | ca_bundle in the system store (apt, curl)" in ch
+    from operations.download_proxy import apt_proxy_conf
+
+    assert apt_proxy_conf("http://10.0.0.1:3128").splitlines()[1:] == [
+        'Acquire::http::Proxy "http://10.0.0.1:3128";', 'Acquire::https::Proxy "http://10.0.0.1:3128";']
+
+
+def test_no_proxy_no_change(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204")
+    assert rc == 0, out
+    assert "Downloads through the proxy | Proxy and CA (skipped: none set)" in names(plan)
+    assert not any(n.startswith("Downloads through the proxy") for n in changed(plan))
+
+
+def test_container_toolkit_pin_change_goes_through_the_holds(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204", {"container_toolkit_version": "1.17.8-1"})
+    assert rc == 0, out
+    assert ("NVIDIA container toolkit | Container toolkit 1.17.8-1 (four packages together, held)"
+            in changed(plan))
