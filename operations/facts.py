@@ -332,7 +332,9 @@ class NvidiaModuleForKernel(FactBase):
         return ""
 
     def command(self) -> str:
-        return "modinfo -k \"$(uname -r)\" -F version nvidia 2>/dev/null || true"
+        # modinfo needs kmod and depmod's index; the module file itself is the fallback evidence.
+        return ("modinfo -k \"$(uname -r)\" -F version nvidia 2>/dev/null || "
+                "find /lib/modules/\"$(uname -r)\" -name 'nvidia.ko*' -printf 'present\\n' -quit 2>/dev/null || true")
 
     def process(self, output):
         return first_line(output)

@@ -3,6 +3,7 @@ unattended-upgrades, nouveau blacklisted; reboot only when the driver changed.""
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 from pyinfra import host
@@ -42,6 +43,12 @@ def driver_packages(branch: int, flavour: str, modules: str) -> list[str]:
     return [*userspace_packages(branch, flavour), modules]
 
 
+def other_branch_holds(holds: list[str], branch: int) -> list[str]:
+    """Held NVIDIA driver packages of another branch (they block a branch change)."""
+    return [p for p in holds if re.match(r"(nvidia-|libnvidia-|linux-modules-nvidia-)", p)
+            and re.search(r"-\d{3}(-server)?(-|$)", p) and not re.search(rf"-{branch}(-server)?(-|$)", p)]
+
+
 @operation()
 def held(packages: list[str]):
     """Ensure ``packages`` are on hold (apt-mark hold), so apt upgrades never move them."""
@@ -77,10 +84,19 @@ def ensure(ctx: Context):
                        f"enough for vLLM {s.vllm_version}; it was not installed from a deb, so llmhost leaves it alone")
         return
 
+    if s.driver_standin_archive:
+        standin = files.put(name="TEST ONLY: stand-in NVIDIA archive (tests/aptarchive.py)",
+                            src=StringIO(f"deb [trusted=yes] {s.driver_standin_archive} ./\n"),
+                            dest="/etc/apt/sources.list.d/llmhost-standin.list", mode="644")
+        apt.update(name="Refresh apt (stand-in archive changed)", _if=standin.did_change)
     files.put(name="Keep NVIDIA/CUDA out of unattended-upgrades", src=StringIO(UNATTENDED_BLACKLIST),
               dest="/etc/apt/apt.conf.d/51llmhost-nvidia", mode="644")
     files.put(name="Blacklist nouveau", src=StringIO(NOUVEAU_BLACKLIST),
               dest="/etc/modprobe.d/llmhost-blacklist-nouveau.conf", mode="644")
+    other = other_branch_holds(host.get_fact(AptHolds), s.nvidia_driver_branch)
+    if other:  # held packages cannot be replaced: apt would stop with "held broken packages"
+        server.shell(name=f"Release the holds of the previous driver branch ({len(other)} packages)",
+                     commands=[f"apt-mark unhold {' '.join(other)}"])
     install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules: {packages[-1]})",
                            packages=packages, no_recommends=True, update=True, cache_time=3600)
     held(name="Hold the user-space driver packages", packages=packages[:2])
@@ -90,8 +106,12 @@ def ensure(ctx: Context):
         repair = apt.packages(name=f"Install the nvidia module for the running kernel {ctx.running_kernel}",
                               packages=[ctx.kernel_missing_module], no_recommends=True, update=True,
                               cache_time=3600)
-        server.shell(name="Load the nvidia module", commands=["modprobe nvidia"], _if=repair.did_change)
-    if s.nvidia_reboot:
+        if not s.driver_standin_archive:
+            server.shell(name="Load the nvidia module", commands=["modprobe nvidia"], _if=repair.did_change)
+    if s.driver_standin_archive:
+        skipped(name="Load / reboot (skipped: TEST ONLY stand-in archive)",
+                reason="driver_standin_archive: a container cannot load kernel modules or boot another kernel")
+    elif s.nvidia_reboot:
         server.reboot(name="Reboot into the new driver (it changed)", reboot_timeout=600,
                       _if=[install.did_change, loaded_module_differs(ctx, packages[1])])
     else:

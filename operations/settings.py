@@ -98,6 +98,9 @@ class Settings(BaseModel):
     vllm_max_num_seqs: int | None = Field(None, gt=0, description="Override the planner's sequence bound.")
     vllm_reserved_mib: int = Field(0, ge=0, description="GPU memory kept free for a desktop on the same card.")
     vllm_min_concurrency: float = Field(2.0, gt=0, description="Full-length sequences the KV cache must hold.")
+    driver_standin_archive: str | None = Field(
+        None, description="TEST ONLY: URL of a stand-in NVIDIA apt archive (tests/aptarchive.py) that lets the "
+        "driver step run with real apt on the GPU-less Debian test host; there nothing is loaded or rebooted.")
     vllm_exec_start_override: str | None = Field(
         None, description="TEST ONLY: ExecStart for a GPU-less host (an OpenAI-compatible stand-in); may use "
         "{host} {port} {model} {served_model_name} {flags} (the planner's flags).")

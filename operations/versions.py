@@ -182,17 +182,23 @@ def cuda_visible_mib(smi_name: str, smi_mib: int) -> int:
 
 # --- NVIDIA kernel modules for the running kernel (ubuntu-drivers-common, UbuntuDrivers/detect.py: the modules
 # package follows the flavour of the installed linux-image metapackage) ----------------------------------------
-def modules_package(branch: int, flavour: str, running: str, metas: dict[str, str]) -> str:
+def modules_package(branch: int, flavour: str, running: str, metas: dict[str, str],
+                    installed: list[str] | tuple[str, ...] = ()) -> str:
     """linux-modules-nvidia-<branch>-server[-open]-<meta flavour> for the metapackage of the running kernel.
 
     ``metas`` maps each installed linux-image-* metapackage to the kernel image version it depends on
     (KernelImages). The GA metapackage (linux-image-generic) gives ...-generic; the HWE one
-    (linux-image-generic-hwe-24.04) gives ...-generic-hwe-24.04, whose modules follow the HWE kernel."""
+    (linux-image-generic-hwe-24.04) gives ...-generic-hwe-24.04, whose modules follow the HWE kernel.
+    In order: the metapackage whose kernel is running; else (a kernel update installed, not yet booted) the flavour
+    of the modules metapackage already installed (any branch); else the only metapackage of the running flavour."""
     open_ = "-open" if flavour == "open" else ""
     exact = [m for m, image in metas.items() if image == running]
+    kept = [f"linux-image-{m.group(1)}" for p in installed
+            if (m := re.match(r"linux-modules-nvidia-\d+-server(?:-open)?-((?:generic|lowlatency)[\w.-]*)$", p))
+            and f"linux-image-{m.group(1)}" in metas]
     kernel_flavour = re.sub(r"^\d[\d.]*-\d+-", "", running)  # 6.8.0-48-generic -> generic
     same = [m for m in metas if m.removeprefix("linux-image-").split("-hwe-")[0] == kernel_flavour]
-    chosen = exact or (same if len(same) == 1 else [])
+    chosen = exact or kept or (same if len(same) == 1 else [])
     if len(chosen) != 1:
         found = ", ".join(f"{m} ({image or '?'})" for m, image in sorted(metas.items())) or "none"
         raise ValueError(f"no NVIDIA modules package matches the running kernel {running}: linux-image "

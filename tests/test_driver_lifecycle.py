@@ -26,6 +26,11 @@ def test_hwe_kernel_gets_the_hwe_modules_package_and_only_it():
     assert versions.modules_package(580, "open", "6.11.0-19-generic",
                                     {"linux-image-generic-hwe-24.04": "6.11.0-29-generic"}) == \
         "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
+    # both metapackages, neither kernel running yet: the flavour already installed (any branch) is kept
+    both = {"linux-image-generic": "6.8.0-50-generic", "linux-image-generic-hwe-24.04": "6.11.0-30-generic"}
+    assert versions.modules_package(590, "open", "6.11.0-29-generic", both,
+                                    ["linux-modules-nvidia-580-server-open-generic-hwe-24.04", "nvidia-utils-580-server"]) \
+        == "linux-modules-nvidia-590-server-open-generic-hwe-24.04"
 
 
 def test_hwe_host_plan_installs_the_hwe_modules(fake_plan):

@@ -116,7 +116,7 @@ def _wait_port(address: str, port: int, timeout: float) -> None:
 def start_proxy(gateways: list[str]) -> int:
     conf = STATE / "tinyproxy.conf"
     conf.write_text("\n".join([f"Port {PROXY_PORT}", "Listen 0.0.0.0", "Timeout 600", "MaxClients 100",
-                               f"PidFile \"{STATE / 'tinyproxy.pid'}\"", "LogLevel Warning",
+                               f"PidFile \"{STATE / 'tinyproxy.pid'}\"", "LogLevel Info",
                                f"LogFile \"{STATE / 'tinyproxy.log'}\"",
                                *[f"Allow {g.rsplit('.', 1)[0]}.0/24" for g in gateways], "ConnectPort 443",
                                "ConnectPort 80", ""]))

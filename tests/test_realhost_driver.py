@@ -1,0 +1,193 @@
+"""Real tier, issue 9: the driver component with real apt, real dpkg holds and Debian's real unattended-upgrades,
+against a local archive of named stand-in packages (tests/aptarchive.py) served over HTTP on the test host's
+gateway, so apt reaches it only through the proxy the deploy configures (http_proxy) and the proxy's log shows it.
+
+The test host is a Debian 12 container: it runs the CI machine's kernel, so its `uname -r` is that kernel and cannot
+change. The stand-in kernel packages therefore use that ABI as "the running kernel"; a kernel *update* is a newer
+ABI whose module must arrive with it (checked on disk, /lib/modules/<new>/.../nvidia.ko); booting into it is not
+possible in a container and is not claimed. The explicit test-only setting driver_standin_archive lets the driver
+step run on this GPU-less Debian host; loading modules and rebooting are reported as skipped there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import aptarchive, hub, testhost
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.realhost
+HTTP_PORT = 18097
+GA_OLD = "6.8.0-48-generic"  # a GA kernel that is installed but not running
+NEW = "6.11.0-30-generic"  # the security update that arrives later
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    reason = testhost.why_not()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"real tier cannot run in CI: {reason}")
+        pytest.skip(f"no test host on this machine: {reason}")
+    hub.up()
+    h = testhost.up(1, hub_port=hub.PORT)[0]
+    archive = tmp_path_factory.mktemp("standin-archive")
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", h["gateway"],
+                               "--directory", str(archive)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    # Test prerequisites from Debian (through the harness's proxy), then only the deploy's own apt proxy remains.
+    sh(h, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+          "unattended-upgrades kmod >/dev/null && rm /etc/apt/apt.conf.d/99llmhost-proxy")
+    running = sh(h, "uname -r").strip()
+    yield {"h": h, "archive": archive, "url": f"http://{h['gateway']}:{HTTP_PORT}/", "running": running}
+    os.killpg(server.pid, 15)
+    server.wait(10)
+    testhost.down()
+    hub.down()
+
+
+def sh(h: dict, command: str, check: bool = True) -> str:
+    return testhost.ssh(h["address"], command, check=check, timeout=300).stdout
+
+
+def deploy(env: dict, **data) -> subprocess.CompletedProcess:
+    data = {"driver_standin_archive": env["url"], **data}
+    cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py"]
+    for k, v in data.items():
+        cmd += ["--data", f"{k}={v}"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
+    p.stdout += p.stderr
+    return p
+
+
+def changes(out: str) -> int:
+    m = re.search(r"Grand total\s+(\d+)\s+(\S+)", out)
+    assert m, out[-3000:]
+    return 0 if m.group(2) == "-" else int(m.group(2))
+
+
+def installed(env: dict) -> dict[str, str]:
+    out = sh(env["h"], "dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n' "
+                       "'linux-*' 'nvidia-*' 2>/dev/null | awk '$1 ~ /^[ih]i/ {print $2, $3}'", check=False)
+    return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+
+
+def publish(env: dict, stage: str) -> None:
+    """(Re)build the archive for a stage of the story; each stage adds packages, nothing is taken away."""
+    run, pool = env["running"], env["archive"]
+    if stage == "ga":
+        aptarchive.kernel(pool, run, "1.0")
+        aptarchive.deb(pool, "linux-image-generic", "1.0", depends=f"linux-image-{run}")
+        aptarchive.driver(pool, 580, "580.95.05-0ubuntu1", {run: "1.0"}, {"generic": run})
+    if stage == "hwe":  # linux-image-generic moves to an older GA kernel; the HWE metapackage owns the running one
+        aptarchive.kernel(pool, GA_OLD, "6.8.0-48.48")
+        aptarchive.deb(pool, "linux-image-generic", "6.8.0-48.48", depends=f"linux-image-{GA_OLD}")
+        aptarchive.deb(pool, "linux-image-generic-hwe-24.04", "1.0", depends=f"linux-image-{run}")
+        aptarchive.driver(pool, 580, "580.95.05-0ubuntu1", {run: "1.0", GA_OLD: "6.8.0-48.48"},
+                          {"generic": GA_OLD, "generic-hwe-24.04": run})
+    if stage == "kernel-update":  # a security kernel, its module, and a newer user space that must wait
+        aptarchive.kernel(pool, NEW, "6.11.0-30.30")
+        aptarchive.deb(pool, "linux-image-generic-hwe-24.04", "6.11.0-30.30", depends=f"linux-image-{NEW}")
+        aptarchive.driver(pool, 580, "580.95.05-0ubuntu1", {NEW: "6.11.0-30.30"}, {"generic-hwe-24.04": NEW})
+        aptarchive.deb(pool, "nvidia-utils-580-server", "580.105.08-0ubuntu1", conflicts="nvidia-utils-590-server")
+    if stage == "590":
+        aptarchive.driver(pool, 590, "590.44.01-0ubuntu1", {run: "1.0", NEW: "6.11.0-30.30"},
+                          {"generic-hwe-24.04": NEW})
+    aptarchive.index(pool)
+
+
+def test_ga_kernel_gets_the_ga_modules_package_through_the_proxy(env):
+    publish(env, "ga")
+    sh(env["h"], f"echo 'deb [trusted=yes] {env['url']} ./' > /etc/apt/sources.list.d/kernel.list && "
+                 "apt-get -o Acquire::http::Proxy=http://{gw}:8888 update -qq && "
+                 "DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::http::Proxy=http://{gw}:8888 install -y -qq "
+                 "linux-image-generic >/dev/null".replace("{gw}", env["h"]["gateway"]))
+    proxy_log = testhost.STATE / "tinyproxy.log"
+    before = proxy_log.read_text() if proxy_log.exists() else ""
+    p = deploy(env)
+    assert p.returncode == 0, p.stdout[-4000:]
+    pk = installed(env)
+    assert "linux-modules-nvidia-580-server-open-generic" in pk
+    assert f"linux-modules-nvidia-580-server-open-{env['running']}" in pk
+    assert pk["nvidia-utils-580-server"] == "580.95.05-0ubuntu1"
+    assert not any("hwe" in name for name in pk)
+    assert sh(env["h"], "apt-mark showhold").split() == ["nvidia-headless-no-dkms-580-server-open",
+                                                         "nvidia-utils-580-server"]
+    assert sh(env["h"], f"ls /lib/modules/{env['running']}/kernel/nvidia-580srv/").split() == ["nvidia.ko"]
+    # apt went through the proxy that the deploy configured (95llmhost-proxy; the harness's own file was removed)
+    assert 'Acquire::http::Proxy "http://' in sh(env["h"], "cat /etc/apt/apt.conf.d/95llmhost-proxy")
+    log = proxy_log.read_text()[len(before):]
+    assert f"{env['h']['gateway']}:{HTTP_PORT}" in log, log[-2000:]
+    assert changes(deploy(env).stdout) == 0
+
+
+def test_hwe_kernel_gets_the_hwe_modules_package_and_only_it(env):
+    h = env["h"]
+    sh(h, "apt-mark unhold $(apt-mark showhold) >/dev/null; dpkg --purge $(dpkg-query -W -f='${Package}\\n' "
+          "'linux-modules-nvidia-*' 'nvidia-*' 'linux-image-generic') >/dev/null")
+    publish(env, "hwe")
+    sh(h, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-image-generic "
+          "linux-image-generic-hwe-24.04 >/dev/null")
+    p = deploy(env)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert "linux-modules-nvidia-580-server-open-generic-hwe-24.04" in p.stdout
+    pk = installed(env)
+    assert "linux-modules-nvidia-580-server-open-generic-hwe-24.04" in pk
+    assert f"linux-modules-nvidia-580-server-open-{env['running']}" in pk
+    assert "linux-modules-nvidia-580-server-open-generic" not in pk  # the GA one would follow the other kernel
+    assert f"linux-modules-nvidia-580-server-open-{GA_OLD}" not in pk
+
+
+def test_kernel_update_by_unattended_upgrades_brings_its_module_and_keeps_the_user_space(env):
+    h = env["h"]
+    publish(env, "kernel-update")
+    sh(h, "printf 'Unattended-Upgrade::Origins-Pattern { \"origin=llmhost-standin\"; };\\n' "
+          "> /etc/apt/apt.conf.d/52llmhost-test-origins && apt-get update -qq")
+    out = sh(h, "unattended-upgrade -v 2>&1; echo exit=$?", check=False)
+    assert "exit=0" in out, out[-3000:]
+    pk = installed(env)
+    assert pk["linux-image-generic-hwe-24.04"] == "6.11.0-30.30", out[-3000:]
+    assert f"linux-image-{NEW}" in pk
+    assert f"linux-modules-nvidia-580-server-open-{NEW}" in pk, out[-3000:]
+    assert sh(h, f"cat /lib/modules/{NEW}/kernel/nvidia-580srv/nvidia.ko").strip() == "stand-in nvidia.ko 580.95.05"
+    assert pk["nvidia-utils-580-server"] == "580.95.05-0ubuntu1"  # held + blacklisted: the newer one waits
+    assert changes(deploy(env).stdout) == 0
+
+
+def test_running_kernel_that_lost_its_module_is_reported_and_repaired(env):
+    h = env["h"]
+    abi_pkg = f"linux-modules-nvidia-580-server-open-{env['running']}"
+    sh(h, f"dpkg --purge --force-depends {abi_pkg} >/dev/null 2>&1")
+    assert not sh(h, f"ls /lib/modules/{env['running']}/kernel/nvidia-580srv/ 2>/dev/null", check=False).strip()
+    p = deploy(env)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert f"the running kernel {env['running']} has no nvidia module" in p.stdout
+    assert abi_pkg in installed(env)
+    assert sh(h, f"ls /lib/modules/{env['running']}/kernel/nvidia-580srv/").split() == ["nvidia.ko"]
+    assert changes(deploy(env).stdout) == 0
+
+
+def test_branch_change_goes_through_the_holds(env):
+    h = env["h"]
+    publish(env, "590")
+    sh(h, "apt-get update -qq")
+    p = deploy(env, nvidia_driver_branch=590)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert "Release the holds of the previous driver branch" in p.stdout
+    pk = installed(env)
+    assert "nvidia-utils-590-server" in pk and "nvidia-utils-580-server" not in pk
+    assert "linux-modules-nvidia-590-server-open-generic-hwe-24.04" in pk
+    assert sh(h, "apt-mark showhold").split() == ["nvidia-headless-no-dkms-590-server-open", "nvidia-utils-590-server"]
+    # On a real box the reboot that follows boots the new kernel, which has its 590 module. This container keeps
+    # running its one kernel, whose 580 module left with the 580 branch: the next run sees that and repairs it.
+    second = deploy(env, nvidia_driver_branch=590)
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert f"linux-modules-nvidia-590-server-open-{env['running']}" in installed(env)
+    assert changes(deploy(env, nvidia_driver_branch=590).stdout) == 0
