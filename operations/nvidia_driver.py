@@ -60,6 +60,17 @@ def held(packages: list[str]):
     yield f"apt-mark hold {' '.join(missing)}"
 
 
+def driver_check(utils_package: str) -> str:
+    """Right after the reboot: nvidia-smi answers and the loaded module is the installed package's version; else
+    stop here with what was found, before 5 GB of weights and a 900 s service timeout would show it."""
+    return ("loaded=$(sed -n 's/^NVRM version:.*  \\([0-9][0-9.]*\\)  .*/\\1/p' /proc/driver/nvidia/version "
+            f"2>/dev/null); installed=$(dpkg-query -W -f='${{Version}}' {utils_package} | cut -d- -f1); "
+            "if nvidia-smi -L >/dev/null 2>&1 && [ \"$loaded\" = \"$installed\" ]; then exit 0; fi; "
+            "echo \"the NVIDIA driver does not answer after the reboot: loaded module ${loaded:-none}, installed "
+            "$installed, nvidia-smi: $(nvidia-smi -L 2>&1 | head -1). Check Secure Boot and 'dmesg | grep -i "
+            "nvidia', then re-run\" >&2; exit 1")
+
+
 def loaded_module_differs(ctx: Context, package: str):
     """At execution time (after the install): does the loaded module differ from the installed package?"""
 
@@ -112,7 +123,9 @@ def ensure(ctx: Context):
         skipped(name="Load / reboot (skipped: TEST ONLY stand-in archive)",
                 reason="driver_standin_archive: a container cannot load kernel modules or boot another kernel")
     elif s.nvidia_reboot:
-        server.reboot(name="Reboot into the new driver (it changed)", reboot_timeout=600,
-                      _if=[install.did_change, loaded_module_differs(ctx, packages[1])])
+        reboot = server.reboot(name="Reboot into the new driver (it changed)", reboot_timeout=600,
+                               _if=[install.did_change, loaded_module_differs(ctx, packages[1])])
+        server.shell(name="Driver answers after the reboot (nvidia-smi; loaded module = installed package)",
+                     commands=[driver_check(packages[1])], _if=reboot.did_change)
     else:
         skipped(name="Reboot (disabled)", reason="nvidia_reboot=False: reboot by hand if the driver changed")

@@ -114,15 +114,6 @@ def check_vllm_driver(vllm_version: str, driver_branch: int) -> str:
     return cuda
 
 
-def check_loaded_driver(vllm_version: str, loaded: str) -> None:
-    """A driver that stays (not replaced by the deploy) must be new enough for the era's CUDA runtime."""
-    need = CUDA_MIN_DRIVER[vllm_cuda(vllm_version)]
-    if Version(loaded) < Version(need):
-        raise ValueError(f"the loaded NVIDIA driver {loaded} is older than {need}, which vllm_version={vllm_version} "
-                         f"needs (its wheels bundle CUDA {vllm_cuda(vllm_version)}): upgrade the driver to the 580 "
-                         "branch or pin vllm_version=0.6.3.post1 (CUDA 12.1, driver >= 530.30.02)")
-
-
 def check_compute_capability(vllm_version: str, cc: float) -> None:
     need = era(vllm_version).min_compute_capability
     if cc < need:

@@ -108,3 +108,50 @@ def test_container_toolkit_pin_change_goes_through_the_holds(fake_plan):
     assert rc == 0, out
     assert ("NVIDIA container toolkit | Container toolkit 1.17.8-1 (four packages together, held)"
             in changed(plan))
+
+
+def _run_check(tmp_path, module_line: str | None, smi_ok: bool) -> "subprocess.CompletedProcess":
+    import subprocess
+
+    from operations.nvidia_driver import driver_check
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text(
+        "#!/bin/sh\n" + ("echo 'GPU 0: NVIDIA GeForce RTX 3060'\n" if smi_ok else
+                         "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver\"; exit 9\n"))
+    (tmp_path / "bin" / "dpkg-query").write_text("#!/bin/sh\nprintf '580.95.05-0ubuntu1'\n")
+    for f in (tmp_path / "bin").iterdir():
+        f.chmod(0o755)
+    version = tmp_path / "version"
+    if module_line:
+        version.write_text(module_line + "\n")
+    cmd = driver_check("nvidia-utils-580-server").replace("/proc/driver/nvidia/version", str(version))
+    return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True,
+                          env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})
+
+
+MODULE = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {}  Release Build  (x)  2025"
+
+
+def test_post_reboot_check_passes_when_smi_answers_and_versions_match(tmp_path):
+    assert _run_check(tmp_path, MODULE.format("580.95.05"), True).returncode == 0
+
+
+def test_post_reboot_check_stops_on_smi_failure_old_module_or_none(tmp_path):
+    for i, (line, ok, expect) in enumerate([(MODULE.format("580.95.05"), False, "couldn't communicate"),
+                                            (MODULE.format("570.86.15"), True, "loaded module 570.86.15, installed "
+                                                                               "580.95.05"),
+                                            (None, True, "loaded module none")]):
+        d = tmp_path / str(i)
+        d.mkdir()
+        p = _run_check(d, line, ok)
+        assert p.returncode == 1 and expect in p.stderr, p.stderr
+
+
+def test_post_reboot_check_is_planned_only_after_a_reboot(fake_plan):
+    from tests.conftest import conditional
+
+    rc, plan, out = fake_plan("fresh-2204")
+    assert rc == 0, out
+    assert ("NVIDIA driver | Driver answers after the reboot (nvidia-smi; loaded module = installed package)"
+            in conditional(plan))
