@@ -243,12 +243,12 @@ class MemTotalMib(FactBase):
 
 
 class PortOwners(FactBase):
-    """For each listening TCP port asked about, the systemd unit (cgroup) of the process holding it.
+    """For each listening TCP port asked about ("8080"): the process holding it, its PID and its systemd unit.
 
     Sample output::
 
-        8080 0::/system.slice/open-webui.service
-        8000 0::/user.slice/user-1000.slice/session-2.scope
+        8080 812 apache2 0::/system.slice/apache2.service
+        8000 2211 python3 0::/user.slice/user-1000.slice/session-2.scope
     """
 
     @staticmethod
@@ -257,15 +257,18 @@ class PortOwners(FactBase):
 
     def command(self, ports: list[int]) -> str:
         plist = " ".join(str(int(p)) for p in ports)
-        return (f"for p in {plist}; do pid=$(ss -ltnpH \"sport = :$p\" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 "
-                "| cut -d= -f2); [ -n \"$pid\" ] && echo \"$p $(tail -n1 /proc/$pid/cgroup 2>/dev/null)\"; done; true")
+        return (f"for p in {plist}; do line=$(ss -ltnpH \"sport = :$p\" 2>/dev/null | head -n1); "
+                "pid=$(echo \"$line\" | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2); "
+                "proc=$(echo \"$line\" | grep -o 'users:((\"[^\"]*\"' | head -n1 | cut -d'\"' -f2); "
+                "[ -n \"$pid\" ] && echo \"$p $pid ${proc:-?} $(tail -n1 /proc/$pid/cgroup 2>/dev/null)\"; done; true")
 
     def process(self, output):
         owners = {}
         for line in output:
-            port, _, cgroup = line.partition(" ")
-            if port.isdigit():
-                owners[int(port)] = cgroup.strip()
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[0].isdigit() and parts[1].isdigit():
+                owners[parts[0]] = {"pid": int(parts[1]), "process": parts[2],
+                                         "unit": parts[3].strip() if len(parts) > 3 else ""}
         return owners
 
 

@@ -108,8 +108,10 @@ def ensure(ctx: Context):
     if other:  # held packages cannot be replaced: apt would stop with "held broken packages"
         server.shell(name=f"Release the holds of the previous driver branch ({len(other)} packages)",
                      commands=[f"apt-mark unhold {' '.join(other)}"])
+    # apt-get update only when something is missing: a converged host stays a noop however old its apt lists are.
     install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules: {packages[-1]})",
-                           packages=packages, no_recommends=True, update=True, cache_time=3600)
+                           packages=packages, no_recommends=True,
+                           update=any(p not in present for p in packages), cache_time=3600)
     held(name="Hold the user-space driver packages", packages=packages[:2])
     if ctx.kernel_missing_module:
         # The running kernel lost its module (a kernel update without it): install the module built for exactly

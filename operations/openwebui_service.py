@@ -3,16 +3,27 @@ backend through OPENAI_API_BASE_URL, offline settings, auth on and signup limite
 
 from __future__ import annotations
 
-import os
-
 from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 
 from operations import python_venv
 from operations.preflight import Context
+from operations.render import template
 
-HERE = os.path.dirname(__file__)
 START_TIMEOUT = 600
+
+
+def env_vars(ctx: Context) -> dict:
+    s = ctx.s
+    return dict(config_root=s.config_root, data_root=s.data_root, vllm_connect=ctx.connect(s.vllm_host),
+                vllm_port=s.vllm_port, enable_signup=s.openwebui_enable_signup)
+
+
+def unit_vars(ctx: Context) -> dict:
+    s = ctx.s
+    return dict(version=s.openwebui_version, config_root=s.config_root, data_root=s.data_root,
+                venv=f"{s.install_root}/open-webui/current", host=s.openwebui_host, port=s.openwebui_port,
+                probe=ctx.probe, webui_connect=ctx.connect(s.openwebui_host), start_timeout=START_TIMEOUT)
 
 
 @deploy("Open WebUI service")
@@ -28,16 +39,10 @@ def ensure(ctx: Context):
                             uv=ctx.uv, requirements=[f"open-webui=={s.openwebui_version}",
                                                      *s.openwebui_extra_requirements],
                             index_url=s.pip_index_url, find_links=s.pip_find_links, env=ctx.download_env)
-    env = files.template(name="Open WebUI environment (no secrets)",
-                         src=os.path.join(HERE, "..", "templates", "open-webui.env.j2"),
-                         dest=f"{s.config_root}/open-webui.env", mode="644", config_root=s.config_root,
-                         data_root=s.data_root, vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port,
-                         enable_signup=s.openwebui_enable_signup)
-    unit = files.template(name="open-webui.service", src=os.path.join(HERE, "..", "systemd", "open-webui.service.j2"),
-                          dest="/etc/systemd/system/open-webui.service", mode="644", version=s.openwebui_version,
-                          config_root=s.config_root, data_root=s.data_root, venv=f"{root}/current",
-                          host=s.openwebui_host, port=s.openwebui_port, probe=ctx.probe,
-                          webui_connect=ctx.connect(s.openwebui_host), start_timeout=START_TIMEOUT)
+    env = files.template(name="Open WebUI environment (no secrets)", src=template("open-webui.env.j2"),
+                         dest=f"{s.config_root}/open-webui.env", mode="644", **env_vars(ctx))
+    unit = files.template(name="open-webui.service", src=template("open-webui.service.j2"),
+                          dest="/etc/systemd/system/open-webui.service", mode="644", **unit_vars(ctx))
     changed = unit.will_change or env.will_change or venv.will_change
     systemd.service(name="Open WebUI running (restarted only when its unit, env or venv changed)",
                     service="open-webui.service", running=True, enabled=True, daemon_reload=unit.will_change,

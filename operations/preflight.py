@@ -17,6 +17,7 @@ from pyinfra.api import deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
+from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
 from pyinfra.facts.server import Arch, LinuxDistribution
 
 from operations import versions
@@ -141,6 +142,14 @@ def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
     return cfg, read("quantize_config.json"), sha, size
 
 
+def _network_error(exc: BaseException) -> bool:
+    """A transport failure of any HTTP stack huggingface_hub has used (requests in 0.x, httpx / httpx2 later)."""
+    return isinstance(exc, OSError) or any(
+        c.__module__.split(".")[0] in ("requests", "urllib3", "httpx", "httpx2", "httpcore", "httpcore2")
+        and c.__name__ in ("TransportError", "RequestError", "ConnectionError", "Timeout", "TimeoutException")
+        for c in type(exc).__mro__)
+
+
 def _resolve(s: Settings, token: str | None) -> tuple[str, int]:
     """Check repo + revision on the hub: (commit sha, total size in bytes, 0 when the hub does not say)."""
     from huggingface_hub import HfApi
@@ -167,9 +176,11 @@ def _resolve(s: Settings, token: str | None) -> tuple[str, int]:
                                f"not found on {s.hf_endpoint}: fix model_repo / model_revision") from None
         raise LlmhostError(f"{host.name}: {s.hf_endpoint} refused the model check ({status}): check hf_endpoint "
                            f"and {s.hf_token_env}") from None
-    except OSError as exc:
-        raise LlmhostError(f"{host.name}: cannot reach {s.hf_endpoint} to check model_repo ({exc}); "
-                           "check hf_endpoint and the controller's network") from None
+    except Exception as exc:  # noqa: BLE001 - network errors differ by huggingface_hub version (requests, httpx2)
+        if not _network_error(exc):
+            raise
+        raise LlmhostError(f"{host.name}: cannot reach {s.hf_endpoint} to check model_repo "
+                           f"({type(exc).__name__}: {exc}); check hf_endpoint and the controller's network") from None
     return info.sha, sum((sib.size or 0) for sib in (info.siblings or []))
 
 
@@ -251,11 +262,23 @@ def check() -> Context:
         logger.info(f"{host.print_prefix}driver {loaded} is too old for vLLM {s.vllm_version} (CUDA {cuda}); "
                     f"the {s.nvidia_driver_branch} branch will be installed")
 
+    wildcard = ("0.0.0.0", "::", "127.0.0.1", "::1")
+    binds = [(name, getattr(s, name)) for name in ("vllm_host", "openwebui_host") if getattr(s, name) not in wildcard]
+    if binds:
+        own = sorted({a for addrs in [*host.get_fact(Ipv4Addrs).values(), *host.get_fact(Ipv6Addrs).values()]
+                      for a in addrs})
+        for name, address in binds:
+            if address not in own:
+                _fail(f"{name}={address} is not an address of this host (it has {', '.join(own) or 'none'}): "
+                      "use one of them, 0.0.0.0 (all) or 127.0.0.1 (loopback)")
     owners = host.get_fact(PortOwners, ports=[s.vllm_port, s.openwebui_port])
     for port, unit, setting in ((s.vllm_port, "vllm.service", "vllm_port"),
                                 (s.openwebui_port, "open-webui.service", "openwebui_port")):
-        if port in owners and unit not in owners[port]:
-            _fail(f"port {port} is already in use by {owners[port] or 'another process'}: stop it or set {setting}")
+        o = owners.get(str(port))
+        if o and not o["unit"].endswith("/" + unit):
+            where = o["unit"].rsplit("/", 1)[-1] or "no unit"
+            _fail(f"port {port} is already in use by {o['process']} (pid {o['pid']}, {where}): stop it or set "
+                  f"{setting}")
 
     cfg, qcfg, commit, size = _model_config(s)
     gpu = _gpu(s, smi)

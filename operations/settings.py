@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from typing import Any, Literal
 
@@ -25,6 +26,11 @@ class SettingsError(ValueError):
 PYINFRA_KEY_PREFIXES = ("_", "fake_", "ssh_", "local_", "docker_", "dockerssh_", "podman_", "chroot_", "winrm_", "vagrant_")
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# Directories llmhost must never own (mode 700/750 on them would lock users or the system out).
+SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
+               "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/usr/lib", "/usr/bin",
+               "/usr/share", "/var", "/var/lib", "/var/log", "/var/cache", "/var/tmp", "/etc/systemd"}
+ROOTS = ("install_root", "data_root", "config_root")
 REPO_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -154,6 +160,24 @@ class Settings(BaseModel):
             raise ValueError(f"{v!r} is not 'MAJOR.MINOR' or 'none'")
         return v
 
+    @field_validator(*ROOTS)
+    @classmethod
+    def _own_directory(cls, v: str) -> str:
+        norm = os.path.normpath(v) if v.startswith("/") else v
+        if not v.startswith("/"):
+            raise ValueError(f"{v!r} is not an absolute path; use e.g. /opt/llmhost")
+        if norm in SYSTEM_DIRS:
+            raise ValueError(f"{v!r} is a system directory that llmhost would take over (owner, mode 700/750); "
+                             "use a directory of its own, e.g. /opt/llmhost, /var/lib/llmhost, /etc/llmhost")
+        return norm
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _http_endpoint(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL; e.g. https://huggingface.co or your mirror")
+        return v.rstrip("/")
+
     @field_validator("vllm_version")
     @classmethod
     def _has_era(cls, v: str) -> str:
@@ -169,6 +193,12 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":
+        roots = {name: getattr(self, name) for name in ROOTS}
+        for a, pa in roots.items():
+            for b, pb in roots.items():
+                if a < b and (pa == pb or pa.startswith(pb + "/") or pb.startswith(pa + "/")):
+                    raise ValueError(f"{a}={pa} and {b}={pb} overlap: give each its own directory (secrets, "
+                                     "venvs and data have different owners and modes)")
         if (self.vllm_port == self.openwebui_port
                 and (self.vllm_host == self.openwebui_host or "0.0.0.0" in (self.vllm_host, self.openwebui_host))):
             raise ValueError(f"vllm_port and openwebui_port are both {self.vllm_port}: give each service its own port")

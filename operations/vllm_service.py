@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, systemd
 
 from operations import python_venv
 from operations.preflight import Context, skipped
+from operations.render import template
 
-HERE = os.path.dirname(__file__)
-TEMPLATES = os.path.join(HERE, "..", "templates")
-UNITS = os.path.join(HERE, "..", "systemd")
 START_TIMEOUT = 900
 
 
@@ -69,16 +66,32 @@ def exec_start(ctx: Context, venv: str) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def probe_vars(ctx: Context) -> dict:
+    s = ctx.s
+    return dict(vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port,
+                webui_connect=ctx.connect(s.openwebui_host), webui_port=s.openwebui_port,
+                served_model_name=s.served_model_name, gpu_host=s.gpu_host, config_root=s.config_root)
+
+
+def env_vars(ctx: Context) -> dict:
+    return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s))
+
+
+def unit_vars(ctx: Context) -> dict:
+    s = ctx.s
+    return dict(served_model_name=s.served_model_name, commit=ctx.model_commit, config_root=s.config_root,
+                data_root=s.data_root, exec_start=exec_start(ctx, f"{s.install_root}/vllm/current"), probe=ctx.probe,
+                vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port, start_timeout=START_TIMEOUT)
+
+
 @deploy("vLLM service")
 def ensure(ctx: Context, weights_changed: bool = False):
     s = ctx.s
     root = f"{s.install_root}/vllm"
     files.directory(name="vLLM state directory", path=f"{s.data_root}/vllm", user="llmhost-vllm",
                     group="llmhost-vllm", mode="750")
-    files.template(name="Probe (health / models / completion)", src=os.path.join(TEMPLATES, "llmhost-probe.py.j2"),
-                   dest=ctx.probe, mode="755", vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port,
-                   webui_connect=ctx.connect(s.openwebui_host), webui_port=s.openwebui_port,
-                   served_model_name=s.served_model_name, gpu_host=s.gpu_host, config_root=s.config_root)
+    files.template(name="Probe (health / models / completion)", src=template("llmhost-probe.py.j2"),
+                   dest=ctx.probe, mode="755", **probe_vars(ctx))
     keys = secrets(name="API and session secrets (generated on the host, root-only)", config_root=s.config_root)
     if s.vllm_exec_start_override:
         venv_changed = False
@@ -90,15 +103,10 @@ def ensure(ctx: Context, weights_changed: bool = False):
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
             env=ctx.download_env, extra_args=uv_cutoffs(s))
         venv_changed = venv.will_change
-    env = files.template(name="vLLM environment (no secrets)", src=os.path.join(TEMPLATES, "vllm.env.j2"),
-                         dest=f"{s.config_root}/vllm.env", mode="644", config_root=s.config_root,
-                         data_root=s.data_root,
-                         cuda_home=cuda_home(s))
-    unit = files.template(name="vllm.service", src=os.path.join(UNITS, "vllm.service.j2"),
-                          dest="/etc/systemd/system/vllm.service", mode="644", served_model_name=s.served_model_name,
-                          commit=ctx.model_commit, config_root=s.config_root, data_root=s.data_root,
-                          exec_start=exec_start(ctx, f"{root}/current"), probe=ctx.probe,
-                          vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port, start_timeout=START_TIMEOUT)
+    env = files.template(name="vLLM environment (no secrets)", src=template("vllm.env.j2"),
+                         dest=f"{s.config_root}/vllm.env", mode="644", **env_vars(ctx))
+    unit = files.template(name="vllm.service", src=template("vllm.service.j2"),
+                          dest="/etc/systemd/system/vllm.service", mode="644", **unit_vars(ctx))
     changed = unit.will_change or env.will_change or keys.will_change or venv_changed or weights_changed
     systemd.service(name="vLLM running (restarted only when its unit, env, venv or weights changed)",
                     service="vllm.service", running=True, enabled=True, daemon_reload=unit.will_change,

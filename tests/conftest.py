@@ -28,9 +28,11 @@ def offline_hf_home(tmp_path_factory) -> Path:
 def fake_plan(offline_hf_home):
     """Run the whole deploy against a scripted @fake host: (returncode, plan JSON or None, stdout+stderr)."""
 
-    def run(scenario: str, data: dict | None = None, diff: bool = False):
+    def run(scenario: str, data: dict | None = None, diff: bool = False, online: bool = False):
         env = {**os.environ, "HF_HOME": str(offline_hf_home), "HF_HUB_OFFLINE": "1", "LLMHOST_FAKE": scenario,
                "LLMHOST_FAKE_DATA": repr(data or {})}
+        if online:  # the controller resolves the model on hf_endpoint (tests point it at loopback only)
+            env.pop("HF_HUB_OFFLINE")
         args = ["tests/fake_hosts.py", "deploy.py", "--dry"] + (["--diff"] if diff else ["--json"])
         p = subprocess.run(PYINFRA + args, cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                            timeout=300)

@@ -41,6 +41,10 @@ def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), de
         re.compile(r"df -Pk"): ["200000"],
         "llmhost-probe": [probe or '{"ok": false}'],
         "ss -ltnpH": list(ports),
+        "ip -j addr show": ['[{"ifname": "lo", "flags": ["UP"], "mtu": 65536, "operstate": "UNKNOWN", "addr_info": '
+                            '[{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]}, {"ifname": "enp1s0", '
+                            '"flags": ["UP"], "mtu": 1500, "operstate": "UP", "address": "12:34:56:78:9a:bc", '
+                            '"addr_info": [{"family": "inet", "local": "192.168.1.50", "prefixlen": 24}]}]'],
         re.compile(r"command -v (useradd|groupadd|usermod)"): ["/usr/sbin/useradd"],
         re.compile(r"command -v dockerd"): [],
     }
@@ -77,7 +81,7 @@ SCENARIOS = {
                               responses={**responses(os_id="debian", version="12"), "SecureBoot-": ["SecureBoot 1"]}),
     "small-disk": dict(data={"gpu_card": "rtx-3060-12gb"}, responses={**responses(), re.compile(r"df -Pk"): ["900"]}),
     "port-taken": dict(data={"gpu_card": "rtx-3060-12gb"},
-                       responses=responses(ports=["8080 0::/system.slice/apache2.service"])),
+                       responses=responses(ports=["8080 812 apache2 0::/system.slice/apache2.service"])),
     "smi-disagrees": dict(data={"gpu_memory_mib": 24000}, responses=responses(smi=SMI_3060)),
     # A bare Ubuntu 22.04 box with an RTX 3060 and no driver yet (the card is declared for the planner).
     "fresh-2204": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="22.04")),
@@ -102,6 +106,17 @@ SCENARIOS = {
         version="24.04", smi="0, NVIDIA GeForce GTX 1080, 8192, 6.1, 580.95.05, 00000000:01:00.0",
         pci="0000:01:00.0 0x1b80 0x030000",
         module="NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Release Build  (x)  2025")),
+    # The 580 driver from Ubuntu's debs, installed, held and loaded: nothing to do, nothing to reboot.
+    "driver-installed": dict(data={}, responses=responses(
+        version="22.04", smi=SMI_3060,
+        module="NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025",
+        debs=[("nvidia-headless-no-dkms-580-server-open", "580.95.05-0ubuntu0.22.04.1"),
+              ("nvidia-utils-580-server", "580.95.05-0ubuntu0.22.04.1"),
+              ("linux-modules-nvidia-580-server-open-generic", "5.15.0-126.136+1"),
+              ("linux-image-generic", "5.15.0.126.125")],
+        holds=["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"],
+        files=["/etc/apt/apt.conf.d/51llmhost-nvidia", "/etc/modprobe.d/llmhost-blacklist-nouveau.conf"],
+        probe='{"ok": true, "models": ["m"], "completion": "hi", "webui_health": 200, "gpus": "NVIDIA GeForce RTX 3060"}')),
     # The user-space driver was upgraded under a loaded module: refuse and say reboot.
     "mismatch": dict(data={}, responses={**responses(version="22.04"), "nvidia-smi --query-gpu": [
         "Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.95", "exit=18"]}),

@@ -24,6 +24,12 @@ SETTINGS_CASES = [
     ("revision not pinned", {"model_revision": "main"}, "model_revision: Value error, 'main' is not a 40-hex commit"),
     ("repo not a repo id", {"model_repo": "llama3"}, "model_repo"),
     ("gpu-less without stand-in", {"gpu_host": False}, "gpu_host=False needs vllm_exec_start_override"),
+    ("config_root=/etc", {"config_root": "/etc"}, "config_root: Value error, '/etc' is a system directory"),
+    ("install_root=/usr", {"install_root": "/usr/"}, "install_root: Value error, '/usr/' is a system directory"),
+    ("relative data_root", {"data_root": "relative/llm"}, "data_root: Value error, 'relative/llm' is not an absolute path"),
+    ("roots overlap", {"config_root": "/opt/llmhost/etc"}, "config_root=/opt/llmhost/etc and install_root=/opt/llmhost overlap"),
+    ("ftp hub", {"hf_endpoint": "ftp://x"}, "hf_endpoint: Value error, 'ftp://x' is not an http(s) URL"),
+    ("vllm_version without era", {"vllm_version": "0.20.0"}, "vllm_version=0.20.0 has no era"),
 ]
 
 
@@ -46,7 +52,7 @@ HOST_CASES = [
     ("pascal", {}, "nvidia_driver_flavour=open, but this card predates Turing"),
     ("secureboot-debian", {}, "Secure Boot is on and debian has no prebuilt signed NVIDIA modules"),
     ("small-disk", {}, "min_free_disk_gib"),
-    ("port-taken", {}, "port 8080 is already in use by 0::/system.slice/apache2.service: stop it or set openwebui_port"),
+    ("port-taken", {}, "port 8080 is already in use by apache2 (pid 812, apache2.service): stop it or set openwebui_port"),
     ("mismatch", {}, "Driver/library version mismatch"),
     ("smi-disagrees", {}, "gpu_memory_mib/gpu_card declare 24000 MiB but nvidia-smi reports NVIDIA GeForce RTX 3060"),
     ("fresh-2204", {"vllm_version": "0.26.0", "nvidia_driver_branch": 550},
@@ -58,6 +64,8 @@ HOST_CASES = [
     ("fresh-2204", {"gpu_card": "rtx-3060-ti", "model_revision": "0" * 40}, "config.json is not in the controller's cache"),
     ("fresh-2204", {"gpu_memory_mib": 4096}, "the model does not fit"),
     ("fresh-2204", {"vllm_port": "x"}, "vllm_port"),
+    ("fresh-2204", {"openwebui_host": "10.213.1.99"},
+     "openwebui_host=10.213.1.99 is not an address of this host (it has 127.0.0.1, 192.168.1.50)"),
 ]
 
 
@@ -134,3 +142,10 @@ def test_gated_repo_without_token_names_the_token(fake_plan, monkeypatch, tmp_pa
         srv.shutdown()
     assert p.returncode != 0
     assert "is gated: accept its licence on the hub and export HF_TOKEN=<token>" in p.stdout + p.stderr
+
+
+def test_unreachable_hub_is_one_line_not_a_traceback(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204", {"hf_endpoint": "http://127.0.0.1:1"}, online=True)
+    assert rc != 0
+    assert "cannot reach http://127.0.0.1:1 to check model_repo" in out and "check hf_endpoint" in out
+    assert "Traceback" not in out

@@ -110,7 +110,7 @@ def test_container_toolkit_pin_change_goes_through_the_holds(fake_plan):
             in changed(plan))
 
 
-def _run_check(tmp_path, module_line: str | None, smi_ok: bool) -> "subprocess.CompletedProcess":
+def _run_check(tmp_path, module_line: str | None, smi_ok: bool):
     import subprocess
 
     from operations.nvidia_driver import driver_check
@@ -155,3 +155,19 @@ def test_post_reboot_check_is_planned_only_after_a_reboot(fake_plan):
     assert rc == 0, out
     assert ("NVIDIA driver | Driver answers after the reboot (nvidia-smi; loaded module = installed package)"
             in conditional(plan))
+
+
+def test_no_reboot_without_a_driver_change(fake_plan):
+    """A converged driver host: the install is a noop (no apt-get update either) and the reboot is never planned
+    outright. pyinfra lists every op with `_if` as a conditional change in a dry run, so which condition guards the
+    reboot is proven by the real tier's zero-change re-runs, not here."""
+    from tests.conftest import conditional
+
+    rc, plan, out = fake_plan("driver-installed")
+    assert rc == 0, out
+    assert "NVIDIA driver | Install the 580 driver (open modules: linux-modules-nvidia-580-server-open-generic)" \
+        not in changed(plan)
+    reboot = "NVIDIA driver | Reboot into the new driver (it changed)"
+    assert reboot in names(plan)
+    assert reboot not in changed(plan) and reboot in conditional(plan)
+    assert "NVIDIA driver | Hold the user-space driver packages" not in changed(plan)

@@ -72,3 +72,16 @@ def test_recorded_real_dry_run_output_shows_units_and_no_secret():
     assert "Will create /etc/systemd/system/vllm.service" in text
     assert "NVIDIA driver | NVIDIA driver (left alone)" in text
     assert "VLLM_API_KEY=" not in text and "WEBUI_SECRET_KEY=" not in text
+
+
+def test_verify_rechecks_after_a_change_even_when_the_host_looked_healthy(fake_plan):
+    """The probe says all is well before the run, but units change: verify must wait for the services again."""
+    rc, plan, out = fake_plan("driver-installed")
+    assert rc == 0, out
+    assert "vLLM service | vllm.service" in changed(plan)
+    assert "Verify | GPU visible, vLLM /health + /v1/models + a chat completion, Open WebUI /health" in changed(plan)
+
+
+def test_open_webui_on_an_address_the_host_has_is_accepted(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204", {"openwebui_host": "192.168.1.50"})
+    assert rc == 0, out[-2000:]

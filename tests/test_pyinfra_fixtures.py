@@ -8,8 +8,9 @@ from pyinfra_testing.operations import make_operation_tests
 
 FIX = Path(__file__).parent / "fixtures" / "pyinfra"
 
-for _dir in sorted((FIX / "facts").iterdir()):
-    globals()[f"TestFact{_dir.name}"] = make_fact_tests("operations", f"facts.{_dir.name}", _dir)
+for _dir in sorted((FIX / "facts").iterdir()):  # "<module>.<Fact>", or "<Fact>" of operations/facts.py
+    _key = _dir.name if "." in _dir.name else f"facts.{_dir.name}"
+    globals()[f"TestFact{_dir.name.replace('.', '_')}"] = make_fact_tests("operations", _key, _dir)
 
 for _dir in sorted((FIX / "ops").iterdir()):
     _module, _op = _dir.name.rsplit(".", 1)
