@@ -1,5 +1,6 @@
 # llmhost entry points. PY is the project's venv (make venv creates it).
 PY ?= .venv/bin/python
+PYINFRA_ARGS ?=  # passed to pyinfra by deploy/plan, e.g. PYINFRA_ARGS='--use-sudo-password -vv'
 
 venv: .venv/bin/python  ## create .venv with the project and its test extras
 
@@ -13,10 +14,10 @@ host-deps:       ## Debian packages the local test host needs (root)
 
 deploy: .venv/bin/python  ## apply to inventories/home.py (LLMHOST_HOST, or else the local test host)
 	@[ -n "$$LLMHOST_HOST" ] || [ -f .cache/testhost/inventory.json ] || $(MAKE) --no-print-directory test-host-up
-	$(PY) -m pyinfra -y inventories/home.py deploy.py
+	$(PY) -m pyinfra -y inventories/home.py deploy.py $(PYINFRA_ARGS)
 
 plan: .venv/bin/python  ## what a run would change, with unit/env diffs
-	$(PY) -m pyinfra inventories/home.py deploy.py --dry --diff </dev/null
+	$(PY) -m pyinfra inventories/home.py deploy.py --dry --diff $(PYINFRA_ARGS) </dev/null
 
 test: .venv/bin/python host-deps  ## fast tier + real tier (the real tier needs root and systemd-nspawn)
 	$(PY) -m pytest -q -rs

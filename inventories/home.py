@@ -1,7 +1,13 @@
 """The one host llmhost deploys to.
 
 Set LLMHOST_HOST to your GPU box (``user@address`` or ``address``; the SSH user needs sudo) and run
-``pyinfra inventories/home.py deploy.py``. Override settings here (see the README's table), e.g.::
+``pyinfra inventories/home.py deploy.py``. The usual home routes, from the environment:
+
+    LLMHOST_SSH_KEY=~/.ssh/id_ed25519     the SSH key (else ssh-agent / ~/.ssh defaults)
+    LLMHOST_SUDO_PASSWORD=...             sudo's password for a non-root user (or pyinfra's --use-sudo-password
+                                          prompt on a terminal); never written anywhere by llmhost
+
+Override settings here (see the README's table), e.g.::
 
     hosts = [(address, {"ssh_user": "me", "_sudo": True, "vllm_max_num_seqs": 8})]
 
@@ -24,6 +30,10 @@ if target:
         data["ssh_user"] = user
     if os.environ.get("LLMHOST_GPU_CARD"):
         data["gpu_card"] = os.environ["LLMHOST_GPU_CARD"]
+    if os.environ.get("LLMHOST_SSH_KEY"):
+        data["ssh_key"] = os.path.expanduser(os.environ["LLMHOST_SSH_KEY"])
+    if os.environ.get("LLMHOST_SUDO_PASSWORD"):
+        data["_sudo_password"] = os.environ["LLMHOST_SUDO_PASSWORD"]
     hosts = [(address, data)]
 else:
     default = Path(__file__).resolve().parent.parent / ".cache" / "testhost" / "inventory.json"

@@ -213,6 +213,15 @@ def _gpu(s: Settings, smi: dict[str, Any]) -> GpuSpec:
 
 @deploy("Preflight", data_defaults=Settings.defaults())
 def check() -> Context:
+    try:
+        return _check()
+    except EOFError:  # pyinfra's sudo prompt (getpass) with no terminal to type into
+        raise LlmhostError(f"{host.name}: sudo asks for a password and there is no terminal to type it: export "
+                           "LLMHOST_SUDO_PASSWORD=<password> for this run (or run on a terminal with "
+                           "--use-sudo-password, or allow the SSH user passwordless sudo)") from None
+
+
+def _check() -> Context:
     data = host.data.dict()  # inventory / group / --data values over the defaults above
     try:
         s = Settings.from_host_data(data, host.name)

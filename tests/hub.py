@@ -108,6 +108,9 @@ def down() -> None:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+        from tests.testhost import wait_gone
+
+        wait_gone(pid, 10)  # its port must be free for the next up
         f.unlink()
 
 

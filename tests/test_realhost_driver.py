@@ -11,6 +11,7 @@ step run on this GPU-less Debian host; loading modules and rebooting are reporte
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -189,3 +190,40 @@ def test_branch_change_goes_through_the_holds(env):
     assert second.returncode == 0, second.stdout[-4000:]
     assert f"linux-modules-nvidia-590-server-open-{env['running']}" in installed(env)
     assert changes(deploy(env, nvidia_driver_branch=590).stdout) == 0
+
+
+SUDO_PW = "a sudo password 42"
+
+
+def _as_me(env: dict, extra_env: dict, **data) -> subprocess.CompletedProcess:
+    """The README's route for a real box: LLMHOST_HOST=me@box, LLMHOST_SSH_KEY, LLMHOST_SUDO_PASSWORD."""
+    inv = json.loads((REPO / ".cache/testhost/inventory.json").read_text())[0][1]
+    settings = {k: v for k, v in inv.items() if not k.startswith("ssh_")}
+    settings.update(driver_standin_archive=env["url"], nvidia_driver_branch=590, **data)
+    cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py",
+           "--data", "ssh_known_hosts_file=/dev/null", "--data", "ssh_strict_host_key_checking=no"]
+    for k, v in settings.items():
+        cmd += ["--data", f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"]
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMHOST_")}
+    run_env.update(LLMHOST_HOST=f"me@{env['h']['address']}", LLMHOST_SSH_KEY=str(testhost.ssh_key()), **extra_env)
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600,
+                       env=run_env)
+    p.stdout += p.stderr
+    return p
+
+
+def test_non_root_user_whose_sudo_needs_a_password(env):
+    h = env["h"]
+    sh(h, "id me >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo me; "
+          f"echo 'me:{SUDO_PW}' | chpasswd; install -d -m 700 -o me -g me /home/me/.ssh; "
+          "install -m 600 -o me -g me /root/.ssh/authorized_keys /home/me/.ssh/authorized_keys")
+    assert "password is required" in sh(h, "su - me -c 'sudo -n true' 2>&1", check=False)  # sudo really asks
+    ok = _as_me(env, {"LLMHOST_SUDO_PASSWORD": SUDO_PW})
+    assert ok.returncode == 0, ok.stdout[-4000:]
+    assert changes(ok.stdout) == 0  # the driver is converged; facts (dpkg, holds, modules) were read through sudo
+    assert SUDO_PW not in ok.stdout
+    missing = _as_me(env, {})
+    assert missing.returncode != 0
+    assert "Traceback" not in missing.stdout, missing.stdout[-3000:]
+    assert "sudo asks for a password and there is no terminal to type it: export LLMHOST_SUDO_PASSWORD" \
+        in missing.stdout, missing.stdout[-3000:]

@@ -136,6 +136,12 @@ def boot(n: int, image: Path, key: Path, gateways: list[str]) -> dict:
     (root / "etc/systemd/network/10-host0.network").write_text(
         f"[Match]\nName=host0\n[Network]\nAddress={guest}/24\nGateway={gw}\nLinkLocalAddressing=no\n")
     (root / "etc/hostname").write_text(name + "\n")
+    # Its own name resolves locally (sudo looks it up) and nothing is asked of a resolver it cannot reach.
+    (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n{guest} {name}\n")
+    resolv = root / "etc/resolv.conf"
+    if resolv.is_symlink() or resolv.exists():
+        resolv.unlink()
+    resolv.write_text("# llmhost test host: no resolver (no route out; names are in /etc/hosts)\noptions timeout:1 attempts:1\n")
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(Path(str(key) + ".pub").read_text())
@@ -190,11 +196,41 @@ def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
     return data
 
 
+LOCK = Path("/run/lock/llmhost-testhost.lock")
+_lock_fd: int | None = None
+
+
+def _lock(timeout: float = 1800) -> None:
+    """Test hosts have fixed names and subnets: one run of the real tier at a time on this machine (another
+    checkout's run waits here). Held by this process until down() or its exit."""
+    global _lock_fd
+    if _lock_fd is not None:
+        return
+    import fcntl
+
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline, told = time.monotonic() + timeout, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_fd = fd
+            return
+        except BlockingIOError:
+            if not told:
+                print(f"testhost: another run holds {LOCK}; waiting", file=sys.stderr)
+                told = True
+            if time.monotonic() > deadline:
+                raise SystemExit(f"testhost: {LOCK} still held after {timeout:.0f} s") from None
+            time.sleep(2)
+
+
 def up(count: int = 1, hub_port: int | None = None) -> list[dict]:
     reason = why_not()
     if reason:
         raise SystemExit(f"testhost: {reason}")
-    down()
+    _lock()
+    down(release=False)
     STATE.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     image = golden_image()
@@ -215,34 +251,55 @@ def up(count: int = 1, hub_port: int | None = None) -> list[dict]:
     return hosts
 
 
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait for pid to exit (reaping it when it is our child, so a zombie does not count as alive)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:  # not our child: it is gone when signal 0 fails
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+        time.sleep(0.1)
+    return False
+
+
 def _kill(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
+    if wait_gone(pid, 10):
+        return
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    wait_gone(pid, 5)
 
 
-def down() -> None:
+def down(release: bool = True) -> None:
     state_file = STATE / "state.json"
-    if not state_file.exists():
-        return
-    state = json.loads(state_file.read_text())
-    for h in state["hosts"]:
-        _kill(h["pid"])
-        shutil.rmtree(h["root"], ignore_errors=True)
-    _kill(state["proxy_pid"])
-    state_file.unlink()
-    (STATE / "inventory.json").unlink(missing_ok=True)
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        for h in state["hosts"]:
+            _kill(h["pid"])
+            shutil.rmtree(h["root"], ignore_errors=True)
+        _kill(state["proxy_pid"])
+        state_file.unlink()
+        (STATE / "inventory.json").unlink(missing_ok=True)
+    if release:
+        _unlock()
+
+
+def _unlock() -> None:
+    global _lock_fd
+    if _lock_fd is not None:
+        os.close(_lock_fd)  # closing the descriptor releases the flock
+        _lock_fd = None
 
 
 def ssh(address: str, command: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess:
