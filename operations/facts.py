@@ -341,3 +341,27 @@ class NvidiaModuleForKernel(FactBase):
 
     def process(self, output):
         return first_line(output)
+
+
+class SnapshotFiles(FactBase):
+    """Whether every file the weights marker lists is on disk at its recorded size: 'complete', 'missing <files>'
+    (a lost or truncated file, e.g. a deleted blob behind the snapshot's symlink) or 'absent' (no marker).
+
+    Sample output::
+
+        missing model.safetensors
+    """
+
+    @staticmethod
+    def default():
+        return "absent"
+
+    def command(self, marker: str) -> str:
+        check = ("import json, os, sys; m = json.load(open(sys.argv[1])); "
+                 "bad = [f for f, n in sorted(m['files'].items()) if not os.path.isfile(os.path.join(m['path'], f)) "
+                 "or os.path.getsize(os.path.join(m['path'], f)) != n]; "
+                 "print('missing ' + ' '.join(bad) if bad else 'complete')")
+        return f"if [ -f {marker} ]; then python3 -c \"{check}\" {marker} || echo 'missing (unreadable marker)'; else echo absent; fi"
+
+    def process(self, output):
+        return first_line(output) or "absent"

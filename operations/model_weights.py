@@ -16,6 +16,7 @@ from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.facts.files import File, Sha256File
 from pyinfra.operations import apt, files, pip, server
 
+from operations.facts import SnapshotFiles
 from operations.preflight import Context
 from operations.render import template
 
@@ -37,9 +38,16 @@ def secret_file(path: str, content: str):
 
 @operation()
 def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
-    """Ensure the pinned snapshot is complete (``marker`` is written by the fetcher only after every file)."""
-    if host.get_fact(File, path=marker):
-        host.noop(f"snapshot complete ({marker})")
+    """Ensure the pinned snapshot is complete: ``marker`` (written by the fetcher only after every file) lists each
+    file and its size, and each is still there at that size; else fetch again (only what is missing moves).
+
+    + marker: the completion marker of this repo@commit
+    + fetch: the fetcher's command line
+    + owner: user that owns the HF cache
+    + cache_dir: the HF cache"""
+    state = host.get_fact(SnapshotFiles, marker=marker)
+    if state == "complete":
+        host.noop(f"snapshot complete, every file at its size ({marker})")
         return
     yield fetch
     yield f"chown -R {owner}:{owner} {cache_dir} && chmod -R g+rX {cache_dir}"

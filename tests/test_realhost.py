@@ -252,11 +252,15 @@ def test_lost_weight_file_is_fetched_again(host):
     st = json.loads((REPO / ".cache/hub/state.json").read_text())
     org, name = st["repo"].split("/")
     blob_dir = f"/var/lib/llmhost/models/hub/models--{org}--{name}/blobs"
-    sh(host, f"rm -f /var/lib/llmhost/models/.complete-* && rm -f $(readlink -f "
-             f"/var/lib/llmhost/models/hub/models--{org}--{name}/snapshots/{st['commit']}/model.safetensors)")
+    snap = f"/var/lib/llmhost/models/hub/models--{org}--{name}/snapshots/{st['commit']}"
+    markers = sh(host, "ls /var/lib/llmhost/models/.complete-*")
+    sh(host, f"rm -f $(readlink -f {snap}/model.safetensors)")  # the blob goes; the completion marker stays
+    assert sh(host, f"test -e {snap}/model.safetensors || echo gone").strip() == "gone"
     p = pyinfra()
     assert p.returncode == 0, p.stdout[-3000:]
+    assert sh(host, f"test -e {snap}/model.safetensors && echo back").strip() == "back"
     assert sh(host, f"ls {blob_dir} | wc -l").strip() != "0"
+    assert sh(host, "ls /var/lib/llmhost/models/.complete-*") == markers
     assert totals(pyinfra().stdout)[1] == 0
 
 
