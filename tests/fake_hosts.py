@@ -128,6 +128,71 @@ if os.environ.get("LLMHOST_FAKE") == "recorded-h200":
 
 scenario = os.environ.get("LLMHOST_FAKE", "fresh-2204")
 extra = ast.literal_eval(os.environ.get("LLMHOST_FAKE_DATA", "{}"))  # test-only overrides, a dict literal
+def converged() -> dict:
+    """An RTX 3060 Ubuntu 24.04 box where the last run finished: every file llmhost writes is on disk as the deploy
+    renders it (same hash, mode, owner), venvs complete behind their links, weights complete, services running.
+    Used to check what a no-op run would restart (nothing)."""
+    import hashlib
+
+    from operations import openwebui_service, vllm_service
+    from operations.preflight import Context
+    from operations.python_venv import venv_id
+    from operations.render import render
+    from operations.settings import Settings
+    from operations.tuning import GpuSpec, ModelSpec, plan
+    from operations.versions import cuda_visible_mib
+    from tests.test_eras import GPTQ_CFG, GPTQ_Q
+
+    module = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025"
+    out = responses(version="24.04", smi=SMI_3060, module=module, probe='{"ok": true, "models": ["m"], '
+                    '"completion": "hi", "webui_health": 200, "gpus": "NVIDIA GeForce RTX 3060"}')
+    s = Settings(**extra)
+    gpu = GpuSpec(cuda_visible_mib("NVIDIA GeForce RTX 3060", 12288), 8.6, 1, "NVIDIA GeForce RTX 3060")
+    ctx = Context(s, "ubuntu", "24.04", "580.95.05", {}, plan(ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), gpu,
+                                                               s.vllm_version), s.model_revision, "open")
+    rendered = {  # path: (content, mode, owner)
+        f"{s.config_root}/vllm.env": (render("vllm.env.j2", **vllm_service.env_vars(ctx)), "644"),
+        "/etc/systemd/system/vllm.service": (render("vllm.service.j2", **vllm_service.unit_vars(ctx)), "644"),
+        ctx.probe: (render("llmhost-probe.py.j2", **vllm_service.probe_vars(ctx)), "755"),
+        f"{s.config_root}/open-webui.env": (render("open-webui.env.j2", **openwebui_service.env_vars(ctx)), "644"),
+        "/etc/systemd/system/open-webui.service": (render("open-webui.service.j2",
+                                                          **openwebui_service.unit_vars(ctx)), "644"),
+    }
+    perms = {"644": "-rw-r--r--", "755": "-rwxr-xr-x", "600": "-rw-------"}
+    matchers: dict = {f"if [ -x {ctx.probe} ]": out["llmhost-probe"]}  # the probe's one look (verify.Probe)
+    for path, (text, mode) in rendered.items():
+        sha1 = hashlib.sha1(text.encode()).hexdigest()
+        matchers[re.compile(r"sha1sum " + re.escape(path) + r"\b")] = [f"{sha1}  {path}"]
+        matchers[re.compile(re.escape(path) + r"\b")] = [
+            f"user=root group=root mode={perms[mode]} atime=0 mtime=0 ctime=0 size={len(text)} '{path}'"]
+    for d in {os.path.dirname(p) for p in rendered}:  # parent directories exist (else pyinfra plans a mkdir)
+        matchers[re.compile(re.escape(d) + r"(?=\s|$)")] = [
+            f"user=root group=root mode=drwxr-xr-x atime=0 mtime=0 ctime=0 size=4096 '{d}'"]
+    for path in (f"{s.config_root}/vllm.secret.env", f"{s.config_root}/open-webui.secret.env"):
+        matchers[re.compile(re.escape(path) + r"\b")] = [
+            f"user=root group=root mode=-rw------- atime=0 mtime=0 ctime=0 size=10 '{path}'"]
+    venvs = {f"{s.install_root}/vllm": venv_id(s.vllm_python_version, vllm_service.vllm_requirements(s)
+                                                + [vllm_service.uv_cutoffs(s)], s.pip_index_url, s.pip_find_links),
+             f"{s.install_root}/open-webui": venv_id(s.openwebui_python, [f"open-webui=={s.openwebui_version}",
+                                                                         *s.openwebui_extra_requirements, ""],
+                                                     s.pip_index_url, s.pip_find_links)}
+    for root, vid in venvs.items():
+        target = f"{root}/venvs/{vid}"
+        matchers[f"readlink {root}/current"] = [target]
+        matchers[re.compile(re.escape(f"{target}/.llmhost-complete") + r"\b")] = [
+            f"user=root group=root mode=-rw-r--r-- atime=0 mtime=0 ctime=0 size=0 '{target}/.llmhost-complete'"]
+    matchers[re.compile(r"if \[ -f \S*\.complete-")] = ["complete"]
+    matchers["--property SubState"] = ["Id=vllm.service", "SubState=running", "", "Id=open-webui.service",
+                                       "SubState=running"]
+    matchers["--property UnitFileState"] = ["Id=vllm.service", "UnitFileState=enabled", "",
+                                            "Id=open-webui.service", "UnitFileState=enabled"]
+    return {**matchers, **out}
+
+
+if os.environ.get("LLMHOST_FAKE") == "converged":
+    SCENARIOS["converged"] = dict(data={}, responses=converged())
+
+
 spec = SCENARIOS[scenario]
 hosts = [("@fake/" + scenario, {"fake_responses": spec["responses"], "fake_delay": 0, "fake_delay_jitter": 0,
                                  **spec["data"], **extra})]

@@ -85,3 +85,19 @@ def test_verify_rechecks_after_a_change_even_when_the_host_looked_healthy(fake_p
 def test_open_webui_on_an_address_the_host_has_is_accepted(fake_plan):
     rc, plan, out = fake_plan("fresh-2204", {"openwebui_host": "192.168.1.50"})
     assert rc == 0, out[-2000:]
+
+
+def test_a_converged_host_restarts_nothing(fake_plan):
+    """Every unit, env file, venv and the weights as the last run left them: no service restart, no verify wait.
+    (Breakage check: `restarted=True` for either service, or verify always re-checking, shows up here.)"""
+    rc, plan, out = fake_plan("converged")
+    assert rc == 0, out[-3000:]
+    ch = changed(plan)
+    for op in ["vLLM service | vllm.service", "vLLM service | vLLM environment (no secrets)",
+               "vLLM service | vLLM 0.26.0 venv", "Open WebUI service | open-webui.service",
+               "Open WebUI service | Open WebUI 0.12.4 venv",
+               "vLLM service | vLLM running (restarted only when its unit, env, venv or weights changed)",
+               "Open WebUI service | Open WebUI running (restarted only when its unit, env or venv changed)",
+               "Verify | GPU visible, vLLM /health + /v1/models + a chat completion, Open WebUI /health"]:
+        assert op in names(plan), op
+        assert op not in ch, op
