@@ -70,7 +70,7 @@ def ensure(ctx: Context):
                              f"{ctx.os_id} {ctx.os_version})",
                         version=s.cuda_version, url=s.cuda_runfile_url, prefix=prefix, sha256=s.cuda_runfile_sha256,
                         proxy_env=proxy)
-    files.put(name="CUDA on PATH for login shells",
+    files.put(create_remote_dir=False, name="CUDA on PATH for login shells",
               src=StringIO(f"# llmhost\nexport PATH={prefix}/bin${{PATH:+:$PATH}}\n"
                            f"export LD_LIBRARY_PATH={prefix}/lib64${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n"),
               dest="/etc/profile.d/llmhost-cuda.sh", mode="644")

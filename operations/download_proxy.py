@@ -27,7 +27,7 @@ def ensure(ctx: Context):
         skipped(name="Proxy and CA (skipped: none set)", reason="http_proxy and ca_bundle are unset: direct downloads")
         return
     if s.http_proxy:
-        files.put(name="apt through http_proxy", src=StringIO(apt_proxy_conf(s.http_proxy)), dest=APT_PROXY,
+        files.put(create_remote_dir=False, name="apt through http_proxy", src=StringIO(apt_proxy_conf(s.http_proxy)), dest=APT_PROXY,
                   mode="644")
     if s.ca_bundle:
         ca = files.link(name="ca_bundle in the system store (apt, curl)", path=CA_DEST, target=s.ca_bundle)

@@ -76,7 +76,7 @@ def ensure(ctx: Context):
     if token:
         secret_file(name="HF token (root-only)", path=f"{s.config_root}/hf-token", content=token + "\n")
     fetcher = f"{s.install_root}/bin/llmhost-fetch-model"
-    files.template(name="Weights fetcher", src=template("fetch_model.py.j2"), dest=fetcher,
+    files.template(create_remote_dir=False, name="Weights fetcher", src=template("fetch_model.py.j2"), dest=fetcher,
                    mode="755", tools_python=f"{ctx.tools}/bin/python", cache_dir=f"{ctx.models_dir}/hub")
     env = {**ctx.download_env, "HF_ENDPOINT": s.hf_endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
            "HF_TOKEN_PATH": f"{s.config_root}/hf-token"}

@@ -96,13 +96,13 @@ def ensure(ctx: Context):
         return
 
     if s.driver_standin_archive:
-        standin = files.put(name="TEST ONLY: stand-in NVIDIA archive (tests/aptarchive.py)",
+        standin = files.put(create_remote_dir=False, name="TEST ONLY: stand-in NVIDIA archive (tests/aptarchive.py)",
                             src=StringIO(f"deb [trusted=yes] {s.driver_standin_archive} ./\n"),
                             dest="/etc/apt/sources.list.d/llmhost-standin.list", mode="644")
         apt.update(name="Refresh apt (stand-in archive changed)", _if=standin.did_change)
-    files.put(name="Keep NVIDIA/CUDA out of unattended-upgrades", src=StringIO(UNATTENDED_BLACKLIST),
+    files.put(create_remote_dir=False, name="Keep NVIDIA/CUDA out of unattended-upgrades", src=StringIO(UNATTENDED_BLACKLIST),
               dest="/etc/apt/apt.conf.d/51llmhost-nvidia", mode="644")
-    files.put(name="Blacklist nouveau", src=StringIO(NOUVEAU_BLACKLIST),
+    files.put(create_remote_dir=False, name="Blacklist nouveau", src=StringIO(NOUVEAU_BLACKLIST),
               dest="/etc/modprobe.d/llmhost-blacklist-nouveau.conf", mode="644")
     other = other_branch_holds(host.get_fact(AptHolds), s.nvidia_driver_branch)
     if other:  # held packages cannot be replaced: apt would stop with "held broken packages"

@@ -39,9 +39,9 @@ def ensure(ctx: Context):
                             uv=ctx.uv, requirements=[f"open-webui=={s.openwebui_version}",
                                                      *s.openwebui_extra_requirements],
                             index_url=s.pip_index_url, find_links=s.pip_find_links, env=ctx.download_env)
-    env = files.template(name="Open WebUI environment (no secrets)", src=template("open-webui.env.j2"),
+    env = files.template(create_remote_dir=False, name="Open WebUI environment (no secrets)", src=template("open-webui.env.j2"),
                          dest=f"{s.config_root}/open-webui.env", mode="644", **env_vars(ctx))
-    unit = files.template(name="open-webui.service", src=template("open-webui.service.j2"),
+    unit = files.template(create_remote_dir=False, name="open-webui.service", src=template("open-webui.service.j2"),
                           dest="/etc/systemd/system/open-webui.service", mode="644", **unit_vars(ctx))
     changed = unit.will_change or env.will_change or venv.will_change
     systemd.service(name="Open WebUI running (restarted only when its unit, env or venv changed)",

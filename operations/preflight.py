@@ -113,7 +113,10 @@ def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
 
     token = os.environ.get(s.hf_token_env) or None
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if offline:  # air-gapped controller: the pinned commit's config must already be in its HF cache
+    # A pinned commit never changes: when its config.json is already in the controller's cache (every re-run after
+    # the first), the Hub is not asked again; air-gapped controllers rely on that cache alone.
+    cached = isinstance(try_to_load_from_cache(s.model_repo, "config.json", revision=s.model_revision), str)
+    if offline or cached:
         sha, size = s.model_revision, 0
     else:
         sha, size = _resolve(s, token)

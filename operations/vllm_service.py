@@ -90,7 +90,7 @@ def ensure(ctx: Context, weights_changed: bool = False):
     root = f"{s.install_root}/vllm"
     files.directory(name="vLLM state directory", path=f"{s.data_root}/vllm", user="llmhost-vllm",
                     group="llmhost-vllm", mode="750")
-    files.template(name="Probe (health / models / completion)", src=template("llmhost-probe.py.j2"),
+    files.template(create_remote_dir=False, name="Probe (health / models / completion)", src=template("llmhost-probe.py.j2"),
                    dest=ctx.probe, mode="755", **probe_vars(ctx))
     keys = secrets(name="API and session secrets (generated on the host, root-only)", config_root=s.config_root)
     if s.vllm_exec_start_override:
@@ -103,9 +103,9 @@ def ensure(ctx: Context, weights_changed: bool = False):
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
             env=ctx.download_env, extra_args=uv_cutoffs(s))
         venv_changed = venv.will_change
-    env = files.template(name="vLLM environment (no secrets)", src=template("vllm.env.j2"),
+    env = files.template(create_remote_dir=False, name="vLLM environment (no secrets)", src=template("vllm.env.j2"),
                          dest=f"{s.config_root}/vllm.env", mode="644", **env_vars(ctx))
-    unit = files.template(name="vllm.service", src=template("vllm.service.j2"),
+    unit = files.template(create_remote_dir=False, name="vllm.service", src=template("vllm.service.j2"),
                           dest="/etc/systemd/system/vllm.service", mode="644", **unit_vars(ctx))
     changed = unit.will_change or env.will_change or keys.will_change or venv_changed or weights_changed
     systemd.service(name="vLLM running (restarted only when its unit, env, venv or weights changed)",
