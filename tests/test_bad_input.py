@@ -145,7 +145,8 @@ def test_gated_repo_without_token_names_the_token(fake_plan, monkeypatch, tmp_pa
 
 
 def test_unreachable_hub_is_one_line_not_a_traceback(fake_plan):
-    rc, plan, out = fake_plan("fresh-2204", {"hf_endpoint": "http://127.0.0.1:1"}, online=True)
+    rc, plan, out = fake_plan("fresh-2204", {"hf_endpoint": "http://127.0.0.1:1", "model_revision": "1" * 40},
+                              online=True)  # a commit not in the controller cache: the Hub must be asked
     assert rc != 0
     assert "cannot reach http://127.0.0.1:1 to check model_repo" in out and "check hf_endpoint" in out
     assert "Traceback" not in out
