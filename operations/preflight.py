@@ -310,7 +310,7 @@ def _check() -> Context:
     need = size / 2**20 + s.min_free_disk_gib * 1024
     ctx = Context(s, os_id, os_version, working_driver, module, p, commit, flavour, s.warnings() + p.warnings)
     if (s.gpu_host and os_id == "ubuntu") or s.driver_standin_archive:
-        _kernel_modules(ctx)
+        _kernel_modules(ctx, smi)
     if not host.get_fact(File, path=ctx.snapshot_marker) and free < need:
         _fail(f"{free} MiB free under {s.data_root}, the weights need {size / 2**20:.0f} MiB plus "
               f"min_free_disk_gib={s.min_free_disk_gib}: free disk space or move data_root")
@@ -324,12 +324,14 @@ def _check() -> Context:
     return ctx
 
 
-def _kernel_modules(ctx: Context) -> None:
-    """Which NVIDIA modules package fits the running kernel, and whether that kernel still has a module."""
+def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
+    """Which NVIDIA modules package fits the running kernel, whether that kernel still has a module, and whether
+    the installed driver answers (every run: a driver from the debs must be the one loaded)."""
     s = ctx.s
     kernels = host.get_fact(KernelImages)
     ctx.running_kernel = kernels["running"]
-    from_deb = bool(host.get_fact(DpkgVersion, package=f"nvidia-utils-{s.nvidia_driver_branch}-server"))
+    installed = host.get_fact(DpkgVersion, package=f"nvidia-utils-{s.nvidia_driver_branch}-server").split("-")[0]
+    from_deb = bool(installed)
     if ctx.working_driver and not from_deb:
         return  # a working driver from elsewhere is left alone (see nvidia_driver)
     try:
@@ -342,6 +344,15 @@ def _kernel_modules(ctx: Context) -> None:
                                                                  kernels["running"])
         ctx.warnings.append(f"the running kernel {kernels['running']} has no nvidia module (a kernel update without "
                             f"it): this run installs {ctx.kernel_missing_module} and loads it")
+    elif from_deb and s.gpu_host and not s.driver_standin_archive:
+        loaded = ctx.module.get("version")
+        if smi["status"] != "ok":
+            _fail(f"the {s.nvidia_driver_branch} driver {installed} is installed but nvidia-smi does not answer "
+                  f"({(smi.get('error') or smi['status']).splitlines()[0]}): reboot the host to load it (after a "
+                  "reboot: check Secure Boot and 'dmesg | grep -i nvidia'), then re-run")
+        if loaded and loaded != installed:
+            _fail(f"the loaded NVIDIA module is {loaded} but {installed} is installed: reboot the host to load the "
+                  "installed one, then re-run")
 
 
 @operation()

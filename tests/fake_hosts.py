@@ -117,6 +117,14 @@ SCENARIOS = {
         holds=["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"],
         files=["/etc/apt/apt.conf.d/51llmhost-nvidia", "/etc/modprobe.d/llmhost-blacklist-nouveau.conf"],
         probe='{"ok": true, "models": ["m"], "completion": "hi", "webui_health": 200, "gpus": "NVIDIA GeForce RTX 3060"}')),
+    # Installed from the debs (580.95.05) but the old module (580.82.07) is still loaded: a reboot is pending.
+    "pending-reboot": dict(data={}, responses=responses(
+        version="22.04", smi=SMI_3060.replace("580.95.05", "580.82.07"),
+        module="NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.82.07  Release Build  (x)  2025",
+        debs=[("nvidia-utils-580-server", "580.95.05-0ubuntu0.22.04.1")])),
+    # Installed from the debs, nothing loaded and the kernel has its module: the reboot never happened.
+    "not-rebooted": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(
+        version="22.04", debs=[("nvidia-utils-580-server", "580.95.05-0ubuntu0.22.04.1")])),
     # The user-space driver was upgraded under a loaded module: refuse and say reboot.
     "mismatch": dict(data={}, responses={**responses(version="22.04"), "nvidia-smi --query-gpu": [
         "Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.95", "exit=18"]}),

@@ -54,6 +54,8 @@ HOST_CASES = [
     ("small-disk", {}, "min_free_disk_gib"),
     ("port-taken", {}, "port 8080 is already in use by apache2 (pid 812, apache2.service): stop it or set openwebui_port"),
     ("mismatch", {}, "Driver/library version mismatch"),
+    ("pending-reboot", {}, "the loaded NVIDIA module is 580.82.07 but 580.95.05 is installed: reboot the host"),
+    ("not-rebooted", {}, "the 580 driver 580.95.05 is installed but nvidia-smi does not answer (missing): reboot"),
     ("smi-disagrees", {}, "gpu_memory_mib/gpu_card declare 24000 MiB but nvidia-smi reports NVIDIA GeForce RTX 3060"),
     ("fresh-2204", {"vllm_version": "0.26.0", "nvidia_driver_branch": 550},
      "vllm_version=0.26.0 bundles CUDA 13.0, which needs driver >= 580.65.06; nvidia_driver_branch=550"),
