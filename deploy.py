@@ -3,20 +3,17 @@
     pyinfra inventories/home.py deploy.py            # apply
     pyinfra inventories/home.py deploy.py --dry --diff   # show what would change
 
-deploy.py only composes the components, in the order of the product: driver, CUDA, container toolkit, weights,
-vLLM, Open WebUI, verify. Preflight validates every setting and plans vLLM's flags before any change.
+deploy.py only composes the components, in the order of the product: downloads (proxy, CA), base (users,
+directories, tools, probe), NVIDIA driver, CUDA, container toolkit, weights, vLLM, Open WebUI, verify.
+Preflight validates every setting and plans vLLM's flags before any change.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from operations import (container_toolkit, cuda_toolkit, download_proxy, model_weights,  # noqa: E402
-                        nvidia_driver, openwebui_service, preflight, verify, vllm_service)
+from operations import (base, container_toolkit, cuda_toolkit, download_proxy, model_weights, nvidia_driver,
+                        openwebui_service, preflight, verify, vllm_service)
 
 ctx = preflight.check()
 download_proxy.ensure(ctx)
+base.ensure(ctx)
 nvidia_driver.ensure(ctx)
 cuda_toolkit.ensure(ctx)
 container_toolkit.ensure(ctx)

@@ -17,7 +17,8 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files
 
-from operations.preflight import Context, gpu_step_applies, skipped
+from operations.context import Context
+from operations.shared_ops import gpu_step_applies, skipped
 
 REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{dist}/x86_64"
 

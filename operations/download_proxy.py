@@ -10,7 +10,8 @@ from io import StringIO
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from operations.preflight import Context, skipped
+from operations.context import Context
+from operations.shared_ops import skipped
 
 APT_PROXY = "/etc/apt/apt.conf.d/95llmhost-proxy"
 CA_DEST = "/usr/local/share/ca-certificates/llmhost-proxy-ca.crt"

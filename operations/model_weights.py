@@ -14,10 +14,10 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.facts.files import File, Sha256File
-from pyinfra.operations import apt, files, pip, server
+from pyinfra.operations import files
 
 from operations.facts import SnapshotFiles
-from operations.preflight import Context
+from operations.context import Context
 from operations.render import template
 
 
@@ -56,22 +56,6 @@ def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
 @deploy("Model weights")
 def ensure(ctx: Context):
     s = ctx.s
-    apt.packages(name="Base packages (venv, curl, CA certificates)",
-                 packages=["python3-venv", "ca-certificates", "curl"], no_recommends=True,
-                 update=True, cache_time=86400, _env=ctx.download_env)
-    server.group(name="vLLM group", group="llmhost-vllm", system=True)
-    server.user(name="vLLM system user", user="llmhost-vllm", group="llmhost-vllm", system=True,
-                home=f"{s.data_root}/vllm", create_home=False, shell="/usr/sbin/nologin")
-    for path, owner, mode in [(s.install_root, "root", "755"), (f"{s.install_root}/bin", "root", "755"),
-                              (s.data_root, "root", "755"), (ctx.models_dir, "llmhost-vllm", "750"),
-                              (s.config_root, "root", "700")]:
-        files.directory(name=f"Directory {path}", path=path, user=owner, group=owner, mode=mode)
-
-    pip.virtualenv(name="Tools venv (uv, huggingface_hub)", path=ctx.tools, venv=True, python="python3",
-                   _env=ctx.download_env)
-    pip.packages(name="Tools: uv and huggingface_hub (pinned)", packages=[f"uv=={s.uv_version}",
-                 *s.hub_tools_requirements], pip=f"{ctx.tools}/bin/pip", _env=ctx.download_env)
-
     token = os.environ.get(s.hf_token_env)
     if token:
         secret_file(name="HF token (root-only)", path=f"{s.config_root}/hf-token", content=token + "\n")

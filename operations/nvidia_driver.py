@@ -7,12 +7,13 @@ import re
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import deploy, operation
+from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from operations.facts import AptHolds, DpkgVersion
-from operations.preflight import Context, gpu_step_applies, skipped
+from operations.context import Context
+from operations.shared_ops import gpu_step_applies, held, skipped
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
 // driver upgrade under a loaded module gives "Driver/library version mismatch").
@@ -47,17 +48,6 @@ def other_branch_holds(holds: list[str], branch: int) -> list[str]:
     """Held NVIDIA driver packages of another branch (they block a branch change)."""
     return [p for p in holds if re.match(r"(nvidia-|libnvidia-|linux-modules-nvidia-)", p)
             and re.search(r"-\d{3}(-server)?(-|$)", p) and not re.search(rf"-{branch}(-server)?(-|$)", p)]
-
-
-@operation()
-def held(packages: list[str]):
-    """Ensure ``packages`` are on hold (apt-mark hold), so apt upgrades never move them."""
-    current = host.get_fact(AptHolds)
-    missing = [p for p in packages if p not in current]
-    if not missing:
-        host.noop(f"already held: {' '.join(packages)}")
-        return
-    yield f"apt-mark hold {' '.join(missing)}"
 
 
 def driver_check(utils_package: str) -> str:

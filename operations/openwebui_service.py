@@ -3,14 +3,32 @@ backend through OPENAI_API_BASE_URL, offline settings, auth on and signup limite
 
 from __future__ import annotations
 
-from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra import host
+from pyinfra.api import deploy, operation
+from pyinfra.facts.files import File
+from pyinfra.operations import files, systemd
 
 from operations import python_venv
-from operations.preflight import Context
+from operations.context import Context
 from operations.render import template
 
 START_TIMEOUT = 600
+
+
+@operation()
+def session_secret(config_root: str):
+    """Generate Open WebUI's WEBUI_SECRET_KEY once, on the host, into a root-only env file, with vLLM's API key
+    (OPENAI_API_KEY) copied from vLLM's file on the host.
+
+    + config_root: where ``open-webui.secret.env`` and ``vllm.secret.env`` live (0600 root)"""
+    path, vllm = f"{config_root}/open-webui.secret.env", f"{config_root}/vllm.secret.env"
+    if host.get_fact(File, path=path):
+        host.noop("Open WebUI session secret exists (root-only, kept)")
+        return
+    gen = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    yield (f"umask 077 && k=$(sed -n 's/^VLLM_API_KEY=//p' {vllm}) && [ -n \"$k\" ] && "
+           f"{{ [ -s {path} ] || printf 'WEBUI_SECRET_KEY=%s\\nOPENAI_API_KEY=%s\\n' \"$({gen})\" \"$k\" > {path}; }} && "
+           f"chmod 600 {path}")
 
 
 def env_vars(ctx: Context) -> dict:
@@ -29,11 +47,9 @@ def unit_vars(ctx: Context) -> dict:
 @deploy("Open WebUI service")
 def ensure(ctx: Context):
     s = ctx.s
-    server.group(name="Open WebUI group", group="llmhost-webui", system=True)
-    server.user(name="Open WebUI system user", user="llmhost-webui", group="llmhost-webui", system=True,
-                home=f"{s.data_root}/open-webui", create_home=False, shell="/usr/sbin/nologin")
     files.directory(name="Open WebUI data (kept across upgrades)", path=f"{s.data_root}/open-webui",
                     user="llmhost-webui", group="llmhost-webui", mode="750")
+    secret = session_secret(name="Session secret (generated on the host, root-only)", config_root=s.config_root)
     root = f"{s.install_root}/open-webui"
     venv = python_venv.venv(name=f"Open WebUI {s.openwebui_version} venv", root=root, python=s.openwebui_python,
                             uv=ctx.uv, requirements=[f"open-webui=={s.openwebui_version}",
@@ -43,7 +59,7 @@ def ensure(ctx: Context):
                          dest=f"{s.config_root}/open-webui.env", mode="644", **env_vars(ctx))
     unit = files.template(create_remote_dir=False, name="open-webui.service", src=template("open-webui.service.j2"),
                           dest="/etc/systemd/system/open-webui.service", mode="644", **unit_vars(ctx))
-    changed = unit.will_change or env.will_change or venv.will_change
+    changed = unit.will_change or env.will_change or venv.will_change or secret.will_change
     systemd.service(name="Open WebUI running (restarted only when its unit, env or venv changed)",
                     service="open-webui.service", running=True, enabled=True, daemon_reload=unit.will_change,
                     restarted=changed)

@@ -6,185 +6,29 @@ which stops pyinfra before it executes a single operation on any host.
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host, logger
-from pyinfra.api import deploy, operation
-from pyinfra.api.exceptions import DeployError
+from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
 from pyinfra.facts.server import Arch, LinuxDistribution
 
 from operations import versions
+from operations.context import Context, LlmhostError
+from operations.hub import model_config
 from operations.facts import (DiskFreeMib, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
                               NvidiaModuleForKernel, NvidiaSmi, PciNvidiaGpus, PortOwners, SecureBoot)
 from operations.settings import Settings, SettingsError
-from operations.tuning import GpuSpec, ModelSpec, Plan, PlanError, plan
+from operations.tuning import GpuSpec, ModelSpec, PlanError, plan
 
 # Turing (sm_75) and newer can use the open kernel modules; PCI device ids below 0x1e00 are Pascal/Volta or older.
 FIRST_TURING_DEVICE_ID = 0x1E00
 
 
-class LlmhostError(DeployError):
-    """A refusal before any change: the message names the setting and the fix."""
-
-
-@dataclass
-class Context:
-    """What every component needs to know about one host, decided once."""
-
-    s: Settings
-    os_id: str
-    os_version: str
-    working_driver: str | None  # version of a loaded driver new enough for the pinned vLLM, else None
-    module: dict[str, Any]
-    plan: Plan
-    model_commit: str
-    flavour: str
-    warnings: list[str] = field(default_factory=list)
-    modules_package: str = ""  # the NVIDIA modules metapackage for the running kernel's flavour
-    running_kernel: str = ""
-    kernel_missing_module: str = ""  # the ABI modules package to install when the running kernel has no nvidia.ko
-
-    @property
-    def ubuntu(self) -> bool:
-        return self.os_id == "ubuntu"
-
-    @property
-    def models_dir(self) -> str:
-        return f"{self.s.data_root}/models"
-
-    @property
-    def snapshot_path(self) -> str:
-        org, name = self.s.model_repo.split("/")
-        return f"{self.models_dir}/hub/models--{org}--{name}/snapshots/{self.model_commit}"
-
-    @property
-    def tools(self) -> str:
-        return f"{self.s.install_root}/tools"
-
-    @property
-    def uv(self) -> str:
-        return f"{self.tools}/bin/uv"
-
-    @property
-    def probe(self) -> str:
-        return f"{self.s.install_root}/bin/llmhost-probe"
-
-    @property
-    def download_env(self) -> dict[str, str]:
-        """Environment for commands that download (proxy, CA bundle, uv's shared Python and cache dirs)."""
-        env = {"UV_PYTHON_INSTALL_DIR": f"{self.s.install_root}/python", "UV_CACHE_DIR": "/var/cache/llmhost/uv",
-               "UV_LINK_MODE": "copy"}
-        if self.s.http_proxy:
-            from urllib.parse import urlsplit
-
-            direct = ",".join(["127.0.0.1", "localhost", urlsplit(self.s.hf_endpoint).hostname or ""])
-            env.update(http_proxy=self.s.http_proxy, https_proxy=self.s.http_proxy,
-                       HTTP_PROXY=self.s.http_proxy, HTTPS_PROXY=self.s.http_proxy, no_proxy=direct, NO_PROXY=direct)
-        if self.s.ca_bundle:
-            env.update(SSL_CERT_FILE=self.s.ca_bundle, REQUESTS_CA_BUNDLE=self.s.ca_bundle, PIP_CERT=self.s.ca_bundle)
-        return env
-
-    @staticmethod
-    def connect(address: str) -> str:
-        """Where a local client reaches a service bound to address."""
-        return "127.0.0.1" if address in ("0.0.0.0", "::") else address
-
-    @property
-    def snapshot_marker(self) -> str:
-        return f"{self.models_dir}/.complete-{self.s.model_repo.replace('/', '--')}-{self.model_commit}"
-
-
 def _fail(msg: str) -> None:
     raise LlmhostError(f"{host.name}: {msg}")
-
-
-def _model_config(s: Settings) -> tuple[dict, dict | None, str, int]:
-    """Resolve repo + revision on the controller and read config.json (+ quantize_config.json)."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.file_download import _CACHED_NO_EXIST
-    from huggingface_hub.utils import EntryNotFoundError
-
-    token = os.environ.get(s.hf_token_env) or None
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    # A pinned commit never changes: when its config.json is already in the controller's cache (every re-run after
-    # the first), the Hub is not asked again; air-gapped controllers rely on that cache alone.
-    cached = isinstance(try_to_load_from_cache(s.model_repo, "config.json", revision=s.model_revision), str)
-    if offline or cached:
-        sha, size = s.model_revision, 0
-    else:
-        sha, size = _resolve(s, token)
-
-    def read(filename: str) -> dict | None:
-        # A pinned commit never changes: a file already in the controller's cache needs no request.
-        cached = try_to_load_from_cache(s.model_repo, filename, revision=sha)
-        if isinstance(cached, str):
-            return json.loads(Path(cached).read_text())
-        if cached is _CACHED_NO_EXIST or offline:
-            return None
-        try:
-            return json.loads(Path(hf_hub_download(s.model_repo, filename, revision=sha, endpoint=s.hf_endpoint,
-                                                   token=token)).read_text())
-        except EntryNotFoundError:
-            return None
-
-    cfg = read("config.json")
-    if cfg is None and offline:
-        raise LlmhostError(f"{host.name}: HF_HUB_OFFLINE is set and {s.model_repo}@{s.model_revision} "
-                           "config.json is not in the controller's cache: unset HF_HUB_OFFLINE or pre-fetch "
-                           "it with `llmhost-plan --model REPO@REV`")
-    if cfg is None:
-        raise LlmhostError(f"{host.name}: {s.model_repo}@{s.model_revision} has no config.json: "
-                           "model_repo must be a transformers model repo")
-    return cfg, read("quantize_config.json"), sha, size
-
-
-def _network_error(exc: BaseException) -> bool:
-    """A transport failure of any HTTP stack huggingface_hub has used (requests in 0.x, httpx / httpx2 later)."""
-    return isinstance(exc, OSError) or any(
-        c.__module__.split(".")[0] in ("requests", "urllib3", "httpx", "httpx2", "httpcore", "httpcore2")
-        and c.__name__ in ("TransportError", "RequestError", "ConnectionError", "Timeout", "TimeoutException")
-        for c in type(exc).__mro__)
-
-
-def _resolve(s: Settings, token: str | None) -> tuple[str, int]:
-    """Check repo + revision on the hub: (commit sha, total size in bytes, 0 when the hub does not say)."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                       RevisionNotFoundError)
-
-    api = HfApi(endpoint=s.hf_endpoint, token=token)
-    try:
-        info = api.model_info(s.model_repo, revision=s.model_revision, files_metadata=True)
-    except GatedRepoError:
-        raise LlmhostError(f"{host.name}: model_repo={s.model_repo} is gated: accept its licence on the hub and "
-                           f"export {s.hf_token_env}=<token> on the controller") from None
-    except RevisionNotFoundError:
-        raise LlmhostError(f"{host.name}: model_revision={s.model_revision} does not exist in {s.model_repo}: "
-                           "pin a commit from the repo's history") from None
-    except RepositoryNotFoundError:
-        hint = "" if token else f" (if it is private or gated, export {s.hf_token_env})"
-        raise LlmhostError(f"{host.name}: model_repo={s.model_repo} was not found on {s.hf_endpoint}{hint}: "
-                           "fix model_repo") from None
-    except HfHubHTTPError as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        if status == 404:
-            raise LlmhostError(f"{host.name}: model_repo={s.model_repo} at model_revision={s.model_revision} was "
-                               f"not found on {s.hf_endpoint}: fix model_repo / model_revision") from None
-        raise LlmhostError(f"{host.name}: {s.hf_endpoint} refused the model check ({status}): check hf_endpoint "
-                           f"and {s.hf_token_env}") from None
-    except Exception as exc:  # noqa: BLE001 - network errors differ by huggingface_hub version (requests, httpx2)
-        if not _network_error(exc):
-            raise
-        raise LlmhostError(f"{host.name}: cannot reach {s.hf_endpoint} to check model_repo "
-                           f"({type(exc).__name__}: {exc}); check hf_endpoint and the controller's network") from None
-    return info.sha, sum((sib.size or 0) for sib in (info.siblings or []))
 
 
 def _gpu(s: Settings, smi: dict[str, Any]) -> GpuSpec:
@@ -292,7 +136,7 @@ def _check() -> Context:
             _fail(f"port {port} is already in use by {o['process']} (pid {o['pid']}, {where}): stop it or set "
                   f"{setting}")
 
-    cfg, qcfg, commit, size = _model_config(s)
+    cfg, qcfg, commit, size = model_config(s, host.name)
     gpu = _gpu(s, smi)
     try:
         versions.check_compute_capability(s.vllm_version, gpu.compute_capability)
@@ -353,24 +197,3 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
         if loaded and loaded != installed:
             _fail(f"the loaded NVIDIA module is {loaded} but {installed} is installed: reboot the host to load the "
                   "installed one, then re-run")
-
-
-@operation()
-def skipped(reason: str):
-    """A step that does not apply to this host: reported as a noop with its reason, never as done."""
-    host.noop(reason)
-    yield from ()
-
-
-def gpu_step_applies(ctx: Context, step: str) -> bool:
-    """GPU steps run only on Ubuntu GPU hosts; elsewhere they are reported as skipped (never as done)."""
-    if step == "NVIDIA driver" and ctx.s.driver_standin_archive:
-        return True  # TEST ONLY: the stand-in archive on the GPU-less Debian test host (named in its op names)
-    if not ctx.s.gpu_host:
-        skipped(name=f"{step} (skipped: gpu_host=False)", reason=f"gpu_host=False: no GPU, no {step} step")
-        return False
-    if not ctx.ubuntu:
-        skipped(name=f"{step} (skipped: not Ubuntu)",
-                reason=f"{ctx.os_id} {ctx.os_version}: llmhost installs {step} on Ubuntu only")
-        return False
-    return True

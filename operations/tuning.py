@@ -438,17 +438,13 @@ def load_model_config(config: str | None = None, model: str | None = None, endpo
         path = Path(config)
         qpath = path.with_name("quantize_config.json")
         return json.loads(path.read_text()), (json.loads(qpath.read_text()) if qpath.exists() else None)
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError
+    from operations.hub import read_json
 
     repo, _, rev = (model or "").partition("@")
-    kw = dict(repo_id=repo, revision=rev or None, endpoint=endpoint, token=token)
-    cfg = json.loads(Path(hf_hub_download(filename="config.json", **kw)).read_text())
-    try:
-        qcfg = json.loads(Path(hf_hub_download(filename="quantize_config.json", **kw)).read_text())
-    except EntryNotFoundError:
-        qcfg = None
-    return cfg, qcfg
+    cfg = read_json(repo, rev or None, "config.json", endpoint, token)
+    if cfg is None:
+        raise PlanError(f"{repo}@{rev or 'main'} has no config.json")
+    return cfg, read_json(repo, rev or None, "quantize_config.json", endpoint, token)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import json
 from pyinfra import host, logger
 from pyinfra.api import FactBase, deploy, operation
 
-from operations.preflight import Context
+from operations.context import Context
 
 
 class Probe(FactBase):

@@ -10,28 +10,28 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, systemd
 
 from operations import python_venv
-from operations.preflight import Context, skipped
+from operations.context import Context
+from operations.shared_ops import skipped
 from operations.render import template
 
 START_TIMEOUT = 900
 
 
 @operation()
-def secrets(config_root: str):
-    """Generate the vLLM API key and Open WebUI's secret key once, on the host, into root-only env files.
+def api_key(config_root: str):
+    """Generate vLLM's API key once, on the host, into a root-only env file.
 
-    The values are made by the host's own CSPRNG inside the command, so they never cross the wire, a command
-    line or a log; existing files are kept (a re-run never rotates them)."""
-    vllm, webui = f"{config_root}/vllm.secret.env", f"{config_root}/open-webui.secret.env"
-    if host.get_fact(File, path=vllm) and host.get_fact(File, path=webui):
-        host.noop("secrets exist (root-only, kept)")
+    + config_root: where ``vllm.secret.env`` lives (0600 root)
+
+    The value is made by the host's own CSPRNG inside the command, so it never crosses the wire, a command line or
+    a log; an existing file is kept (a re-run never rotates it)."""
+    path = f"{config_root}/vllm.secret.env"
+    if host.get_fact(File, path=path):
+        host.noop("vLLM API key exists (root-only, kept)")
         return
     gen = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
-    yield (f"umask 077 && "
-           f"{{ [ -s {vllm} ] || printf 'VLLM_API_KEY=%s\\n' \"$({gen})\" > {vllm}; }} && "
-           f"k=$(sed -n 's/^VLLM_API_KEY=//p' {vllm}) && "
-           f"{{ [ -s {webui} ] || printf 'WEBUI_SECRET_KEY=%s\\nOPENAI_API_KEY=%s\\n' \"$({gen})\" \"$k\" > {webui}; }} && "
-           f"chmod 600 {vllm} {webui}")
+    yield (f"umask 077 && {{ [ -s {path} ] || printf 'VLLM_API_KEY=%s\\n' \"$({gen})\" > {path}; }} && "
+           f"chmod 600 {path}")
 
 
 def vllm_requirements(s) -> list[str]:
@@ -66,13 +66,6 @@ def exec_start(ctx: Context, venv: str) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def probe_vars(ctx: Context) -> dict:
-    s = ctx.s
-    return dict(vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port,
-                webui_connect=ctx.connect(s.openwebui_host), webui_port=s.openwebui_port,
-                served_model_name=s.served_model_name, gpu_host=s.gpu_host, config_root=s.config_root)
-
-
 def env_vars(ctx: Context) -> dict:
     return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s))
 
@@ -90,9 +83,7 @@ def ensure(ctx: Context, weights_changed: bool = False):
     root = f"{s.install_root}/vllm"
     files.directory(name="vLLM state directory", path=f"{s.data_root}/vllm", user="llmhost-vllm",
                     group="llmhost-vllm", mode="750")
-    files.template(create_remote_dir=False, name="Probe (health / models / completion)", src=template("llmhost-probe.py.j2"),
-                   dest=ctx.probe, mode="755", **probe_vars(ctx))
-    keys = secrets(name="API and session secrets (generated on the host, root-only)", config_root=s.config_root)
+    keys = api_key(name="API key (generated on the host, root-only)", config_root=s.config_root)
     if s.vllm_exec_start_override:
         venv_changed = False
         skipped(name="vLLM venv (skipped: stand-in)",

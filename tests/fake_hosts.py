@@ -142,8 +142,8 @@ def converged() -> dict:
     Used to check what a no-op run would restart (nothing)."""
     import hashlib
 
-    from operations import openwebui_service, vllm_service
-    from operations.preflight import Context
+    from operations import base, openwebui_service, vllm_service
+    from operations.context import Context
     from operations.python_venv import venv_id
     from operations.render import render
     from operations.settings import Settings
@@ -161,7 +161,7 @@ def converged() -> dict:
     rendered = {  # path: (content, mode, owner)
         f"{s.config_root}/vllm.env": (render("vllm.env.j2", **vllm_service.env_vars(ctx)), "644"),
         "/etc/systemd/system/vllm.service": (render("vllm.service.j2", **vllm_service.unit_vars(ctx)), "644"),
-        ctx.probe: (render("llmhost-probe.py.j2", **vllm_service.probe_vars(ctx)), "755"),
+        ctx.probe: (render("llmhost-probe.py.j2", **base.probe_vars(ctx)), "755"),
         f"{s.config_root}/open-webui.env": (render("open-webui.env.j2", **openwebui_service.env_vars(ctx)), "644"),
         "/etc/systemd/system/open-webui.service": (render("open-webui.service.j2",
                                                           **openwebui_service.unit_vars(ctx)), "644"),

@@ -39,3 +39,36 @@ def test_snapshot_broken_symlink_counts_as_missing(tmp_path):
     marker.write_text(json.dumps({"path": str(snap), "files": {"model.safetensors": 4}}))
     out = subprocess.run(["sh", "-c", SnapshotFiles().command(str(marker))], capture_output=True, text=True).stdout
     assert SnapshotFiles().process(out.splitlines()) == "missing model.safetensors"
+
+
+def test_secret_commands_make_root_only_files_and_share_the_vllm_key(tmp_path):
+    """The commands the two secret operations yield, run for real here: 0600 files, a key per file, Open WebUI's
+    OPENAI_API_KEY equal to vLLM's, and a second run keeps both values."""
+    import os
+    import stat
+
+    from pyinfra_testing.util import FakeState, create_host
+    from pyinfra.context import ctx_host, ctx_state
+
+    from operations.openwebui_service import session_secret
+    from operations.vllm_service import api_key
+
+    def commands(op):
+        missing = {f"path={tmp_path}/vllm.secret.env": None, f"path={tmp_path}/open-webui.secret.env": None}
+        state = FakeState()
+        host = create_host(state, facts={"files.File": missing})
+        with ctx_state.use(state), ctx_host.use(host):
+            return [str(c) for c in op._inner(config_root=str(tmp_path))]
+
+    for _ in range(2):
+        for cmd in commands(api_key) + commands(session_secret):
+            subprocess.run(["sh", "-c", cmd], check=True)
+        v = (tmp_path / "vllm.secret.env").read_text()
+        w = (tmp_path / "open-webui.secret.env").read_text()
+        if _ == 0:
+            first = (v, w)
+    assert (v, w) == first  # never rotated
+    key = v.strip().removeprefix("VLLM_API_KEY=")
+    assert len(key) >= 40 and f"OPENAI_API_KEY={key}\n" in w and w.startswith("WEBUI_SECRET_KEY=")
+    for f in ("vllm.secret.env", "open-webui.secret.env"):
+        assert stat.S_IMODE(os.stat(tmp_path / f).st_mode) == 0o600

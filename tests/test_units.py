@@ -7,7 +7,7 @@ import re
 import pytest
 
 from operations import openwebui_service, vllm_service
-from operations.preflight import Context
+from operations.context import Context
 from operations.render import render
 from operations.settings import Settings
 from operations.tuning import GpuSpec, ModelSpec, plan

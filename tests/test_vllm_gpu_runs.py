@@ -82,7 +82,7 @@ def test_the_commands_that_ran_are_what_the_deploy_renders_today():
     import tools.gpu_proof_commands as g
 
     for name, gpu in (("deploy-h200", H200), ("deploy-rtx3060", tuning.GpuSpec.from_card("rtx-3060-12gb"))):
-        rendered = g.render(gpu)["exec_start"].split()
+        rendered = g.deploy_command(gpu)["exec_start"].split()
         ran = parse(REC / f"{name}.log")["argv"]
         expect = rendered + ["--load-format", "dummy"]
         if name.endswith("3060"):

@@ -14,16 +14,15 @@ import json
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from operations import tuning, versions  # noqa: E402
 from operations.settings import Settings  # noqa: E402
-from operations.vllm_service import cuda_home, exec_start  # noqa: E402
+from operations import vllm_service  # noqa: E402
+from operations.context import Context  # noqa: E402
+from operations.render import render  # noqa: E402
 
 H200_MIB = versions.cuda_visible_mib("NVIDIA H200", 143771)  # as nvidia-smi reports it on the GPU host
 MODELS = REPO / "tests/fixtures/models"
@@ -38,18 +37,13 @@ def spec(name: str) -> tuning.ModelSpec:
     return tuning.ModelSpec.from_config(cfg, json.loads(q.read_text()) if q.exists() else None)
 
 
-def render(gpu: tuning.GpuSpec) -> dict:
+def deploy_command(gpu: tuning.GpuSpec) -> dict:
     s = Settings()
     p = tuning.plan(spec("llama-3-8b-instruct-gptq"), gpu, s.vllm_version)
-    ctx = SimpleNamespace(s=s, snapshot_path=SNAP, plan=p)
-    env = Environment(loader=FileSystemLoader([str(REPO / "systemd"), str(REPO / "templates")]),
-                      undefined=StrictUndefined, keep_trailing_newline=True)
-    unit = env.get_template("vllm.service.j2").render(
-        served_model_name=s.served_model_name, commit=s.model_revision, config_root=s.config_root,
-        data_root=s.data_root, exec_start=exec_start(ctx, f"{s.install_root}/vllm/current"),
-        probe="/opt/llmhost/bin/llmhost-probe", vllm_connect="127.0.0.1", vllm_port=s.vllm_port, start_timeout=900)
-    envfile = env.get_template("vllm.env.j2").render(config_root=s.config_root, data_root=s.data_root,
-                                                     cuda_home=cuda_home(s))
+    ctx = Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open")
+    assert ctx.snapshot_path == SNAP
+    unit = render("vllm.service.j2", **vllm_service.unit_vars(ctx))
+    envfile = render("vllm.env.j2", **vllm_service.env_vars(ctx))
     line = next(l for l in unit.splitlines() if l.startswith("ExecStart="))
     return {"unit": unit, "env": envfile, "exec_start": line[len("ExecStart="):], "plan": p.to_json()}
 
@@ -59,7 +53,7 @@ def main() -> None:
     rtx = tuning.GpuSpec.from_card("rtx-3060-12gb")
     runs = []
     for name, gpu in (("deploy-h200", h200), ("deploy-rtx3060", rtx)):
-        r = render(gpu)
+        r = deploy_command(gpu)
         argv = r["exec_start"].split() + ["--load-format", "dummy"]
         if gpu is rtx:  # same bytes on the big card: util x 12042 / H200 MiB
             util = r["plan"]["gpu_memory_utilization"] * rtx.memory_mib / H200_MIB
@@ -88,8 +82,9 @@ def main() -> None:
     ]
     for name, model, flags in cal:
         runs.append(dict(name=name, model=model, argv=base + flags, env="", probe=False, bench=False))
-    out = REPO / "tests/fixtures/gpu-host/vllm-0.26.0/runs.json"
-    out.write_text(json.dumps(runs, indent=1) + "\n")
+    # The committed runs.json is what ran on 2026-11-30 (with the planner of that day); --write prepares a new run.
+    if "--write" in sys.argv:
+        (REPO / "tests/fixtures/gpu-host/vllm-0.26.0/runs.json").write_text(json.dumps(runs, indent=1) + "\n")
     for r in runs:
         print(r["name"], " ".join(r["argv"]))
 
