@@ -102,6 +102,9 @@ class Settings(BaseModel):
     vllm_max_model_len: int | None = Field(None, gt=0, description="Override the planner's context length.")
     vllm_gpu_memory_utilization: float | None = Field(None, description="Override the planner's (0, 1] fraction.")
     vllm_max_num_seqs: int | None = Field(None, gt=0, description="Override the planner's sequence bound.")
+    vllm_tensor_parallel_size: int | None = Field(None, gt=0, description="GPUs one vLLM spreads the model over "
+                                                  "(identical cards); default: 1, or more only when one card cannot hold "
+                                                  "the model.")
     vllm_reserved_mib: int = Field(0, ge=0, description="GPU memory kept free for a desktop on the same card.")
     vllm_min_concurrency: float = Field(2.0, gt=0, description="Full-length sequences the KV cache must hold.")
     driver_standin_archive: str | None = Field(

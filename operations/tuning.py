@@ -240,9 +240,11 @@ def _graph_gib(model: ModelSpec, max_num_seqs: int) -> float:
 # peak_activation: the profile run (_dummy_run over max_num_batched_tokens, attention skipped, then one sampler
 # run over those rows) peaks at one vocab x hidden fp16 matrix plus two hidden-wide fp16 rows per token; the
 # sampler's max_num_seqs rows are inside that once (runs with 16, 32, 64 and 256 seqs logged the same peak).
-# non_torch: 0.22 GiB in every run on sm_90 (cuBLAS/NCCL workspaces after the CUDA context); sm_8x is not measured
-# here and uses the same figure.
+# non_torch: 0.22 GiB in every single-GPU run on sm_90 (cuBLAS workspaces after the CUDA context), 0.07 GiB per GPU
+# with tensor parallel 2 on two NVLinked H200s (2 runs; NCCL's buffers are taken before the profile, outside this
+# term). sm_8x and TP > 2 are not measured here and use these figures.
 V1_NON_TORCH_GIB = 0.22
+V1_NON_TORCH_GIB_TP = 0.07
 V1_ROWS_PER_TOKEN = 2  # hidden-wide fp16 rows per profiled token
 
 
@@ -253,9 +255,10 @@ def capture_sizes(max_num_seqs: int) -> list[int]:
     return [x for x in [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, 513, 16)) if x <= top]
 
 
-def _v1_graph_gib(model: ModelSpec, max_num_seqs: int) -> float:
-    """Fitted to "Graph capturing finished ..., took X GiB": 0.12-0.62 GiB over 7 runs."""
-    return 0.05 + 0.011 * len(capture_sizes(max_num_seqs)) * model.layers / 32
+def _v1_graph_gib(model: ModelSpec, max_num_seqs: int, tp: int = 1) -> float:
+    """Fitted to "Graph capturing finished ..., took X GiB": 0.12-0.62 GiB over 7 single-GPU runs, 0.51 GiB per GPU
+    with TP=2 (51 capture sizes)."""
+    return 0.05 + 0.011 * len(capture_sizes(max_num_seqs)) * model.layers / 32 * (0.6 + 0.4 / tp)
 
 
 def _budget(model: ModelSpec, gpu: GpuSpec, engine: str, tp: int, max_model_len: int, util: float,
@@ -266,7 +269,8 @@ def _budget(model: ModelSpec, gpu: GpuSpec, engine: str, tp: int, max_model_len:
     per_token = model.kv_bytes_per_token(tp=tp)
     if engine == "v1":
         budget = math.ceil(total * util)
-        non_torch = V1_NON_TORCH_GIB * GIB
+        non_torch = (V1_NON_TORCH_GIB if tp == 1 else V1_NON_TORCH_GIB_TP) * GIB
+        # TP: each GPU holds its shard of the weights, the KV heads and the vocab (fitted on the TP=2 runs too).
         act = model.vocab * model.hidden * 2 // tp + V1_ROWS_PER_TOKEN * tokens * model.hidden * 2
     else:
         budget = total * util
@@ -287,14 +291,14 @@ def estimate(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len
     engine = vllm_engine(vllm_version)
     b = _budget(model, gpu, engine, tp, max_model_len, gpu_memory_utilization, max_num_seqs,
                 max_num_batched_tokens)
-    graph = _v1_graph_gib(model, max_num_seqs) if engine == "v1" else _graph_gib(model, max_num_seqs)
+    graph = _v1_graph_gib(model, max_num_seqs, tp) if engine == "v1" else _graph_gib(model, max_num_seqs)
     return dict(weights_gib=b["weights"] / GIB, activation_gib=b["act"] / GIB, non_torch_gib=b["non_torch"] / GIB,
                 kv_cache_gib=b["kv"] / GIB, gpu_blocks=b["blocks"], kv_tokens=b["kv_tokens"], cuda_graph_gib=graph)
 
 
 def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: int | None = None,
          gpu_memory_utilization: float | None = None, max_num_seqs: int | None = None,
-         reserved_mib: int = 0, min_concurrency: float = 2.0) -> Plan:
+         reserved_mib: int = 0, min_concurrency: float = 2.0, tensor_parallel_size: int | None = None) -> Plan:
     engine = vllm_engine(vllm_version)
     warnings: list[str] = []
     _check_inputs(gpu, max_model_len, gpu_memory_utilization, max_num_seqs, reserved_mib, min_concurrency)
@@ -318,12 +322,18 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
                         f"exceed the card's {gpu.memory_mib} MiB: vLLM refuses to start when free memory is below "
                         "its share; lower one of them")
 
-    # Tensor parallel over identical GPUs only when one GPU cannot hold the model.
-    tp = 1
-    while tp < gpu.count and _budget(model, gpu, engine, tp, min(limit, 8192), gpu_memory_utilization,
-                                     256)["blocks"] * BLOCK_TOKENS < MIN_CONTEXT * min_concurrency:
-        tp *= 2
-    tp = min(tp, gpu.count)
+    # Tensor parallel over identical GPUs only when one GPU cannot hold the model, or as many as asked for.
+    if tensor_parallel_size is not None:
+        if not 1 <= tensor_parallel_size <= gpu.count:
+            raise PlanError(f"vllm_tensor_parallel_size={tensor_parallel_size}: the host has {gpu.count} GPU(s) of "
+                            f"this kind; use 1..{gpu.count}")
+        tp = tensor_parallel_size
+    else:
+        tp = 1
+        while tp < gpu.count and _budget(model, gpu, engine, tp, min(limit, 8192), gpu_memory_utilization,
+                                         256)["blocks"] * BLOCK_TOKENS < MIN_CONTEXT * min_concurrency:
+            tp *= 2
+        tp = min(tp, gpu.count)
     if tp > 1 and model.heads % tp:
         raise PlanError(f"{model.heads} attention heads do not split over {tp} GPUs")
 
@@ -360,7 +370,7 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
     dtype = "float16" if model.quant.method in ("gptq", "awq") else (
         "float16" if gpu.compute_capability < 8.0 else "auto")
     # CUDA graphs are captured after the KV cache is sized (both engines): they must fit outside the budget.
-    graph = _v1_graph_gib(model, seqs) if engine == "v1" else _graph_gib(model, seqs)
+    graph = _v1_graph_gib(model, seqs, tp) if engine == "v1" else _graph_gib(model, seqs)
     margin = (1 - gpu_memory_utilization) * gpu.memory_mib * MIB - reserved_mib * MIB
     eager = margin < graph * GIB
     if eager:
@@ -457,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     card.add_argument("--gpu-memory-mib", type=int, help="CUDA-visible memory of one GPU in MiB")
     p.add_argument("--compute-capability", type=float, default=8.6)
     p.add_argument("--gpu-count", type=int, default=1)
+    p.add_argument("--tensor-parallel-size", type=int)
     p.add_argument("--gpu-memory-utilization", type=float)
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--max-num-seqs", type=int)
@@ -485,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             gpu = GpuSpec(a.gpu_memory_mib, a.compute_capability, a.gpu_count, f"{a.gpu_memory_mib} MiB")
         result = plan(ModelSpec.from_config(cfg, qcfg), gpu, a.vllm_version, max_model_len=a.max_model_len,
                       gpu_memory_utilization=a.gpu_memory_utilization, max_num_seqs=a.max_num_seqs,
-                      reserved_mib=a.reserved_mib, min_concurrency=a.min_concurrency)
+                      reserved_mib=a.reserved_mib, min_concurrency=a.min_concurrency,
+                      tensor_parallel_size=a.tensor_parallel_size)
     except PlanError as exc:
         return fail(str(exc))
     except (OSError, ValueError) as exc:  # missing/unreadable/invalid config file, hub errors

@@ -15,9 +15,10 @@ import pytest
 from operations import tuning, versions
 
 REC = Path(__file__).parent / "fixtures" / "gpu-host" / "vllm-0.26.0"
+REC_TP2 = Path(__file__).parent / "fixtures" / "gpu-host" / "vllm-0.26.0-tp2"  # the two-GPU H200 host
 MODELS = Path(__file__).parent / "fixtures" / "models"
 H200 = tuning.GpuSpec(versions.cuda_visible_mib("NVIDIA H200", 143771), 9.0, 1, "NVIDIA H200")
-LOGS = sorted(REC.glob("*.log"))
+LOGS = sorted(REC.glob("*.log")) + sorted(REC_TP2.glob("*.log"))
 
 
 def parse(log: Path) -> dict:
@@ -33,7 +34,7 @@ def parse(log: Path) -> dict:
 
 
 def fixture_for(log: Path) -> str:
-    runs = {r["name"]: r for r in json.loads((REC / "runs.json").read_text())}
+    runs = {r["name"]: r for r in json.loads((log.parent / "runs.json").read_text())}
     return runs[log.stem]["model"]
 
 
@@ -54,9 +55,11 @@ def test_at_least_six_runs_over_four_models_were_recorded():
 def test_v1_planner_matches_each_term_of_the_logged_breakdown(log):
     got = parse(log)
     f = got["flags"]
-    est = tuning.estimate(spec(fixture_for(log)), H200, "0.26.0", max_model_len=int(f["max-model-len"]),
-                          gpu_memory_utilization=float(f["gpu-memory-utilization"]),
-                          max_num_seqs=int(f["max-num-seqs"]), max_num_batched_tokens=int(f["max-num-batched-tokens"]))
+    tp = int(f.get("tensor-parallel-size", 1))  # per-GPU figures: vLLM logs each worker's own
+    est = tuning.estimate(spec(fixture_for(log)), tuning.GpuSpec(H200.memory_mib, 9.0, tp, "NVIDIA H200"), "0.26.0",
+                          max_model_len=int(f["max-model-len"]), gpu_memory_utilization=float(f["gpu-memory-utilization"]),
+                          max_num_seqs=int(f["max-num-seqs"]), max_num_batched_tokens=int(f["max-num-batched-tokens"]),
+                          tp=tp)
     assert est["weights_gib"] == pytest.approx(got["weights"], rel=0.02, abs=0.01)
     assert est["activation_gib"] == pytest.approx(got["act"], rel=0.05, abs=0.01)
     assert est["non_torch_gib"] == pytest.approx(got["non_torch"], abs=0.01)
@@ -91,10 +94,11 @@ def test_the_commands_that_ran_are_what_the_deploy_renders_today():
 
 
 def test_both_deploy_commands_started_and_answered_with_the_key():
-    summary = {json.loads(l)["name"]: json.loads(l) for l in (REC / "summary.jsonl").read_text().splitlines()}
-    for name in ("deploy-h200", "deploy-rtx3060"):
+    summary = {json.loads(l)["name"]: json.loads(l) for rec in (REC, REC_TP2)
+               for l in (rec / "summary.jsonl").read_text().splitlines()}
+    for name in ("deploy-h200", "deploy-rtx3060", "deploy-h200x2-tp2"):
         r = summary[name]
-        assert r["healthy_s"] and r["healthy_s"] < 300
+        assert r["healthy_s"] and r["healthy_s"] < 300, name
         assert r["models_no_key"] == 401 and r["models_with_key"] == 200
         assert r["model_ids"] == ["astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"]
         assert r["chat_status"] == 200 and r["chat"]["usage"]["completion_tokens"] == 16
@@ -110,3 +114,12 @@ def test_every_flag_the_deploy_passes_exists_in_the_recorded_help_of_its_era():
             assert re.search(rf"(^|\s|\[){re.escape(flag)}[\s,\]]", help_text), (ver, flag)
     assert "--disable-log-requests" not in (Path(__file__).parent / "fixtures" /
                                             versions.ERAS["0.26.0"].help_fixture).read_text()
+
+
+def test_the_tp2_command_that_ran_is_what_the_deploy_renders_with_two_gpus():
+    import tools.gpu_proof_commands as g
+
+    rendered = g.deploy_command(tuning.GpuSpec(H200.memory_mib, 9.0, 2, "NVIDIA H200"),
+                                vllm_tensor_parallel_size=2)["exec_start"].split()
+    assert "--tensor-parallel-size=2" in rendered
+    assert parse(REC_TP2 / "deploy-h200x2-tp2.log")["argv"] == rendered + ["--load-format", "dummy"]

@@ -37,9 +37,10 @@ def spec(name: str) -> tuning.ModelSpec:
     return tuning.ModelSpec.from_config(cfg, json.loads(q.read_text()) if q.exists() else None)
 
 
-def deploy_command(gpu: tuning.GpuSpec) -> dict:
-    s = Settings()
-    p = tuning.plan(spec("llama-3-8b-instruct-gptq"), gpu, s.vllm_version)
+def deploy_command(gpu: tuning.GpuSpec, **settings) -> dict:
+    s = Settings(**settings)
+    p = tuning.plan(spec("llama-3-8b-instruct-gptq"), gpu, s.vllm_version,
+                    tensor_parallel_size=s.vllm_tensor_parallel_size)
     ctx = Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open")
     assert ctx.snapshot_path == SNAP
     unit = render("vllm.service.j2", **vllm_service.unit_vars(ctx))
@@ -82,6 +83,20 @@ def main() -> None:
     ]
     for name, model, flags in cal:
         runs.append(dict(name=name, model=model, argv=base + flags, env="", probe=False, bench=False))
+    if "--tp2" in sys.argv:  # the two-GPU host: the deploy's command with vllm_tensor_parallel_size=2
+        r = deploy_command(tuning.GpuSpec(H200_MIB, 9.0, 2, "NVIDIA H200"), vllm_tensor_parallel_size=2)
+        runs = [dict(name="deploy-h200x2-tp2", model="llama-3-8b-instruct-gptq",
+                     argv=r["exec_start"].split() + ["--load-format", "dummy"], env=r["env"], unit=r["unit"],
+                     plan=r["plan"], probe=True, bench=True),
+                dict(name="cal-llama31-bf16-tp2-u090-32k", model="llama-3.1-8b-instruct",
+                     argv=base + ["--dtype=auto", "--max-model-len=32768", "--gpu-memory-utilization=0.90",
+                                  "--max-num-seqs=256", "--max-num-batched-tokens=8192", "--tensor-parallel-size=2"],
+                     env="", probe=False, bench=False)]
+        (REPO / "tests/fixtures/gpu-host/vllm-0.26.0-tp2").mkdir(exist_ok=True)
+        (REPO / "tests/fixtures/gpu-host/vllm-0.26.0-tp2/runs.json").write_text(json.dumps(runs, indent=1) + "\n")
+        for r in runs:
+            print(r["name"], " ".join(r["argv"]))
+        return
     # The committed runs.json is what ran on 2026-11-30 (with the planner of that day); --write prepares a new run.
     if "--write" in sys.argv:
         (REPO / "tests/fixtures/gpu-host/vllm-0.26.0/runs.json").write_text(json.dumps(runs, indent=1) + "\n")

@@ -197,7 +197,7 @@ def run(r: dict, key: str) -> dict:
 
 def main() -> None:
     RES.mkdir(exist_ok=True)
-    runs = json.loads((REPO / "tests/fixtures/gpu-host/vllm-0.26.0/runs.json").read_text())
+    runs = json.loads((REPO / os.environ.get("LLMHOST_RUNS", "tests/fixtures/gpu-host/vllm-0.26.0/runs.json")).read_text())
     only = sys.argv[1:]
     secret = Path("/etc/llmhost/vllm.secret.env")
     secret.parent.mkdir(parents=True, exist_ok=True)
