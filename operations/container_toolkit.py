@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
-from pyinfra.facts.files import File, FindInFile
+from pyinfra.facts.files import FindInFile
 from pyinfra.facts.server import Which
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, files, server, systemd
 
 from pyinfra.operations.util import any_changed
 
@@ -46,13 +46,11 @@ def ensure(ctx: Context):
     s = ctx.s
     if not gpu_step_applies(ctx, "Container toolkit"):
         return
-    proxy = f"https_proxy={s.http_proxy} " if s.http_proxy else ""
-    key = server.shell(name="nvidia-container-toolkit signing key",
-                       commands=[f"{proxy}curl -fsSL {BASE}/gpgkey | gpg --dearmor -o {KEYRING}"],
-                       _if=lambda: not host.get_fact(File, path=KEYRING))
-    repo = apt.repo(name="nvidia-container-toolkit repo",
-                    src=f"deb [signed-by={KEYRING}] {BASE}/stable/deb/$(ARCH) /",
-                    filename="nvidia-container-toolkit")
+    # pyinfra's own keyring and deb822 operations (the flat repository: suite "/", no components).
+    key = apt.key(name="nvidia-container-toolkit signing key", src=f"{BASE}/gpgkey", dest=KEYRING,
+                  _env=ctx.download_env)
+    repo = apt.sources_file(name="nvidia-container-toolkit repo", filename="nvidia-container-toolkit",
+                            types="deb", uris=f"{BASE}/stable/deb/amd64", suites="/", signed_by=KEYRING)
     apt.update(name="Refresh apt after adding the toolkit repo", _if=any_changed(repo, key))
     if s.container_toolkit_version:
         pinned_and_held(name=f"Container toolkit {s.container_toolkit_version} (four packages together, held)",
@@ -66,8 +64,8 @@ def ensure(ctx: Context):
                                  commands=["nvidia-ctk runtime configure --runtime=docker"],
                                  _if=lambda: not host.get_fact(FindInFile, path="/etc/docker/daemon.json",
                                                                pattern='"nvidia"'))
-        server.shell(name="Restart Docker (daemon.json changed)", commands=["systemctl restart docker"],
-                     _if=configure.did_change)
+        systemd.service(name="Restart Docker (daemon.json changed)", service="docker.service", restarted=True,
+                        _if=configure.did_change)
     else:
         skipped(name="Docker runtime (skipped: no Docker)", reason="dockerd not installed: nothing to configure")
     files.directory(name="Toolkit config directory", path="/etc/nvidia-container-toolkit", present=True)

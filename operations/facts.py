@@ -204,25 +204,6 @@ class DiskFreeMib(FactBase):
         return first_int(output)
 
 
-class LinkTarget(FactBase):
-    """Where a symlink points ('' when the path is no link).
-
-    Sample output::
-
-        /opt/llmhost/vllm/venvs/5f3a0c1d2e4b
-    """
-
-    @staticmethod
-    def default():
-        return ""
-
-    def command(self, path: str) -> str:
-        return f"readlink {path} || true"
-
-    def process(self, output):
-        return first_line(output)
-
-
 class MemTotalMib(FactBase):
     """Total RAM in MiB (/proc/meminfo; no procps needed).
 

@@ -13,7 +13,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
-from pyinfra.facts.server import Arch, LinuxDistribution
+from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
 from operations import versions
 from operations.context import Context, LlmhostError
@@ -160,7 +160,7 @@ def _check() -> Context:
         _fail(f"{free} MiB free under {s.data_root}, the weights need {size / 2**20:.0f} MiB plus "
               f"min_free_disk_gib={s.min_free_disk_gib}: free disk space or move data_root")
 
-    if host.get_fact(File, path="/var/run/reboot-required"):
+    if host.get_fact(RebootRequired):
         ctx.warnings.append("the host has a pending reboot (/var/run/reboot-required): llmhost reboots only for a "
                             "driver change; reboot when convenient")
     logger.info(f"{host.print_prefix}{p.table()}")

@@ -12,9 +12,8 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import operation
-from pyinfra.facts.files import File
+from pyinfra.facts.files import File, Link
 
-from operations.facts import LinkTarget
 
 
 def venv_id(python: str, requirements: list[str], index_url: str | None, find_links: list[str]) -> str:
@@ -41,7 +40,8 @@ def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = 
     find_links = find_links or []
     vid = venv_id(python, requirements + [extra_args], index_url, find_links)
     target = f"{root}/venvs/{vid}"
-    current = host.get_fact(LinkTarget, path=f"{root}/current")
+    link = host.get_fact(Link, path=f"{root}/current")
+    current = link.get("link_target", "") if link else ""
     complete = host.get_fact(File, path=f"{target}/.llmhost-complete")
 
     if current == target and complete:

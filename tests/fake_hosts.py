@@ -28,6 +28,7 @@ def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), de
     out = {
         "*-release": os_release(os_id, version),
         "uname -m": ["x86_64"],
+        "no_reboot_required": ["no_reboot_required"],
         "uname -s": ["Linux"],
         "nvidia-smi --query-gpu": smi_out,
         "/sys/bus/pci/devices": [pci] if pci else [],
@@ -186,7 +187,8 @@ def converged() -> dict:
                                                      s.pip_index_url, s.pip_find_links)}
     for root, vid in venvs.items():
         target = f"{root}/venvs/{vid}"
-        matchers[f"readlink {root}/current"] = [target]
+        matchers[re.compile(re.escape(f"{root}/current") + r"(?=\s|$)")] = [
+            f"user=root group=root mode=lrwxrwxrwx atime=0 mtime=0 ctime=0 size=40 '{root}/current' -> '{target}'"]
         matchers[re.compile(re.escape(f"{target}/.llmhost-complete") + r"\b")] = [
             f"user=root group=root mode=-rw-r--r-- atime=0 mtime=0 ctime=0 size=0 '{target}/.llmhost-complete'"]
     matchers[re.compile(r"if \[ -f \S*\.complete-")] = ["complete"]

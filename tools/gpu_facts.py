@@ -24,7 +24,7 @@ def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cases = [(facts.NvidiaSmi, {}), (facts.PciNvidiaGpus, {}), (facts.NvidiaKernelModule, {}),
              (facts.SecureBoot, {}), (facts.AptHolds, {}), (facts.PythonVersions, {}), (facts.MemTotalMib, {}),
-             (facts.DiskFreeMib, {"path": "/var/lib/llmhost"}), (facts.LinkTarget, {"path": "/opt/llmhost/vllm/current"})]
+             (facts.DiskFreeMib, {"path": "/var/lib/llmhost"})]
     for cls, kw in cases:
         fact = cls()
         command = fact.command(**kw)
