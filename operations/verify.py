@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from pyinfra import host, logger
-from pyinfra.api import FactBase, deploy, operation
+from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 
 from operations.context import Context
 
@@ -33,23 +33,36 @@ class Probe(FactBase):
             return {"ok": False, "error": "\n".join(output)}
 
 
+def announce(message: str) -> bool:
+    """Run on the controller after the probe passed (a FunctionCommand): the URL comes only once it answers."""
+    logger.info(message)
+    return True
+
+
 @operation()
-def healthy(probe: str, timeout: int, recheck: bool = False):
-    """Ensure the services answer; wait up to ``timeout`` seconds only when something changed or is unwell."""
+def healthy(probe: str, timeout: int, recheck: bool = False, url: str | None = None):
+    """Ensure the services answer; wait up to ``timeout`` seconds only when something changed or is unwell.
+
+    + probe: the host's llmhost-probe
+    + timeout: seconds to wait for both services
+    + recheck: something changed in this run, so look again even if the host looked healthy before
+    + url: printed once the probe passed (where to open Open WebUI)"""
     now = host.get_fact(Probe, probe=probe)
     if now.get("ok") and not recheck:
         host.noop(f"healthy: models {now.get('models')}, completion {now.get('completion')!r}, "
-                  f"Open WebUI /health {now.get('webui_health')}")
+                  f"Open WebUI /health {now.get('webui_health')}" + (f"; {url}" if url else ""))
         return
     yield f"{probe} --wait {timeout}"
+    if url:
+        yield FunctionCommand(announce, (url,), {})
 
 
 @deploy("Verify")
 def ensure(ctx: Context, changed: bool):
     s = ctx.s
-    healthy(name="GPU visible, vLLM /health + /v1/models + a chat completion, Open WebUI /health",
-            probe=ctx.probe, timeout=s.verify_timeout_s, recheck=changed)
     address = host.data.get("ssh_hostname") or host.name
     where = address if s.openwebui_host not in ("127.0.0.1", "::1") else f"{address} (loopback: ssh -L)"
-    logger.info(f"{host.print_prefix}Open WebUI: http://{where}:{s.openwebui_port}/  "
-                "(the first account to sign up becomes the admin)")
+    url = (f"{host.print_prefix}Open WebUI answers at http://{where}:{s.openwebui_port}/  "
+           "(the first account to sign up becomes the admin)")
+    healthy(name="GPU visible, vLLM /health + /v1/models + a chat completion, Open WebUI /health",
+            probe=ctx.probe, timeout=s.verify_timeout_s, recheck=changed, url=url)

@@ -122,7 +122,9 @@ def test_apply_runs_every_non_gpu_step_for_real(host):
     print(f"first apply: {time.monotonic() - t0:.0f} s")
     assert p.returncode == 0, p.stdout[-4000:]
     assert sh(host, "systemctl is-active vllm open-webui").split() == ["active", "active"]
-    assert "Open WebUI: http://" in p.stdout
+    # The URL is printed only after verify's probe passed: after the Verify step's start, never while preparing.
+    url = p.stdout.find("Open WebUI answers at http://")
+    assert url > p.stdout.find("--> Beginning operation run") > 0, p.stdout[-3000:]
 
 
 def test_weights_snapshot_is_at_the_pinned_revision(host):

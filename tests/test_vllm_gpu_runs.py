@@ -45,12 +45,6 @@ def spec(name: str) -> tuning.ModelSpec:
                                         json.loads(q.read_text()) if q.exists() else None)
 
 
-def test_at_least_six_runs_over_four_models_were_recorded():
-    assert len(LOGS) >= 6
-    assert {fixture_for(l).split("-gptq")[0] for l in LOGS} >= {
-        "llama-3-8b-instruct", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "llama-3.2-1b-instruct"}
-
-
 @pytest.mark.parametrize("log", LOGS, ids=lambda p: p.stem)
 def test_v1_planner_matches_each_term_of_the_logged_breakdown(log):
     got = parse(log)

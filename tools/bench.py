@@ -59,6 +59,11 @@ def main() -> None:
     report["noop_rerun_s_median_of_3"] = statistics.median(noop)
     report["trivial_one_op_deploy_s_median_of_3"] = statistics.median(trivial)
     report["noop_over_trivial_ratio"] = round(statistics.median(noop) / statistics.median(trivial), 2)
+    for unit, port in (("vllm", 8000), ("open-webui", 8080)):  # kill -9 -> systemd restarts it -> /health 200
+        t0 = time.monotonic()
+        testhost.ssh(addr, f"kill -9 $(systemctl show -p MainPID --value {unit}) && sleep 1 && until curl -sf "
+                           f"http://127.0.0.1:{port}/health >/dev/null; do sleep 0.5; done", timeout=300)
+        report[f"kill9_{unit}_to_healthy_s"] = round(time.monotonic() - t0, 1)
     t0 = time.monotonic()
     testhost.ssh(addr, "systemctl restart open-webui")  # returns when ExecStartPost saw /health
     report["openwebui_restart_to_healthy_s"] = round(time.monotonic() - t0, 1)
