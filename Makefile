@@ -26,10 +26,10 @@ test-fast: .venv/bin/python  ## fast tier only (seconds)
 	$(PY) -m pytest -q -m "not realhost"
 
 test-host-up: .venv/bin/python host-deps  ## boot the disposable Debian 12 test host and the local model hub
-	$(PY) -m tests.hub up && LLMHOST_HUB_PORT=18090 $(PY) -m tests.testhost up
+	$(PY) -m testing.hub up && LLMHOST_HUB_PORT=18090 $(PY) -m testing.testhost up
 
 test-host-down:
-	$(PY) -m tests.testhost down; $(PY) -m tests.hub down
+	$(PY) -m testing.testhost down; $(PY) -m testing.hub down
 
 bench:           ## boot / apply / no-op timings, peak RAM, systemd-analyze security (a report, not a test)
 	$(PY) tools/bench.py

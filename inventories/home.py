@@ -12,7 +12,7 @@ Override settings here (see the README's table), e.g.::
     hosts = [(address, {"ssh_user": "me", "_sudo": True, "vllm_max_num_seqs": 8})]
 
 With LLMHOST_HOST unset, the target is the local disposable test host (a systemd-nspawn Debian 12 container that
-`make test-host-up` / `python -m tests.testhost up` starts): no GPU, so GPU steps are reported as skipped and vLLM
+`make test-host-up` / `python -m testing.testhost up` starts): no GPU, so GPU steps are reported as skipped and vLLM
 is replaced by a named stand-in. Its connection data is written by the test-host tool to
 .cache/testhost/inventory.json.
 """

@@ -3,7 +3,6 @@ unattended-upgrades, nouveau blacklisted; reboot only when the driver changed.""
 
 from __future__ import annotations
 
-import re
 from io import StringIO
 
 from pyinfra import host
@@ -11,9 +10,10 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
-from operations.facts import AptHolds, DpkgVersion
 from operations.context import Context
+from operations.facts import AptHolds, DpkgVersion
 from operations.shared_ops import gpu_step_applies, held, skipped
+from operations.versions import driver_packages, other_branch_holds
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
 // driver upgrade under a loaded module gives "Driver/library version mismatch").
@@ -27,27 +27,6 @@ Unattended-Upgrade::Package-Blacklist {
 """
 
 NOUVEAU_BLACKLIST = "# llmhost: the NVIDIA driver owns the card\nblacklist nouveau\noptions nouveau modeset=0\n"
-
-
-def userspace_packages(branch: int, flavour: str) -> list[str]:
-    """The user-space driver: held, upgraded only by the deploy (a change under a loaded module breaks NVML)."""
-    open_ = "-open" if flavour == "open" else ""
-    return [f"nvidia-headless-no-dkms-{branch}-server{open_}", f"nvidia-utils-{branch}-server"]
-
-
-def driver_packages(branch: int, flavour: str, modules: str) -> list[str]:
-    """Headless server driver with Ubuntu's prebuilt, signed kernel modules (no DKMS, Secure Boot friendly).
-
-    ``modules`` is the modules metapackage of the running kernel's flavour (versions.modules_package): GA kernels
-    get ...-generic, HWE kernels ...-generic-hwe-24.04 (installing ...-generic there would pull the GA kernel and
-    leave the booted HWE kernel without nvidia.ko). It is not held: it follows the kernel metapackage."""
-    return [*userspace_packages(branch, flavour), modules]
-
-
-def other_branch_holds(holds: list[str], branch: int) -> list[str]:
-    """Held NVIDIA driver packages of another branch (they block a branch change)."""
-    return [p for p in holds if re.match(r"(nvidia-|libnvidia-|linux-modules-nvidia-)", p)
-            and re.search(r"-\d{3}(-server)?(-|$)", p) and not re.search(rf"-{branch}(-server)?(-|$)", p)]
 
 
 def driver_check(utils_package: str) -> str:

@@ -23,8 +23,6 @@ from operations.facts import (DiskFreeMib, DpkgVersion, KernelImages, MemTotalMi
 from operations.settings import Settings, SettingsError
 from operations.tuning import GpuSpec, ModelSpec, PlanError, plan
 
-# Turing (sm_75) and newer can use the open kernel modules; PCI device ids below 0x1e00 are Pascal/Volta or older.
-FIRST_TURING_DEVICE_ID = 0x1E00
 
 
 def _fail(msg: str) -> None:
@@ -96,13 +94,10 @@ def _check() -> Context:
         if smi["version_mismatch"]:
             _fail("nvidia-smi: 'Driver/library version mismatch': the loaded kernel module is older than the "
                   "user-space driver (an upgrade without reboot). Reboot the host, then re-run")
-    flavour = s.nvidia_driver_flavour
-    if flavour == "auto":
-        old = [d for d in pci if int(d["device_id"], 16) < FIRST_TURING_DEVICE_ID]
-        flavour = "proprietary" if old else "open"
-    elif flavour == "open" and any(int(d["device_id"], 16) < FIRST_TURING_DEVICE_ID for d in pci):
-        _fail("nvidia_driver_flavour=open, but this card predates Turing and cannot use the open kernel modules: "
-              "set nvidia_driver_flavour=proprietary (or auto)")
+    try:
+        flavour = versions.driver_flavour(s.nvidia_driver_flavour, [int(d["device_id"], 16) for d in pci])
+    except ValueError as exc:
+        _fail(str(exc))
     secure_boot = host.get_fact(SecureBoot)
     if s.gpu_host and secure_boot == "enabled" and os_id != "ubuntu":
         _fail(f"Secure Boot is on and {os_id} has no prebuilt signed NVIDIA modules (DKMS modules would need a MOK "

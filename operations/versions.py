@@ -171,6 +171,22 @@ def cuda_visible_mib(smi_name: str, smi_mib: int) -> int:
     return smi_mib - 256 - smi_mib // 400
 
 
+# --- The NVIDIA driver's decisions: kernel module flavour, module packages for the running kernel ---------------
+# Turing (sm_75) and newer can use the open kernel modules; PCI device ids below 0x1e00 are Pascal/Volta or older.
+FIRST_TURING_DEVICE_ID = 0x1E00
+
+
+def driver_flavour(setting: str, pci_device_ids: list[int]) -> str:
+    """'open' or 'proprietary' for nvidia_driver_flavour (auto = open unless a card predates Turing)."""
+    old = any(d < FIRST_TURING_DEVICE_ID for d in pci_device_ids)
+    if setting == "auto":
+        return "proprietary" if old else "open"
+    if setting == "open" and old:
+        raise ValueError("nvidia_driver_flavour=open, but this card predates Turing and cannot use the open kernel "
+                         "modules: set nvidia_driver_flavour=proprietary (or auto)")
+    return setting
+
+
 # --- NVIDIA kernel modules for the running kernel (ubuntu-drivers-common, UbuntuDrivers/detect.py: the modules
 # package follows the flavour of the installed linux-image metapackage) ----------------------------------------
 def modules_package(branch: int, flavour: str, running: str, metas: dict[str, str],
@@ -202,3 +218,24 @@ def modules_package(branch: int, flavour: str, running: str, metas: dict[str, st
 def abi_modules_package(branch: int, flavour: str, running: str) -> str:
     """The modules package built for exactly the running kernel (what the metapackage depends on)."""
     return f"linux-modules-nvidia-{branch}-server{'-open' if flavour == 'open' else ''}-{running}"
+
+
+def userspace_packages(branch: int, flavour: str) -> list[str]:
+    """The user-space driver: held, upgraded only by the deploy (a change under a loaded module breaks NVML)."""
+    open_ = "-open" if flavour == "open" else ""
+    return [f"nvidia-headless-no-dkms-{branch}-server{open_}", f"nvidia-utils-{branch}-server"]
+
+
+def driver_packages(branch: int, flavour: str, modules: str) -> list[str]:
+    """Headless server driver with Ubuntu's prebuilt, signed kernel modules (no DKMS, Secure Boot friendly).
+
+    ``modules`` is the modules metapackage of the running kernel's flavour (versions.modules_package): GA kernels
+    get ...-generic, HWE kernels ...-generic-hwe-24.04 (installing ...-generic there would pull the GA kernel and
+    leave the booted HWE kernel without nvidia.ko). It is not held: it follows the kernel metapackage."""
+    return [*userspace_packages(branch, flavour), modules]
+
+
+def other_branch_holds(holds: list[str], branch: int) -> list[str]:
+    """Held NVIDIA driver packages of another branch (they block a branch change)."""
+    return [p for p in holds if re.match(r"(nvidia-|libnvidia-|linux-modules-nvidia-)", p)
+            and re.search(r"-\d{3}(-server)?(-|$)", p) and not re.search(rf"-{branch}(-server)?(-|$)", p)]

@@ -60,7 +60,8 @@ def test_lost_module_is_reported_and_repaired(fake_plan):
 
 
 def test_user_space_held_modules_follow_the_kernel():
-    from operations.nvidia_driver import UNATTENDED_BLACKLIST, driver_packages, userspace_packages
+    from operations.nvidia_driver import UNATTENDED_BLACKLIST
+    from operations.versions import driver_packages, userspace_packages
 
     assert userspace_packages(580, "open") == ["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"]
     pk = driver_packages(580, "open", "linux-modules-nvidia-580-server-open-generic-hwe-24.04")

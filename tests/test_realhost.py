@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from tests import hub, testhost
+from testing import hub, testhost
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.realhost

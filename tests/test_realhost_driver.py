@@ -19,7 +19,8 @@ import sys
 
 import pytest
 
-from tests import aptarchive, hub, testhost
+from testing import hub, testhost
+from tests import aptarchive
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.realhost

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests import hub, testhost
+from testing import hub, testhost
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.realhost

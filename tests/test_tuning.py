@@ -148,7 +148,7 @@ def test_cli_reads_the_model_from_a_hub(tmp_path):
     import subprocess
     import sys
 
-    from tests import hub
+    from testing import hub
 
     proc, st = hub.serve(18091, host="127.0.0.1")
     try:

@@ -15,7 +15,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests import hub, testhost  # noqa: E402
+from testing import hub, testhost  # noqa: E402
 
 
 def timed(fn, *a):

@@ -1,7 +1,7 @@
 """A Hugging Face-compatible hub on this machine for download tests: olah (a real HF mirror server, offline mode)
 serving a small model repo that the tests make as a plain git repository.
 
-    python -m tests.hub up     # writes .cache/hub/state.json: endpoint, repo, commit, pid
+    python -m testing.hub up     # writes .cache/hub/state.json: endpoint, repo, commit, pid
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def down() -> None:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        from tests.testhost import wait_gone
+        from testing.testhost import wait_gone
 
         wait_gone(pid, 10)  # its port must be free for the next up
         f.unlink()

@@ -1,7 +1,7 @@
 """The disposable test host: Debian 12 from debootstrap, booted with systemd-nspawn behind a private veth pair.
 
-    python -m tests.testhost up [N]     # boot N hosts (default 1), write .cache/testhost/inventory.json
-    python -m tests.testhost down       # stop them (by PID) and remove their trees
+    python -m testing.testhost up [N]     # boot N hosts (default 1), write .cache/testhost/inventory.json
+    python -m testing.testhost down       # stop them (by PID) and remove their trees
 
 It is a real systemd host reached over SSH: sshd inside, the project's key injected at each boot, apt and pip
 going out through a tinyproxy started on the host side of the veth, the host's CA certificates copied in (outbound
@@ -30,7 +30,7 @@ PACKAGES = ["systemd", "systemd-sysv", "openssh-server", "python3", "python3-ven
             "ca-certificates", "procps"]
 SUBNET = "10.213.{n}"
 PROXY_PORT = 8888
-STANDIN = REPO / "tests" / "standin"
+STANDIN = REPO / "testing" / "standin"
 
 
 def run(*cmd: str, **kw) -> subprocess.CompletedProcess:
