@@ -67,4 +67,4 @@ def ensure(ctx: Context):
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     fetch = f"{prefix} {fetcher} {s.model_repo} {ctx.model_commit} {ctx.snapshot_marker}"
     return snapshot(name=f"Weights {s.model_repo}@{ctx.model_commit[:12]}", marker=ctx.snapshot_marker,
-                    fetch=fetch, owner="llmhost-vllm", cache_dir=f"{ctx.models_dir}/hub").will_change
+                    fetch=fetch, owner="llmhost-vllm", cache_dir=f"{ctx.models_dir}/hub")

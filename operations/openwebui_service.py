@@ -7,6 +7,7 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context
@@ -45,7 +46,8 @@ def unit_vars(ctx: Context) -> dict:
 
 
 @deploy("Open WebUI service")
-def ensure(ctx: Context):
+def ensure(ctx: Context) -> list:
+    """Returns the operations whose change means Open WebUI restarted (verify waits for it then)."""
     s = ctx.s
     files.directory(name="Open WebUI data (kept across upgrades)", path=f"{s.data_root}/open-webui",
                     user="llmhost-webui", group="llmhost-webui", mode="750")
@@ -55,12 +57,15 @@ def ensure(ctx: Context):
                             uv=ctx.uv, requirements=[f"open-webui=={s.openwebui_version}",
                                                      *s.openwebui_extra_requirements],
                             index_url=s.pip_index_url, find_links=s.pip_find_links, env=ctx.download_env)
-    env = files.template(create_remote_dir=False, name="Open WebUI environment (no secrets)", src=template("open-webui.env.j2"),
-                         dest=f"{s.config_root}/open-webui.env", mode="644", **env_vars(ctx))
+    env = files.template(create_remote_dir=False, name="Open WebUI environment (no secrets)",
+                         src=template("open-webui.env.j2"), dest=f"{s.config_root}/open-webui.env", mode="644",
+                         **env_vars(ctx))
     unit = files.template(create_remote_dir=False, name="open-webui.service", src=template("open-webui.service.j2"),
                           dest="/etc/systemd/system/open-webui.service", mode="644", **unit_vars(ctx))
-    changed = unit.will_change or env.will_change or venv.will_change or secret.will_change
-    systemd.service(name="Open WebUI running (restarted only when its unit, env or venv changed)",
-                    service="open-webui.service", running=True, enabled=True, daemon_reload=unit.will_change,
-                    restarted=changed)
-    return changed
+    changes = [secret, venv, env, unit]
+    systemd.daemon_reload(name="Reload systemd (open-webui.service changed)", _if=unit.did_change)
+    systemd.service(name="Open WebUI restarted (only when its unit, env, secret or venv changed)",
+                    service="open-webui.service", running=True, restarted=True, _if=any_changed(*changes))
+    systemd.service(name="Open WebUI running and enabled", service="open-webui.service", running=True,
+                    enabled=True)
+    return changes

@@ -7,6 +7,7 @@ import json
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, deploy, operation
+from pyinfra.operations.util import any_changed
 
 from operations.context import Context
 
@@ -58,11 +59,13 @@ def healthy(probe: str, timeout: int, recheck: bool = False, url: str | None = N
 
 
 @deploy("Verify")
-def ensure(ctx: Context, changed: bool):
+def ensure(ctx: Context, changes: list):
     s = ctx.s
     address = host.data.get("ssh_hostname") or host.name
     where = address if s.openwebui_host not in ("127.0.0.1", "::1") else f"{address} (loopback: ssh -L)"
     url = (f"{host.print_prefix}Open WebUI answers at http://{where}:{s.openwebui_port}/  "
            "(the first account to sign up becomes the admin)")
     healthy(name="GPU visible, vLLM /health + /v1/models + a chat completion, Open WebUI /health",
-            probe=ctx.probe, timeout=s.verify_timeout_s, recheck=changed, url=url)
+            probe=ctx.probe, timeout=s.verify_timeout_s, url=url)
+    healthy(name="The same again after this run's changes (a service restarted)", probe=ctx.probe,
+            timeout=s.verify_timeout_s, recheck=True, url=url, _if=any_changed(*changes))

@@ -8,6 +8,7 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context
@@ -78,28 +79,30 @@ def unit_vars(ctx: Context) -> dict:
 
 
 @deploy("vLLM service")
-def ensure(ctx: Context, weights_changed: bool = False):
+def ensure(ctx: Context, weights=None) -> list:
+    """Returns the operations whose change means vLLM restarted (verify waits for it then)."""
     s = ctx.s
     root = f"{s.install_root}/vllm"
     files.directory(name="vLLM state directory", path=f"{s.data_root}/vllm", user="llmhost-vllm",
                     group="llmhost-vllm", mode="750")
-    keys = api_key(name="API key (generated on the host, root-only)", config_root=s.config_root)
+    changes = [api_key(name="API key (generated on the host, root-only)", config_root=s.config_root)]
     if s.vllm_exec_start_override:
-        venv_changed = False
         skipped(name="vLLM venv (skipped: stand-in)",
                 reason="vllm_exec_start_override is set (GPU-less test host): vLLM itself is not installed")
     else:
-        venv = python_venv.venv(
+        changes.append(python_venv.venv(
             name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python_version, uv=ctx.uv,
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
-            env=ctx.download_env, extra_args=uv_cutoffs(s))
-        venv_changed = venv.will_change
-    env = files.template(create_remote_dir=False, name="vLLM environment (no secrets)", src=template("vllm.env.j2"),
-                         dest=f"{s.config_root}/vllm.env", mode="644", **env_vars(ctx))
+            env=ctx.download_env, extra_args=uv_cutoffs(s)))
+    changes.append(files.template(create_remote_dir=False, name="vLLM environment (no secrets)",
+                                  src=template("vllm.env.j2"), dest=f"{s.config_root}/vllm.env", mode="644",
+                                  **env_vars(ctx)))
     unit = files.template(create_remote_dir=False, name="vllm.service", src=template("vllm.service.j2"),
                           dest="/etc/systemd/system/vllm.service", mode="644", **unit_vars(ctx))
-    changed = unit.will_change or env.will_change or keys.will_change or venv_changed or weights_changed
-    systemd.service(name="vLLM running (restarted only when its unit, env, venv or weights changed)",
-                    service="vllm.service", running=True, enabled=True, daemon_reload=unit.will_change,
-                    restarted=changed)
-    return changed
+    changes += [unit] + ([weights] if weights is not None else [])
+    # Decided at execution time (`_if`), so a no-op run evaluates each operation once.
+    systemd.daemon_reload(name="Reload systemd (vllm.service changed)", _if=unit.did_change)
+    systemd.service(name="vLLM restarted (only when its unit, env, key, venv or weights changed)",
+                    service="vllm.service", running=True, restarted=True, _if=any_changed(*changes))
+    systemd.service(name="vLLM running and enabled", service="vllm.service", running=True, enabled=True)
+    return changes
