@@ -46,12 +46,16 @@ def ensure(ctx: Context):
     s = ctx.s
     if not gpu_step_applies(ctx, "Container toolkit"):
         return
-    # pyinfra's own keyring and deb822 operations (the flat repository: suite "/", no components).
-    key = apt.key(name="nvidia-container-toolkit signing key", src=f"{BASE}/gpgkey", dest=KEYRING,
-                  _env=ctx.download_env)
-    repo = apt.sources_file(name="nvidia-container-toolkit repo", filename="nvidia-container-toolkit",
-                            types="deb", uris=f"{BASE}/stable/deb/amd64", suites="/", signed_by=KEYRING)
-    apt.update(name="Refresh apt after adding the toolkit repo", _if=any_changed(repo, key))
+    if s.driver_standin_archive:
+        skipped(name="nvidia-container-toolkit repo (skipped: TEST ONLY stand-in archive)",
+                reason="driver_standin_archive: the packages come from the stand-in archive")
+    else:
+        # pyinfra's own keyring and deb822 operations (the flat repository: suite "/", no components).
+        key = apt.key(name="nvidia-container-toolkit signing key", src=f"{BASE}/gpgkey", dest=KEYRING,
+                      _env=ctx.download_env)
+        repo = apt.sources_file(name="nvidia-container-toolkit repo", filename="nvidia-container-toolkit",
+                                types="deb", uris=f"{BASE}/stable/deb/amd64", suites="/", signed_by=KEYRING)
+        apt.update(name="Refresh apt after adding the toolkit repo", _if=any_changed(repo, key))
     if s.container_toolkit_version:
         pinned_and_held(name=f"Container toolkit {s.container_toolkit_version} (four packages together, held)",
                         packages=PACKAGES, version=s.container_toolkit_version)

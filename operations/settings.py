@@ -109,7 +109,8 @@ class Settings(BaseModel):
     vllm_min_concurrency: float = Field(2.0, gt=0, description="Full-length sequences the KV cache must hold.")
     driver_standin_archive: str | None = Field(
         None, description="TEST ONLY: URL of a stand-in NVIDIA apt archive (tests/aptarchive.py) that lets the "
-        "driver step run with real apt on the GPU-less Debian test host; there nothing is loaded or rebooted.")
+        "driver, CUDA (runfile) and container-toolkit steps run with real apt on the GPU-less Debian test host "
+        "(NVIDIA's own repositories are not added; nothing is loaded or rebooted).")
     vllm_exec_start_override: str | None = Field(
         None, description="TEST ONLY: ExecStart for a GPU-less host (an OpenAI-compatible stand-in); may use "
         "{host} {port} {model} {served_model_name} {flags} (the planner's flags).")

@@ -71,3 +71,40 @@ def index(archive: Path) -> None:
                               "-o", "APT::FTPArchive::Release::Suite=llmhost-standin", "release", "."],
                              cwd=archive, check=True, capture_output=True, text=True).stdout
     (archive / "Release").write_text(release)
+
+
+TOOLKIT = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
+           "libnvidia-container1"]
+
+
+def container_toolkit(pool: Path, version: str) -> None:
+    """The four packages, each depending on the others at exactly the same version (they move together)."""
+    for name in TOOLKIT:
+        others = ", ".join(f"{o} (= {version})" for o in TOOLKIT if o != name and o != "nvidia-container-toolkit")
+        deb(pool, name, version, depends=others if name == "nvidia-container-toolkit" else "")
+
+
+RUNFILE = """#!/bin/sh
+# llmhost STAND-IN for NVIDIA's CUDA 12.1.1 runfile (tests/aptarchive.py): not NVIDIA's code. Like the real one it
+# refuses gcc newer than 12 unless --override is given, and with --toolkit installs into --toolkitpath.
+for a in "$@"; do case "$a" in --toolkitpath=*) p=${a#--toolkitpath=};; esac; done
+case " $* " in *" --override "*) ;; *) echo "Failed to verify gcc version. See log (stand-in)"; exit 1;; esac
+[ -n "$p" ] || exit 2
+mkdir -p "$p/bin" && printf '#!/bin/sh\necho "Cuda compilation tools, release 12.1 (stand-in)"\n' > "$p/bin/nvcc"
+chmod 755 "$p/bin/nvcc"
+"""
+
+
+def cuda_runfile(root: Path) -> str:
+    """NVIDIA's layout: <root>/cuda/12.1.1/local_installers/<runfile> and .../docs/sidebar/md5sum.txt.
+    Returns the runfile's path under root (the URL path)."""
+    import hashlib
+
+    name = "cuda_12.1.1_530.30.02_linux.run"
+    run = root / "cuda/12.1.1/local_installers" / name
+    run.parent.mkdir(parents=True, exist_ok=True)
+    run.write_text(RUNFILE)
+    md5 = root / "cuda/12.1.1/docs/sidebar/md5sum.txt"
+    md5.parent.mkdir(parents=True, exist_ok=True)
+    md5.write_text(f"{hashlib.md5(RUNFILE.encode()).hexdigest()}  {name}\n")
+    return f"cuda/12.1.1/local_installers/{name}"

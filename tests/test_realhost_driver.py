@@ -44,9 +44,11 @@ def env(tmp_path_factory):
                               start_new_session=True)
     # Test prerequisites from Debian (through the harness's proxy), then only the deploy's own apt proxy remains.
     sh(h, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-          "unattended-upgrades kmod >/dev/null && rm /etc/apt/apt.conf.d/99llmhost-proxy")
+          "unattended-upgrades kmod curl >/dev/null && rm /etc/apt/apt.conf.d/99llmhost-proxy")  # curl: base does it
     running = sh(h, "uname -r").strip()
-    yield {"h": h, "archive": archive, "url": f"http://{h['gateway']}:{HTTP_PORT}/", "running": running}
+    url = f"http://{h['gateway']}:{HTTP_PORT}/"
+    runfile = url + aptarchive.cuda_runfile(archive)  # NVIDIA's URL layout, a named stand-in runfile
+    yield {"h": h, "archive": archive, "url": url, "running": running, "runfile": runfile}
     os.killpg(server.pid, 15)
     server.wait(10)
     testhost.down()
@@ -58,7 +60,10 @@ def sh(h: dict, command: str, check: bool = True) -> str:
 
 
 def deploy(env: dict, **data) -> subprocess.CompletedProcess:
-    data = {"driver_standin_archive": env["url"], **data}
+    # The Hub only on the controller's loopback here (this deploy fetches no weights), so no_proxy holds nothing of
+    # the gateway and the runfile's curl must take the proxy like apt.
+    data = {"driver_standin_archive": env["url"], "cuda_runfile_url": env["runfile"],
+            "hf_endpoint": f"http://127.0.0.1:{hub.PORT}", **data}
     cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py"]
     for k, v in data.items():
         cmd += ["--data", f"{k}={v}"]
@@ -75,7 +80,7 @@ def changes(out: str) -> int:
 
 def installed(env: dict) -> dict[str, str]:
     out = sh(env["h"], "dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n' "
-                       "'linux-*' 'nvidia-*' 2>/dev/null | awk '$1 ~ /^[ih]i/ {print $2, $3}'", check=False)
+                       "'linux-*' 'nvidia-*' 'libnvidia-*' 2>/dev/null | awk '$1 ~ /^[ih]i/ {print $2, $3}'", check=False)
     return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
 
 
@@ -86,6 +91,9 @@ def publish(env: dict, stage: str) -> None:
         aptarchive.kernel(pool, run, "1.0")
         aptarchive.deb(pool, "linux-image-generic", "1.0", depends=f"linux-image-{run}")
         aptarchive.driver(pool, 580, "580.95.05-0ubuntu1", {run: "1.0"}, {"generic": run})
+        aptarchive.container_toolkit(pool, "1.17.5-1")
+    if stage == "toolkit-1.17.8":
+        aptarchive.container_toolkit(pool, "1.17.8-1")
     if stage == "hwe":  # linux-image-generic moves to an older GA kernel; the HWE metapackage owns the running one
         aptarchive.kernel(pool, GA_OLD, "6.8.0-48.48")
         aptarchive.deb(pool, "linux-image-generic", "6.8.0-48.48", depends=f"linux-image-{GA_OLD}")
@@ -118,20 +126,30 @@ def test_ga_kernel_gets_the_ga_modules_package_through_the_proxy(env):
     assert f"linux-modules-nvidia-580-server-open-{env['running']}" in pk
     assert pk["nvidia-utils-580-server"] == "580.95.05-0ubuntu1"
     assert not any("hwe" in name for name in pk)
-    assert sh(env["h"], "apt-mark showhold").split() == ["nvidia-headless-no-dkms-580-server-open",
-                                                         "nvidia-utils-580-server"]
+    holds = sh(env["h"], "apt-mark showhold").split()
+    assert [p for p in holds if "container" not in p] == ["nvidia-headless-no-dkms-580-server-open",
+                                                          "nvidia-utils-580-server"]
+    assert sorted(p for p in holds if "container" in p) == sorted(aptarchive.TOOLKIT)  # newest, held
+    assert pk["nvidia-container-toolkit"] == "1.17.5-1"
     assert sh(env["h"], f"ls /lib/modules/{env['running']}/kernel/nvidia-580srv/").split() == ["nvidia.ko"]
     # apt went through the proxy that the deploy configured (95llmhost-proxy; the harness's own file was removed)
     assert 'Acquire::http::Proxy "http://' in sh(env["h"], "cat /etc/apt/apt.conf.d/95llmhost-proxy")
     log = proxy_log.read_text()[len(before):]
     assert f"{env['h']['gateway']}:{HTTP_PORT}" in log, log[-2000:]
+    # CUDA 12.1 on a non-22.04 host: the runfile (a stand-in that refuses without --override, like NVIDIA's), its
+    # md5 from the list beside it, both fetched through the proxy; installed, marker written.
+    assert "cuda/12.1.1/local_installers/cuda_12.1.1_530.30.02_linux.run" in log, log[-2000:]
+    assert "cuda/12.1.1/docs/sidebar/md5sum.txt" in log, log[-2000:]
+    assert "release 12.1" in sh(env["h"], "/usr/local/cuda-12.1/bin/nvcc")
+    assert sh(env["h"], "test -f /usr/local/cuda-12.1/.llmhost-runfile && echo marker").strip() == "marker"
     assert changes(deploy(env).stdout) == 0
 
 
 def test_hwe_kernel_gets_the_hwe_modules_package_and_only_it(env):
     h = env["h"]
-    sh(h, "apt-mark unhold $(apt-mark showhold) >/dev/null; dpkg --purge $(dpkg-query -W -f='${Package}\\n' "
-          "'linux-modules-nvidia-*' 'nvidia-*' 'linux-image-generic') >/dev/null")
+    sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null; dpkg --purge $(dpkg-query -W "
+          "-f='${Package}\\n' 'linux-modules-nvidia-*' 'nvidia-headless-*' 'nvidia-utils-*' 'nvidia-kernel-common-*' "
+          "'linux-image-generic') >/dev/null")
     publish(env, "hwe")
     sh(h, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-image-generic "
           "linux-image-generic-hwe-24.04 >/dev/null")
@@ -174,6 +192,19 @@ def test_running_kernel_that_lost_its_module_is_reported_and_repaired(env):
     assert changes(deploy(env).stdout) == 0
 
 
+def test_container_toolkit_pin_change_goes_through_the_holds(env):
+    h = env["h"]
+    publish(env, "toolkit-1.17.8")
+    sh(h, "apt-get update -qq")
+    assert "Packages were" not in sh(h, "apt-get install -s nvidia-container-toolkit=1.17.8-1 2>&1", check=False)
+    p = deploy(env, container_toolkit_version="1.17.8-1")
+    assert p.returncode == 0, p.stdout[-4000:]
+    pk = installed(env)
+    assert {name: pk[name] for name in aptarchive.TOOLKIT} == {name: "1.17.8-1" for name in aptarchive.TOOLKIT}
+    assert sorted(x for x in sh(h, "apt-mark showhold").split() if "container" in x) == sorted(aptarchive.TOOLKIT)
+    assert changes(deploy(env, container_toolkit_version="1.17.8-1").stdout) == 0
+
+
 def test_branch_change_goes_through_the_holds(env):
     h = env["h"]
     publish(env, "590")
@@ -184,7 +215,8 @@ def test_branch_change_goes_through_the_holds(env):
     pk = installed(env)
     assert "nvidia-utils-590-server" in pk and "nvidia-utils-580-server" not in pk
     assert "linux-modules-nvidia-590-server-open-generic-hwe-24.04" in pk
-    assert sh(h, "apt-mark showhold").split() == ["nvidia-headless-no-dkms-590-server-open", "nvidia-utils-590-server"]
+    assert [x for x in sh(h, "apt-mark showhold").split() if "container" not in x] == [
+        "nvidia-headless-no-dkms-590-server-open", "nvidia-utils-590-server"]
     # On a real box the reboot that follows boots the new kernel, which has its 590 module. This container keeps
     # running its one kernel, whose 580 module left with the 580 branch: the next run sees that and repairs it.
     second = deploy(env, nvidia_driver_branch=590)
@@ -200,7 +232,8 @@ def _as_me(env: dict, extra_env: dict, **data) -> subprocess.CompletedProcess:
     """The README's route for a real box: LLMHOST_HOST=me@box, LLMHOST_SSH_KEY, LLMHOST_SUDO_PASSWORD."""
     inv = json.loads((REPO / ".cache/testhost/inventory.json").read_text())[0][1]
     settings = {k: v for k, v in inv.items() if not k.startswith("ssh_")}
-    settings.update(driver_standin_archive=env["url"], nvidia_driver_branch=590, **data)
+    settings.update(driver_standin_archive=env["url"], cuda_runfile_url=env["runfile"], nvidia_driver_branch=590,
+                    hf_endpoint=f"http://127.0.0.1:{hub.PORT}", **data)
     cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py",
            "--data", "ssh_known_hosts_file=/dev/null", "--data", "ssh_strict_host_key_checking=no"]
     for k, v in settings.items():
