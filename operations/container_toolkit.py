@@ -11,10 +11,9 @@ from pyinfra.operations import apt, files, server, systemd
 
 from pyinfra.operations.util import any_changed
 
-from operations.facts import AptHolds, DpkgVersion
-from operations.shared_ops import held
 from operations.context import Context
-from operations.shared_ops import gpu_step_applies, skipped
+from operations.facts import AptHolds, DpkgVersion
+from operations.shared_ops import gpu_step_applies, held, skipped
 
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 BASE = "https://nvidia.github.io/libnvidia-container"

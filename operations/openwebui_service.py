@@ -12,6 +12,7 @@ from pyinfra.operations.util import any_changed
 from operations import python_venv
 from operations.context import Context
 from operations.render import template
+from operations.shared_ops import NEW_SECRET
 
 START_TIMEOUT = 600
 
@@ -26,9 +27,8 @@ def session_secret(config_root: str):
     if host.get_fact(File, path=path):
         host.noop("Open WebUI session secret exists (root-only, kept)")
         return
-    gen = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
     yield (f"umask 077 && k=$(sed -n 's/^VLLM_API_KEY=//p' {vllm}) && [ -n \"$k\" ] && "
-           f"{{ [ -s {path} ] || printf 'WEBUI_SECRET_KEY=%s\\nOPENAI_API_KEY=%s\\n' \"$({gen})\" \"$k\" > {path}; }} && "
+           f"{{ [ -s {path} ] || printf 'WEBUI_SECRET_KEY=%s\\nOPENAI_API_KEY=%s\\n' \"$({NEW_SECRET})\" \"$k\" > {path}; }} && "
            f"chmod 600 {path}")
 
 

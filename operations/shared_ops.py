@@ -8,6 +8,9 @@ from pyinfra.api import operation
 from operations.context import Context
 from operations.facts import AptHolds
 
+# A secret made by the host's own CSPRNG inside the command: it never crosses the wire, a command line or a log.
+NEW_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
 
 @operation()
 def skipped(reason: str):

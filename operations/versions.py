@@ -10,16 +10,6 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
-# (first vLLM release of the line, torch, CUDA runtime bundled in the wheels), read from PyPI metadata.
-VLLM_LINES: list[tuple[str, str, str]] = [
-    ("0.4.2", "2.3", "12.1"),
-    ("0.5.4", "2.4.0", "12.1"),
-    ("0.6.4", "2.5.1", "12.4"),
-    ("0.9.0", "2.7", "12.6"),
-    ("0.10.2", "2.8", "12.8"),
-    ("0.20", "2.11", "13.0"),
-]
-
 # Minimum Linux driver for a CUDA runtime (NVIDIA's CUDA toolkit release notes, table 3).
 CUDA_MIN_DRIVER: dict[str, str] = {
     "12.1": "530.30.02",
@@ -41,7 +31,6 @@ class Era:
     vllm: str  # the exact pin
     torch: str  # what its wheel pins
     cuda: str  # CUDA runtime its wheels bundle (the host's CUDA toolkit does not matter to it)
-    min_driver: str  # from cuda, CUDA_MIN_DRIVER
     min_compute_capability: float  # oldest GPU its kernels are built for
     exclude_newer: str  # uv --exclude-newer: its dependencies as of its release
     exclude_newer_package: tuple[tuple[str, str], ...]  # per-package cut-offs past exclude_newer
@@ -51,12 +40,17 @@ class Era:
     requirements: tuple[str, ...]  # besides vllm==pin
     serve_args: tuple[str, ...]  # fixed arguments of this era's api_server
 
+    @property
+    def min_driver(self) -> str:
+        """The oldest Linux driver for its CUDA runtime (CUDA_MIN_DRIVER)."""
+        return CUDA_MIN_DRIVER[self.cuda]
+
 
 ERAS: dict[str, Era] = {e.vllm: e for e in [
     # October 2024, V0 engine, CUDA 12.1 (the newest vLLM of the 12.1 line). Kept: a 530-550 driver box can run it.
     # setuptools: its triton imports it at runtime and uv venvs have none. pyairports 0.0.1 was re-uploaded in
     # 2025, so without its own cut-off the pin does not resolve.
-    Era("0.6.3.post1", "2.4.0", "12.1", "530.30.02", 7.0, "2024-10-20T00:00:00Z",
+    Era("0.6.3.post1", "2.4.0", "12.1", 7.0, "2024-10-20T00:00:00Z",
         (("pyairports", "2026-01-01T00:00:00Z"),), "v0", "vllm-0.6.3.post1-api-server-help.txt", "3.11",
         ("setuptools",), ("--disable-log-requests",)),
     # The default. The newest release that pins the GPU host's torch 2.11.0 (0.20-0.26 do; 0.27+ pin 2.13), so it is
@@ -64,7 +58,7 @@ ERAS: dict[str, Era] = {e.vllm: e for e in [
     # vllm==0.26.0 with --exclude-newer 2026-07-26 and not with 2026-07-25). CUDA 13.0: driver >= 580.65.06 and
     # Turing (sm_75) or newer (CUDA 13 dropped Maxwell, Pascal and Volta). Request logging is off by default
     # (--disable-log-requests no longer exists).
-    Era("0.26.0", "2.11.0", "13.0", "580.65.06", 7.5, "2026-07-27T00:00:00Z", (), "v1",
+    Era("0.26.0", "2.11.0", "13.0", 7.5, "2026-07-27T00:00:00Z", (), "v1",
         "vllm-0.26.0-api-server-help.txt", "3.12", (), ()),
 ]}
 DEFAULT_ERA = "0.26.0"
@@ -79,17 +73,8 @@ def era(vllm_version: str) -> Era:
 
 
 def vllm_cuda(vllm_version: str) -> str:
-    """CUDA runtime that the vLLM wheels of this version bundle."""
-    if vllm_version in ERAS:
-        return ERAS[vllm_version].cuda
-    v = Version(vllm_version)
-    if v < Version(VLLM_LINES[0][0]):
-        raise ValueError(f"vllm_version={vllm_version} predates the supported lines (>= {VLLM_LINES[0][0]})")
-    cuda = VLLM_LINES[0][2]
-    for first, _torch, line_cuda in VLLM_LINES:
-        if v >= Version(first):
-            cuda = line_cuda
-    return cuda
+    """CUDA runtime that the vLLM wheels of this version bundle (its era's)."""
+    return era(vllm_version).cuda
 
 
 def vllm_engine(vllm_version: str) -> str:

@@ -12,7 +12,7 @@ from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context
-from operations.shared_ops import skipped
+from operations.shared_ops import NEW_SECRET, skipped
 from operations.render import template
 
 START_TIMEOUT = 900
@@ -30,8 +30,7 @@ def api_key(config_root: str):
     if host.get_fact(File, path=path):
         host.noop("vLLM API key exists (root-only, kept)")
         return
-    gen = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
-    yield (f"umask 077 && {{ [ -s {path} ] || printf 'VLLM_API_KEY=%s\\n' \"$({gen})\" > {path}; }} && "
+    yield (f"umask 077 && {{ [ -s {path} ] || printf 'VLLM_API_KEY=%s\\n' \"$({NEW_SECRET})\" > {path}; }} && "
            f"chmod 600 {path}")
 
 

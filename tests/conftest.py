@@ -13,6 +13,17 @@ DEFAULT_SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
 PYINFRA = [sys.executable, "-m", "pyinfra"]
 
 
+def require_test_host() -> None:
+    """The real tier needs root and systemd-nspawn: skip on a machine without them, fail in CI."""
+    from testing import testhost
+
+    reason = testhost.why_not()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"real tier cannot run in CI: {reason}")
+        pytest.skip(f"no test host on this machine: {reason}")
+
+
 @pytest.fixture(scope="session")
 def offline_hf_home(tmp_path_factory) -> Path:
     """A controller HF cache holding only the pinned default model's config files (fast tier: no network)."""

@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from testing import hub, testhost
-from tests.conftest import REPO
+from tests.conftest import REPO, require_test_host
 
 pytestmark = pytest.mark.realhost
 RUN_LOGS: list[str] = []  # every pyinfra output of this module, grepped for secrets at the end
@@ -29,11 +29,7 @@ ADMIN = {"name": "Admin", "email": "admin@example.invalid", "password": "a long 
 
 @pytest.fixture(scope="module")
 def host():
-    reason = testhost.why_not()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"real tier cannot run in CI: {reason}")
-        pytest.skip(f"no test host on this machine: {reason}")
+    require_test_host()
     hub.up()
     hosts = testhost.up(1, hub_port=hub.PORT)
     yield hosts[0]

@@ -21,7 +21,7 @@ import pytest
 
 from testing import hub, testhost
 from tests import aptarchive
-from tests.conftest import REPO
+from tests.conftest import REPO, require_test_host
 
 pytestmark = pytest.mark.realhost
 HTTP_PORT = 18097
@@ -31,11 +31,7 @@ NEW = "6.11.0-30-generic"  # the security update that arrives later
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    reason = testhost.why_not()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"real tier cannot run in CI: {reason}")
-        pytest.skip(f"no test host on this machine: {reason}")
+    require_test_host()
     hub.up()
     h = testhost.up(1, hub_port=hub.PORT)[0]
     archive = tmp_path_factory.mktemp("standin-archive")

@@ -8,17 +8,13 @@ import sys
 import pytest
 
 from testing import hub, testhost
-from tests.conftest import REPO
+from tests.conftest import REPO, require_test_host
 
 pytestmark = pytest.mark.realhost
 
 
 def test_two_test_hosts_boot_and_plan_in_parallel():
-    reason = testhost.why_not()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"real tier cannot run in CI: {reason}")
-        pytest.skip(reason)
+    require_test_host()
     hub.up()
     try:
         hosts = testhost.up(2, hub_port=hub.PORT)
