@@ -1,49 +1,26 @@
 """The CUDA toolkit (default 12.1), side by side with whatever CUDA the host already has.
 
 Ubuntu 22.04: NVIDIA's repo (cuda-keyring, checked by dpkg-query) and ``cuda-toolkit-12-1`` (never ``cuda-12-1``,
-which pulls the newest driver). Ubuntu 24.04 has no 12.1 packages: NVIDIA's 12.1.1 runfile, verified against
-NVIDIA's published md5sum list (and ``cuda_runfile_sha256`` when set), installed with ``--toolkit --silent`` into
-/usr/local/cuda-12.1. PATH / LD_LIBRARY_PATH come from /etc/profile.d/llmhost-cuda.sh.
+which pulls the newest driver). Ubuntu 24.04 has no 12.1 packages: NVIDIA's 12.1.1 runfile, fetched by pyinfra's
+``files.download`` against the pinned ``cuda_runfile_sha256`` (through the proxy), installed with
+``--toolkit --silent`` into /usr/local/cuda-12.1; a marker written only on success ends the download/install pair.
+PATH / LD_LIBRARY_PATH come from /etc/profile.d/llmhost-cuda.sh.
 """
 
 from __future__ import annotations
 
-import shlex
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import deploy, operation
+from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt, files, server
 
 from operations.context import Context
 from operations.shared_ops import gpu_step_applies, skipped
 
 REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{dist}/x86_64"
-
-
-@operation()
-def runfile_toolkit(version: str, url: str, prefix: str, sha256: str | None = None, proxy_env: str = ""):
-    """Ensure the toolkit from NVIDIA's runfile is installed at ``prefix`` (marker written only on success)."""
-    marker = f"{prefix}/.llmhost-runfile"
-    if host.get_fact(File, path=marker):
-        host.noop(f"CUDA {version} already installed at {prefix} from the runfile")
-        return
-    name = url.rsplit("/", 1)[1]
-    md5_url = url.split("/local_installers/")[0] + "/docs/sidebar/md5sum.txt"
-    run = f"/var/cache/llmhost/{name}"
-    # NVIDIA publishes an md5 list beside the installers; the line naming this runfile holds its md5.
-    checks = [f"md5=$(curl -fsSL {shlex.quote(md5_url)} | grep -F {name} | grep -oE '[0-9a-f]{{32}}' | head -n1) && "
-              f"[ -n \"$md5\" ] && echo \"$md5  {run}\" | md5sum -c -"]
-    if sha256:
-        checks.append(f"echo '{sha256}  {run}' | sha256sum -c -")
-    # proxy_env is "export ...;": every curl of the command (also the one inside $(...)) sees the proxy and CA.
-    yield (f"{proxy_env}mkdir -p /var/cache/llmhost && curl -fL --retry 3 -C - -o {run} {shlex.quote(url)} && "
-           + " && ".join(f"({c})" for c in checks))
-    # --override: the 12.1 installer refuses gcc > 12 (Ubuntu 24.04 ships 13); a toolkit-only install needs no gcc.
-    yield (f"sh {run} --toolkit --silent --override --no-man-page --toolkitpath={prefix} --tmpdir=/var/cache/llmhost && "
-           f"test -x {prefix}/bin/nvcc && touch {marker} && rm -f {run}")
 
 
 @deploy("CUDA toolkit")
@@ -63,14 +40,21 @@ def ensure(ctx: Context):
         apt.update(name="Refresh apt after adding the CUDA repo", _if=keyring.did_change)
         apt.packages(name=f"Install cuda-toolkit-{dashed} (no driver)", packages=[f"cuda-toolkit-{dashed}"],
                      no_recommends=True)
+    elif host.get_fact(File, path=f"{prefix}/.llmhost-runfile"):
+        skipped(name=f"CUDA {s.cuda_version} from NVIDIA's runfile (installed)",
+                reason=f"CUDA {s.cuda_version} already installed at {prefix} from the runfile")
     else:
-        proxy = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(ctx.download_env.items())
-                        if k.lower() in ("http_proxy", "https_proxy", "no_proxy") or k == "SSL_CERT_FILE")
-        proxy += f"export CURL_CA_BUNDLE={shlex.quote(s.ca_bundle)}; " if s.ca_bundle else ""
-        runfile_toolkit(name=f"Install CUDA {s.cuda_version} from NVIDIA's runfile (no {dashed} debs on "
-                             f"{ctx.os_id} {ctx.os_version})",
-                        version=s.cuda_version, url=s.cuda_runfile_url, prefix=prefix, sha256=s.cuda_runfile_sha256,
-                        proxy_env=proxy)
+        cache = "/var/cache/llmhost"
+        run = f"{cache}/{s.cuda_runfile_url.rsplit('/', 1)[1]}"
+        files.directory(name=f"Download cache {cache}", path=cache, user="root", group="root", mode="700")
+        files.download(name=f"Install CUDA {s.cuda_version} from NVIDIA's runfile (no {dashed} debs on {ctx.os_id} "
+                            f"{ctx.os_version})", src=s.cuda_runfile_url, dest=run, sha256sum=s.cuda_runfile_sha256,
+                       proxy=s.http_proxy or None, temp_dir=cache, _env=ctx.download_env)
+        # --override: the 12.1 installer refuses gcc > 12 (Ubuntu 24.04 ships 13); a toolkit-only install needs no
+        # gcc. The marker is written only when nvcc is there; the 4 GB runfile is removed after.
+        server.shell(name=f"Run the CUDA {s.cuda_version} runfile (toolkit only, into {prefix})", commands=[
+            f"sh {run} --toolkit --silent --override --no-man-page --toolkitpath={prefix} --tmpdir={cache} && "
+            f"test -x {prefix}/bin/nvcc && touch {prefix}/.llmhost-runfile && rm -f {run}"])
     files.put(create_remote_dir=False, name="CUDA on PATH for login shells",
               src=StringIO(f"# llmhost\nexport PATH={prefix}/bin${{PATH:+:$PATH}}\n"
                            f"export LD_LIBRARY_PATH={prefix}/lib64${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n"),

@@ -6,6 +6,7 @@ which stops pyinfra before it executes a single operation on any host.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from pyinfra import host, logger
@@ -56,8 +57,22 @@ def _gpu(s: Settings, smi: dict[str, Any]) -> GpuSpec:
     return declared
 
 
+def no_nagle(connector: Any) -> bool:
+    """TCP_NODELAY on the host's SSH socket. paramiko sets no socket options: each pyinfra command is a few small
+    SSH packets, and Nagle's algorithm holds the second until the server's delayed ACK (40 ms on Linux) - measured
+    ~47 ms per fact on the test host, ~5 ms with this. True when set (an SSH connection), False otherwise."""
+    client = getattr(connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    sock = getattr(transport, "sock", None)
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False  # @local / @fake / a ProxyCommand pipe: nothing to tune
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return True
+
+
 @deploy("Preflight", data_defaults=Settings.defaults())
 def check() -> Context:
+    no_nagle(host.connector)
     try:
         return _check()
     except EOFError:  # pyinfra's sudo prompt (getpass) with no terminal to type into

@@ -71,7 +71,9 @@ class Settings(BaseModel):
     cuda_runfile_url: str = Field(
         "https://developer.download.nvidia.com/compute/cuda/12.1.1/local_installers/cuda_12.1.1_530.30.02_linux.run",
         description="Runfile used on Ubuntu 24.04 (no 12.1 debs there).")
-    cuda_runfile_sha256: str | None = Field(None, description="sha256 of the runfile: an extra check on 24.04 besides NVIDIA's published md5 list, which is always checked.")
+    cuda_runfile_sha256: str = Field(
+        "d74022d41d80105319dfa21beea39b77a5b9919539c0487a05caaf2446d6a70e", pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of cuda_runfile_url (pyinfra's files.download checks it); change both together.")
     container_toolkit_version: str | None = Field(
         None, description="Pin for the four nvidia-container-toolkit packages (e.g. '1.17.8-1'); None = newest, held.")
 

@@ -95,16 +95,13 @@ chmod 755 "$p/bin/nvcc"
 """
 
 
-def cuda_runfile(root: Path) -> str:
-    """NVIDIA's layout: <root>/cuda/12.1.1/local_installers/<runfile> and .../docs/sidebar/md5sum.txt.
-    Returns the runfile's path under root (the URL path)."""
+def cuda_runfile(root: Path) -> tuple[str, str]:
+    """NVIDIA's layout: <root>/cuda/12.1.1/local_installers/<runfile>. Returns the runfile's path under root (the
+    URL path) and its sha256 (the stand-in's, for cuda_runfile_sha256)."""
     import hashlib
 
     name = "cuda_12.1.1_530.30.02_linux.run"
     run = root / "cuda/12.1.1/local_installers" / name
     run.parent.mkdir(parents=True, exist_ok=True)
     run.write_text(RUNFILE)
-    md5 = root / "cuda/12.1.1/docs/sidebar/md5sum.txt"
-    md5.parent.mkdir(parents=True, exist_ok=True)
-    md5.write_text(f"{hashlib.md5(RUNFILE.encode()).hexdigest()}  {name}\n")
-    return f"cuda/12.1.1/local_installers/{name}"
+    return f"cuda/12.1.1/local_installers/{name}", hashlib.sha256(RUNFILE.encode()).hexdigest()

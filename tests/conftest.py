@@ -55,6 +55,25 @@ def fake_plan(offline_hf_home):
     return run
 
 
+@pytest.fixture
+def fake_apply(offline_hf_home):
+    """Execute the whole deploy against a scripted @fake host (pyinfra's fake connector answers every command,
+    scripted or with success): (returncode, the commands it was asked to run, output). Unlike a dry run this
+    evaluates every ``_if`` at execution time, as on a real host."""
+
+    def run(scenario: str, data: dict | None = None):
+        env = {**os.environ, "HF_HOME": str(offline_hf_home), "HF_HUB_OFFLINE": "1", "LLMHOST_FAKE": scenario,
+               "LLMHOST_FAKE_DATA": repr(data or {})}
+        p = subprocess.run(PYINFRA + ["-y", "--debug", "tests/fake_hosts.py", "deploy.py"], cwd=REPO, env=env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+        out = p.stdout + p.stderr
+        marker = f"[fake] simulating command on @fake/{scenario}: "
+        commands = [line.split(marker, 1)[1] for line in out.splitlines() if marker in line]
+        return p.returncode, commands, out
+
+    return run
+
+
 def changed(plan: dict) -> set[str]:
     return {op["name"] for op in plan["plan"] if op["hosts_with_change"]}
 

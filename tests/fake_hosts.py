@@ -30,6 +30,7 @@ def responses(os_id="ubuntu", version="22.04", smi=None, module="", holds=(), de
         "uname -m": ["x86_64"],
         "no_reboot_required": ["no_reboot_required"],
         "uname -s": ["Linux"],
+        "/proc/uptime": ["100"],  # server.reboot compares uptimes around the reboot (executed @fake runs)
         "nvidia-smi --query-gpu": smi_out,
         "/sys/bus/pci/devices": [pci] if pci else [],
         "/proc/driver/nvidia/version": [module] if module else [],

@@ -161,7 +161,7 @@ def test_post_reboot_check_is_planned_only_after_a_reboot(fake_plan):
 def test_no_reboot_without_a_driver_change(fake_plan):
     """A converged driver host: the install is a noop (no apt-get update either) and the reboot is never planned
     outright. pyinfra lists every op with `_if` as a conditional change in a dry run, so which condition guards the
-    reboot is proven by the real tier's zero-change re-runs, not here."""
+    reboot is proven by executing the deploy against the same @fake host (next tests)."""
     from tests.conftest import conditional
 
     rc, plan, out = fake_plan("driver-installed")
@@ -172,3 +172,32 @@ def test_no_reboot_without_a_driver_change(fake_plan):
     assert reboot in names(plan)
     assert reboot not in changed(plan) and reboot in conditional(plan)
     assert "NVIDIA driver | Hold the user-space driver packages" not in changed(plan)
+
+
+REBOOT = "( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &"  # what server.reboot runs (pyinfra 3.10)
+INSTALL = ('DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::="--force-confdef" -o Dpkg::Options::='
+           '"--force-confold" install --no-install-recommends nvidia-headless-no-dkms-580-server-open '
+           'nvidia-utils-580-server linux-modules-nvidia-580-server-open-generic')
+
+
+def test_fresh_host_executes_install_hold_reboot_check_in_that_order(fake_apply):
+    """Executed (not a dry run) against the fresh 22.04 @fake host: every ``_if`` is evaluated as on a real host. The
+    driver is installed and held, the host reboots exactly once, then the driver check runs, then the services."""
+    rc, cmds, out = fake_apply("fresh-2204")
+    assert rc == 0, out[-3000:]
+    assert cmds.count(REBOOT) == 1, [c for c in cmds if "reboot" in c]
+    hold = "apt-mark hold nvidia-headless-no-dkms-580-server-open nvidia-utils-580-server"
+    check = [i for i, c in enumerate(cmds) if c.startswith("loaded=$(sed -n ")]
+    assert len(check) == 1
+    assert cmds.index(INSTALL) < cmds.index(hold) < cmds.index(REBOOT) < check[0] < cmds.index(
+        "systemctl start vllm.service")
+
+
+def test_installed_driver_is_never_reinstalled_or_rebooted(fake_apply):
+    """Executed against the host whose 580 driver came from the debs, is held and loaded: no install, no hold, no
+    reboot, no post-reboot check (an always-true or missing ``_if`` on the reboot fails here)."""
+    rc, cmds, out = fake_apply("driver-installed")
+    assert rc == 0, out[-3000:]
+    assert not [c for c in cmds if "reboot" in c]
+    assert INSTALL not in cmds and not [c for c in cmds if c.startswith("apt-mark hold nvidia-headless")]
+    assert not [c for c in cmds if c.startswith("loaded=$(sed -n ")]

@@ -72,3 +72,25 @@ def test_secret_commands_make_root_only_files_and_share_the_vllm_key(tmp_path):
     assert len(key) >= 40 and f"OPENAI_API_KEY={key}\n" in w and w.startswith("WEBUI_SECRET_KEY=")
     for f in ("vllm.secret.env", "open-webui.secret.env"):
         assert stat.S_IMODE(os.stat(tmp_path / f).st_mode) == 0o600
+
+
+def test_ssh_socket_gets_tcp_nodelay_and_other_connectors_are_left_alone():
+    """preflight.no_nagle: the SSH transport's TCP socket gets TCP_NODELAY (the 4 s no-op needs it, see
+    test_realhost.test_second_apply_reports_zero_changes_within_4s); @local/@fake connectors have no socket."""
+    import socket
+    from types import SimpleNamespace
+
+    from operations.preflight import no_nagle
+
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    try:
+        connector = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: SimpleNamespace(sock=client)))
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # the kernel's default: Nagle on
+        assert no_nagle(connector) is True
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        client.close()
+        server.close()
+    assert no_nagle(SimpleNamespace()) is False  # @fake / @local
+    assert no_nagle(SimpleNamespace(client=SimpleNamespace(get_transport=lambda: None))) is False  # not connected

@@ -151,13 +151,20 @@ def test_openwebui_admin_models_and_chat_through_the_standin(host):
     assert http(base + "/api/v1/auths/signup", {**ADMIN, "email": "eve@example.invalid"})[0] == 403
 
 
-def test_second_apply_reports_zero_changes(host):
-    t0 = time.monotonic()
-    p = pyinfra()
-    print(f"no-op re-run: {time.monotonic() - t0:.1f} s")
-    assert p.returncode == 0, p.stdout[-3000:]
-    ops, changed = totals(p.stdout)
-    assert ops > 20 and changed == 0, p.stdout[-3000:]
+def test_second_apply_reports_zero_changes_within_4s(host):
+    """Issue 13's goal: a no-op re-run in at most 4 s (1.7 s measured here; 4.2 s with Nagle's 40 ms stalls on the
+    SSH socket, which preflight.no_nagle removes). The best of two runs, so one slow moment of the box is not a
+    failure; a no-op changes nothing, so running it twice is harmless."""
+    walls = []
+    for _ in range(2):
+        t0 = time.monotonic()
+        p = pyinfra()
+        walls.append(time.monotonic() - t0)
+        assert p.returncode == 0, p.stdout[-3000:]
+        ops, changed = totals(p.stdout)
+        assert ops > 20 and changed == 0, p.stdout[-3000:]
+    print(f"no-op re-runs: {', '.join(f'{w:.2f}' for w in walls)} s")
+    assert min(walls) <= 4.0, walls
 
 
 def test_changed_vllm_flag_diffs_and_restarts_only_vllm(host):

@@ -43,8 +43,8 @@ def env(tmp_path_factory):
           "unattended-upgrades kmod curl >/dev/null && rm /etc/apt/apt.conf.d/99llmhost-proxy")  # curl: base does it
     running = sh(h, "uname -r").strip()
     url = f"http://{h['gateway']}:{HTTP_PORT}/"
-    runfile = url + aptarchive.cuda_runfile(archive)  # NVIDIA's URL layout, a named stand-in runfile
-    yield {"h": h, "archive": archive, "url": url, "running": running, "runfile": runfile}
+    path, sha256 = aptarchive.cuda_runfile(archive)  # NVIDIA's URL layout, a named stand-in runfile
+    yield {"h": h, "archive": archive, "url": url, "running": running, "runfile": url + path, "sha256": sha256}
     os.killpg(server.pid, 15)
     server.wait(10)
     testhost.down()
@@ -59,7 +59,7 @@ def deploy(env: dict, **data) -> subprocess.CompletedProcess:
     # The Hub only on the controller's loopback here (this deploy fetches no weights), so no_proxy holds nothing of
     # the gateway and the runfile's curl must take the proxy like apt.
     data = {"driver_standin_archive": env["url"], "cuda_runfile_url": env["runfile"],
-            "hf_endpoint": f"http://127.0.0.1:{hub.PORT}", **data}
+            "cuda_runfile_sha256": env["sha256"], "hf_endpoint": f"http://127.0.0.1:{hub.PORT}", **data}
     cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py"]
     for k, v in data.items():
         cmd += ["--data", f"{k}={v}"]
@@ -132,12 +132,28 @@ def test_ga_kernel_gets_the_ga_modules_package_through_the_proxy(env):
     assert 'Acquire::http::Proxy "http://' in sh(env["h"], "cat /etc/apt/apt.conf.d/95llmhost-proxy")
     log = proxy_log.read_text()[len(before):]
     assert f"{env['h']['gateway']}:{HTTP_PORT}" in log, log[-2000:]
-    # CUDA 12.1 on a non-22.04 host: the runfile (a stand-in that refuses without --override, like NVIDIA's), its
-    # md5 from the list beside it, both fetched through the proxy; installed, marker written.
+    # CUDA 12.1 on a non-22.04 host: the runfile (a stand-in that refuses without --override, like NVIDIA's),
+    # fetched through the proxy by files.download against the pinned sha256; installed, marker written, runfile gone.
     assert "cuda/12.1.1/local_installers/cuda_12.1.1_530.30.02_linux.run" in log, log[-2000:]
-    assert "cuda/12.1.1/docs/sidebar/md5sum.txt" in log, log[-2000:]
+    assert sh(env["h"], "ls /var/cache/llmhost").split() == []
     assert "release 12.1" in sh(env["h"], "/usr/local/cuda-12.1/bin/nvcc")
     assert sh(env["h"], "test -f /usr/local/cuda-12.1/.llmhost-runfile && echo marker").strip() == "marker"
+    assert changes(deploy(env).stdout) == 0
+
+
+def test_runfile_with_the_wrong_sha256_is_never_run(env):
+    """A runfile whose sha256 is not the pinned one (a corrupted or swapped download) stops the deploy before it
+    runs: no toolkit, no marker. With the right pin the next run installs it."""
+    h = env["h"]
+    sh(h, "rm -rf /usr/local/cuda-12.1")
+    bad = deploy(env, cuda_runfile_sha256="ab" * 32)
+    assert bad.returncode != 0, bad.stdout[-3000:]
+    assert "SHA256 did not match" in bad.stdout, bad.stdout[-3000:]
+    assert sh(h, "ls /usr/local/cuda-12.1 2>/dev/null; true").strip() == ""
+    good = deploy(env)
+    assert good.returncode == 0, good.stdout[-3000:]
+    assert "release 12.1" in sh(h, "/usr/local/cuda-12.1/bin/nvcc")
+    assert sh(h, "ls /var/cache/llmhost").split() == []
     assert changes(deploy(env).stdout) == 0
 
 
@@ -229,6 +245,7 @@ def _as_me(env: dict, extra_env: dict, **data) -> subprocess.CompletedProcess:
     inv = json.loads((REPO / ".cache/testhost/inventory.json").read_text())[0][1]
     settings = {k: v for k, v in inv.items() if not k.startswith("ssh_")}
     settings.update(driver_standin_archive=env["url"], cuda_runfile_url=env["runfile"], nvidia_driver_branch=590,
+                    cuda_runfile_sha256=env["sha256"],
                     hf_endpoint=f"http://127.0.0.1:{hub.PORT}", **data)
     cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py",
            "--data", "ssh_known_hosts_file=/dev/null", "--data", "ssh_strict_host_key_checking=no"]
@@ -257,3 +274,4 @@ def test_non_root_user_whose_sudo_needs_a_password(env):
     assert "Traceback" not in missing.stdout, missing.stdout[-3000:]
     assert "sudo asks for a password and there is no terminal to type it: export LLMHOST_SUDO_PASSWORD" \
         in missing.stdout, missing.stdout[-3000:]
+

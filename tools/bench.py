@@ -5,8 +5,10 @@ systemd-analyze security exposure of each unit. Run as root: python tools/bench.
 """
 
 import json
+import os
 import subprocess
 import sys
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -24,9 +26,10 @@ def timed(fn, *a):
     return out, time.monotonic() - t0
 
 
-def deploy(deploy_file: str = "deploy.py") -> str:
+def deploy(deploy_file: str = "deploy.py", nodelay: bool = False) -> str:
+    env = {**os.environ, "LLMHOST_BENCH_NODELAY": "1" if nodelay else "0"}
     p = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", deploy_file], cwd=ROOT,
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
     if p.returncode:
         raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
     return p.stdout + p.stderr
@@ -52,13 +55,15 @@ def main() -> None:
     _, report["first_apply_s"] = timed(deploy)
     done.set()
     report["peak_ram_used_gib_during_apply"] = round(peak[0] / 2**30, 2)
-    import statistics
 
-    noop = [timed(deploy)[1] for _ in range(3)]
-    trivial = [timed(deploy, "tools/trivial_deploy.py")[1] for _ in range(3)]
-    report["noop_rerun_s_median_of_3"] = statistics.median(noop)
-    report["trivial_one_op_deploy_s_median_of_3"] = statistics.median(trivial)
-    report["noop_over_trivial_ratio"] = round(statistics.median(noop) / statistics.median(trivial), 2)
+    noop = statistics.median(timed(deploy)[1] for _ in range(5))
+    trivial = statistics.median(timed(deploy, "tools/trivial_deploy.py")[1] for _ in range(5))
+    trivial_nd = statistics.median(timed(deploy, "tools/trivial_deploy.py", True)[1] for _ in range(5))
+    report["noop_rerun_s_median_of_5"] = noop
+    report["trivial_one_op_deploy_s_median_of_5 (stock pyinfra)"] = trivial
+    report["trivial_one_op_deploy_s_median_of_5 (with TCP_NODELAY)"] = trivial_nd
+    report["noop_over_trivial_ratio (stock)"] = round(noop / trivial, 2)
+    report["noop_over_trivial_ratio (same transport)"] = round(noop / trivial_nd, 2)
     for unit, port in (("vllm", 8000), ("open-webui", 8080)):  # kill -9 -> systemd restarts it -> /health 200
         t0 = time.monotonic()
         testhost.ssh(addr, f"kill -9 $(systemctl show -p MainPID --value {unit}) && sleep 1 && until curl -sf "
