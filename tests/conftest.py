@@ -24,6 +24,21 @@ def require_test_host() -> None:
         pytest.skip(f"no test host on this machine: {reason}")
 
 
+def http(url: str, data: dict | None = None, token: str | None = None, timeout: int = 60):
+    """One HTTP call to a test host: (status, JSON body) or (status, text) when the body is not JSON. Never through
+    a proxy of the environment (the test hosts are local)."""
+    import requests
+
+    with requests.Session() as session:
+        session.trust_env = False
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = session.request("POST" if data is not None else "GET", url, json=data, headers=headers, timeout=timeout)
+    try:
+        return r.status_code, r.json() if r.content else None
+    except ValueError:
+        return r.status_code, r.text
+
+
 @pytest.fixture(scope="session")
 def offline_hf_home(tmp_path_factory) -> Path:
     """A controller HF cache holding only the pinned default model's config files (fast tier: no network)."""

@@ -14,13 +14,11 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from testing import hub, testhost
-from tests.conftest import REPO, require_test_host
+from tests.conftest import REPO, http, require_test_host
 
 pytestmark = pytest.mark.realhost
 RUN_LOGS: list[str] = []  # every pyinfra output of this module, grepped for secrets at the end
@@ -61,18 +59,6 @@ def totals(out: str) -> tuple[int, int]:
 
 def sh(h: dict, command: str, check: bool = True) -> str:
     return testhost.ssh(h["address"], command, check=check).stdout
-
-
-def http(url: str, data: dict | None = None, token: str | None = None, timeout: int = 60):
-    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def host_state(h: dict) -> str:
