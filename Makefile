@@ -34,4 +34,7 @@ test-host-down:
 bench:           ## boot / apply / no-op timings, peak RAM, systemd-analyze security (a report, not a test)
 	$(PY) tools/bench.py
 
-.PHONY: venv host-deps deploy plan test test-fast test-host-up test-host-down bench
+bench-fleet:     ## fleet (3 hosts) apply / no-op against one host, in one run (a report, not a test)
+	$(PY) tools/bench_fleet.py
+
+.PHONY: venv host-deps deploy plan test test-fast test-host-up test-host-down bench bench-fleet

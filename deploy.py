@@ -4,12 +4,13 @@
     pyinfra inventories/home.py deploy.py --dry --diff   # show what would change
 
 deploy.py only composes the components, in the order of the product: downloads (proxy, CA), base (users,
-directories, tools, probe), NVIDIA driver, CUDA, container toolkit, weights, vLLM, Open WebUI, verify.
-Preflight validates every setting and plans vLLM's flags before any change.
+directories, tools, probe), NVIDIA driver, CUDA, container toolkit, weights, vLLM, vLLM's firewall (fleets), the
+router (fleets), Open WebUI, verify. Preflight validates every setting, the fleet, and plans vLLM's flags before any
+change; each host plays the roles its inventory groups give it (operations/fleet.py).
 """
 
 from operations import (base, container_toolkit, cuda_toolkit, download_proxy, model_weights, nvidia_driver,
-                        openwebui_service, preflight, verify, vllm_service)
+                        openwebui_service, preflight, router_service, verify, vllm_firewall, vllm_service)
 
 ctx = preflight.check()
 download_proxy.ensure(ctx)
@@ -19,5 +20,7 @@ cuda_toolkit.ensure(ctx)
 container_toolkit.ensure(ctx)
 weights = model_weights.ensure(ctx)
 vllm_changes = vllm_service.ensure(ctx, weights=weights)
+vllm_firewall.ensure(ctx)
+router_changes = router_service.ensure(ctx)
 webui_changes = openwebui_service.ensure(ctx)
-verify.ensure(ctx, changes=vllm_changes + webui_changes)
+verify.ensure(ctx, changes=vllm_changes + router_changes + webui_changes)

@@ -14,10 +14,18 @@ USERS = {"llmhost-vllm": "vllm", "llmhost-webui": "open-webui"}  # user -> its d
 
 
 def probe_vars(ctx: Context) -> dict:
+    """What the probe checks on this host: the OpenAI API clients use here (the router on a routed UI host, else
+    vLLM), with the key from its root-only file; Open WebUI where it runs; the GPU where vLLM runs on one."""
     s = ctx.s
-    return dict(vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port,
+    if ctx.routed:
+        api, health, key_file, key_var = (f"http://127.0.0.1:{s.router_port}", "/health/liveliness",
+                                          f"{s.config_root}/router.secret.env", "LITELLM_MASTER_KEY")
+    else:
+        api, health, key_file, key_var = (f"http://{ctx.connect(s.vllm_host)}:{s.vllm_port}", "/health",
+                                          f"{s.config_root}/vllm.secret.env", "VLLM_API_KEY")
+    return dict(api=api, api_health=health, key_file=key_file, key_var=key_var, webui=ctx.serves_webui,
                 webui_connect=ctx.connect(s.openwebui_host), webui_port=s.openwebui_port,
-                served_model_name=s.served_model_name, gpu_host=s.gpu_host, config_root=s.config_root)
+                served_model_name=s.served_model_name, gpu_host=s.gpu_host and ctx.serves_vllm)
 
 
 @deploy("Base")
@@ -27,12 +35,14 @@ def ensure(ctx: Context):
                  packages=["python3-venv", "ca-certificates", "curl"], no_recommends=True,
                  update=True, cache_time=86400, _env=ctx.download_env)
     for user, home in USERS.items():
+        if (home == "vllm" and not ctx.serves_vllm) or (home == "open-webui" and not ctx.serves_webui):
+            continue  # a fleet host without that role
         server.group(name=f"Group {user}", group=user, system=True)
         server.user(name=f"System user {user}", user=user, group=user, system=True, home=f"{s.data_root}/{home}",
                     create_home=False, shell="/usr/sbin/nologin")
     for path, owner, mode in [(s.install_root, "root", "755"), (f"{s.install_root}/bin", "root", "755"),
-                              (s.data_root, "root", "755"), (ctx.models_dir, "llmhost-vllm", "750"),
-                              (s.config_root, "root", "700")]:
+                              (s.data_root, "root", "755"), (s.config_root, "root", "700")] + (
+                             [(ctx.models_dir, "llmhost-vllm", "750")] if ctx.serves_vllm else []):
         files.directory(name=f"Directory {path}", path=path, user=owner, group=owner, mode=mode)
     pip.virtualenv(name="Tools venv (uv, huggingface_hub)", path=ctx.tools, venv=True, python="python3",
                    _env=ctx.download_env)

@@ -32,6 +32,22 @@ class Context:
     modules_package: str = ""  # the NVIDIA modules metapackage for the running kernel's flavour
     running_kernel: str = ""
     kernel_missing_module: str = ""  # the ABI modules package to install when the running kernel has no nvidia.ko
+    roles: frozenset = frozenset({"vllm", "webui"})  # from the inventory groups (operations/fleet.py)
+    backends: list = field(default_factory=list)  # fleet.Backend: the vLLM hosts this UI host sends to
+    clients: list = field(default_factory=list)  # other hosts' addresses this GPU host's vLLM admits
+
+    @property
+    def serves_vllm(self) -> bool:
+        return "vllm" in self.roles
+
+    @property
+    def serves_webui(self) -> bool:
+        return "webui" in self.roles
+
+    @property
+    def routed(self) -> bool:
+        """This UI host sends to other hosts' vLLM: a router (LiteLLM) stands between Open WebUI and them."""
+        return self.serves_webui and any(not b.local for b in self.backends)
 
     @property
     def ubuntu(self) -> bool:

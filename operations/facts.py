@@ -346,3 +346,25 @@ class SnapshotFiles(FactBase):
 
     def process(self, output):
         return first_line(output) or "absent"
+
+
+class EnvValuesMatch(FactBase):
+    """Whether two env files on the host hold the same value for their variables, compared on the host so that no
+    value leaves it: ``match``, ``differ`` (both set, different) or ``missing`` (either file or variable absent).
+
+    Sample output::
+
+        differ
+    """
+
+    @staticmethod
+    def default():
+        return "missing"
+
+    def command(self, path_a: str, var_a: str, path_b: str, var_b: str) -> str:
+        return (f"a=$(sed -n 's/^{var_a}=//p' {path_a} 2>/dev/null); b=$(sed -n 's/^{var_b}=//p' {path_b} 2>/dev/null); "
+                "if [ -z \"$a\" ] || [ -z \"$b\" ]; then echo missing; elif [ \"$a\" = \"$b\" ]; then echo match; "
+                "else echo differ; fi")
+
+    def process(self, output):
+        return first_line(output) or "missing"

@@ -6,34 +6,18 @@ already resolved on the controller by preflight, so an unknown repo never reache
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
-from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, deploy, operation
-from pyinfra.facts.files import File, Sha256File
+from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
 from operations.facts import SnapshotFiles
 from operations.context import Context
 from operations.render import template
+from operations.shared_ops import secret_file, skipped
 
-
-
-@operation()
-def secret_file(path: str, content: str):
-    """Ensure a root-only (0600) file holds ``content``, compared by sha256: the value never reaches a command
-    line, a diff or pyinfra's output."""
-    want = hashlib.sha256(content.encode()).hexdigest()
-    info = host.get_fact(File, path=path)
-    if info and host.get_fact(Sha256File, path=path) == want and info.get("mode") == 600:
-        host.noop(f"{path} is current (root-only)")
-        return
-    yield f"install -d -m 700 {os.path.dirname(path)} && touch {path} && chmod 600 {path}"
-    yield FileUploadCommand(StringIO(content), path, remote_temp_filename=None)
-    yield f"chown root:root {path} && chmod 600 {path}"
 
 
 @operation()
@@ -56,6 +40,9 @@ def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
 @deploy("Model weights")
 def ensure(ctx: Context):
     s = ctx.s
+    if not ctx.serves_vllm:
+        skipped(name="Weights (skipped: a UI host of the fleet)", reason="this host serves no vLLM: no weights here")
+        return None
     token = os.environ.get(s.hf_token_env)
     if token:
         secret_file(name="HF token (root-only)", path=f"{s.config_root}/hf-token", content=token + "\n")

@@ -1,41 +1,91 @@
 """Open WebUI under systemd: its own user and venv, data under data_root (never touched by upgrades), the vLLM
-backend through OPENAI_API_BASE_URL, offline settings, auth on and signup limited to the first admin."""
+backend through OPENAI_API_BASE_URL, offline settings, auth on and signup limited to the first admin. Its data is
+backed up (SQLite's online backup API + uploads, into data_root/backups) before every change of its venv and by a
+timer; ``llmhost-webui-backup restore NAME`` puts one back."""
 
 from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
-from pyinfra.facts.files import File
+from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context
 from operations.render import template
-from operations.shared_ops import NEW_SECRET
+from operations.facts import EnvValuesMatch
+from operations.shared_ops import NEW_SECRET, skipped
 
 START_TIMEOUT = 600
 
 
 @operation()
-def session_secret(config_root: str):
-    """Generate Open WebUI's WEBUI_SECRET_KEY once, on the host, into a root-only env file, with vLLM's API key
-    (OPENAI_API_KEY) copied from vLLM's file on the host.
+def session_secret(config_root: str, key_file: str, key_var: str):
+    """Generate Open WebUI's WEBUI_SECRET_KEY once, on the host, into a root-only env file, with the key of the API
+    it talks to (OPENAI_API_KEY) copied from that API's own root-only file on the host; when that key changed (a
+    box that became a fleet's UI host) only OPENAI_API_KEY is rewritten. No value leaves the host.
 
-    + config_root: where ``open-webui.secret.env`` and ``vllm.secret.env`` live (0600 root)"""
-    path, vllm = f"{config_root}/open-webui.secret.env", f"{config_root}/vllm.secret.env"
-    if host.get_fact(File, path=path):
-        host.noop("Open WebUI session secret exists (root-only, kept)")
+    + config_root: where ``open-webui.secret.env`` lives (0600 root)
+    + key_file: the API's root-only env file (vLLM's, or the router's)
+    + key_var: the variable holding the key there (VLLM_API_KEY, LITELLM_MASTER_KEY)"""
+    path = f"{config_root}/open-webui.secret.env"
+    state = host.get_fact(EnvValuesMatch, path_a=path, var_a="OPENAI_API_KEY", path_b=key_file, var_b=key_var)
+    if state == "match":
+        host.noop("Open WebUI session secret exists (root-only, kept) and holds the API's current key")
         return
-    yield (f"umask 077 && k=$(sed -n 's/^VLLM_API_KEY=//p' {vllm}) && [ -n \"$k\" ] && "
+    read = f"k=$(sed -n 's/^{key_var}=//p' {key_file}) && [ -n \"$k\" ]"
+    if state == "differ":
+        yield (f"umask 077 && {read} && sed -i '/^OPENAI_API_KEY=/d' {path} && "
+               f"printf 'OPENAI_API_KEY=%s\\n' \"$k\" >> {path} && chmod 600 {path}")
+        return
+    yield (f"umask 077 && {read} && "
            f"{{ [ -s {path} ] || printf 'WEBUI_SECRET_KEY=%s\\nOPENAI_API_KEY=%s\\n' \"$({NEW_SECRET})\" \"$k\" > {path}; }} && "
            f"chmod 600 {path}")
 
 
+@operation()
+def backed_up_before_upgrade(script: str, root: str, wanted: str, db: str, reason: str):
+    """Ensure Open WebUI's data is backed up before its venv changes: a backup is taken when ``<root>/current``
+    points elsewhere than ``wanted`` and a database exists (a first install has nothing to back up).
+
+    + script: the backup tool on the host (llmhost-webui-backup)
+    + root: Open WebUI's venv root (holding the ``current`` link)
+    + wanted: the venv this run switches to
+    + db: Open WebUI's SQLite database
+    + reason: the word in the backup's name (e.g. ``before-0.12.4``)"""
+    link = host.get_fact(Link, path=f"{root}/current")
+    current = link.get("link_target", "") if link else ""
+    if current == wanted:
+        host.noop("Open WebUI's venv stays: no upgrade, no backup needed")
+        return
+    if not current or not host.get_fact(File, path=db):
+        host.noop("no Open WebUI database yet: nothing to back up")
+        return
+    yield f"runuser -u llmhost-webui -- {script} backup --reason {reason}"
+
+
+def api(ctx: Context) -> tuple[str, str, str]:
+    """The OpenAI API Open WebUI talks to: (base URL, key file, key variable): the router when this UI host sends to
+    other hosts' vLLM, else the local vLLM."""
+    s = ctx.s
+    if ctx.routed:
+        return f"http://127.0.0.1:{s.router_port}/v1", f"{s.config_root}/router.secret.env", "LITELLM_MASTER_KEY"
+    return (f"http://{ctx.connect(s.vllm_host)}:{s.vllm_port}/v1", f"{s.config_root}/vllm.secret.env",
+            "VLLM_API_KEY")
+
+
 def env_vars(ctx: Context) -> dict:
     s = ctx.s
-    return dict(config_root=s.config_root, data_root=s.data_root, vllm_connect=ctx.connect(s.vllm_host),
-                vllm_port=s.vllm_port, enable_signup=s.openwebui_enable_signup)
+    return dict(config_root=s.config_root, data_root=s.data_root, api_base=api(ctx)[0],
+                enable_signup=s.openwebui_enable_signup)
+
+
+def backup_vars(ctx: Context) -> dict:
+    s = ctx.s
+    return dict(data_root=s.data_root, backups=f"{s.data_root}/backups", keep=s.openwebui_backups_keep,
+                venv_root=f"{s.install_root}/open-webui", script=f"{s.install_root}/bin/llmhost-webui-backup",
+                calendar=s.openwebui_backup_calendar)
 
 
 def unit_vars(ctx: Context) -> dict:
@@ -49,21 +99,42 @@ def unit_vars(ctx: Context) -> dict:
 def ensure(ctx: Context) -> list:
     """Returns the operations whose change means Open WebUI restarted (verify waits for it then)."""
     s = ctx.s
+    if not ctx.serves_webui:
+        skipped(name="Open WebUI (skipped: a GPU host of the fleet)", reason="this host is in gpu_hosts only")
+        return []
     files.directory(name="Open WebUI data (kept across upgrades)", path=f"{s.data_root}/open-webui",
                     user="llmhost-webui", group="llmhost-webui", mode="750")
-    secret = session_secret(name="Session secret (generated on the host, root-only)", config_root=s.config_root)
+    _, key_file, key_var = api(ctx)
+    secret = session_secret(name="Session secret (generated on the host, root-only)", config_root=s.config_root,
+                            key_file=key_file, key_var=key_var)
+    backups, script = f"{s.data_root}/backups", f"{s.install_root}/bin/llmhost-webui-backup"
+    files.directory(name=f"Backups {backups} (Open WebUI's user only)", path=backups, user="llmhost-webui",
+                    group="llmhost-webui", mode="700")
+    bvars = backup_vars(ctx)
+    files.template(create_remote_dir=False, name="Backup tool llmhost-webui-backup",
+                   src=template("llmhost-webui-backup.py.j2"), dest=script, mode="755", **bvars)
     root = f"{s.install_root}/open-webui"
+    requirements = [f"open-webui=={s.openwebui_version}", *s.openwebui_extra_requirements]
+    wanted = python_venv.target(root, s.openwebui_python, requirements, s.pip_index_url, s.pip_find_links)
+    backed_up_before_upgrade(name="Back up Open WebUI's data before its venv changes", script=script, root=root,
+                             wanted=wanted, db=f"{s.data_root}/open-webui/webui.db",
+                             reason=f"before-{s.openwebui_version}")
     venv = python_venv.venv(name=f"Open WebUI {s.openwebui_version} venv", root=root, python=s.openwebui_python,
-                            uv=ctx.uv, requirements=[f"open-webui=={s.openwebui_version}",
-                                                     *s.openwebui_extra_requirements],
-                            index_url=s.pip_index_url, find_links=s.pip_find_links, env=ctx.download_env)
+                            uv=ctx.uv, requirements=requirements, index_url=s.pip_index_url,
+                            find_links=s.pip_find_links, env=ctx.download_env)
     env = files.template(create_remote_dir=False, name="Open WebUI environment (no secrets)",
                          src=template("open-webui.env.j2"), dest=f"{s.config_root}/open-webui.env", mode="644",
                          **env_vars(ctx))
     unit = files.template(create_remote_dir=False, name="open-webui.service", src=template("open-webui.service.j2"),
                           dest="/etc/systemd/system/open-webui.service", mode="644", **unit_vars(ctx))
     changes = [secret, venv, env, unit]
-    systemd.daemon_reload(name="Reload systemd (open-webui.service changed)", _if=unit.did_change)
+    timer_units = [files.template(create_remote_dir=False, name=f"{unit_name}", src=template(f"{unit_name}.j2"),
+                                  dest=f"/etc/systemd/system/{unit_name}", mode="644", **bvars)
+                   for unit_name in ("llmhost-webui-backup.service", "llmhost-webui-backup.timer")]
+    systemd.daemon_reload(name="Reload systemd (open-webui.service or the backup units changed)",
+                          _if=any_changed(unit, *timer_units))
+    systemd.service(name="Backup timer running and enabled", service="llmhost-webui-backup.timer", running=True,
+                    enabled=True)
     systemd.service(name="Open WebUI restarted (only when its unit, env, secret or venv changed)",
                     service="open-webui.service", running=True, restarted=True, _if=any_changed(*changes))
     systemd.service(name="Open WebUI running and enabled", service="open-webui.service", running=True,

@@ -6,6 +6,7 @@ which stops pyinfra before it executes a single operation on any host.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -16,7 +17,7 @@ from pyinfra.facts.files import File
 from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
 from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
-from operations import versions
+from operations import fleet, versions
 from operations.context import Context, LlmhostError
 from operations.hub import model_config
 from operations.facts import (DiskFreeMib, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
@@ -81,12 +82,35 @@ def check() -> Context:
                            "--use-sudo-password, or allow the SSH user passwordless sudo)") from None
 
 
+def _members() -> list[fleet.Member]:
+    """Every inventory host (also outside --limit) as the fleet sees it; a host with invalid settings is left out
+    here and refused by its own preflight."""
+    out = []
+    for h in host.inventory:
+        try:
+            hs = Settings.from_host_data(h.data.dict(), h.name)
+        except SettingsError:
+            continue
+        out.append(fleet.Member(h.name, frozenset(h.groups), hs.fleet_address or h.data.get("ssh_hostname")
+                                or h.name, hs))
+    return out
+
+
 def _check() -> Context:
     data = host.data.dict()  # inventory / group / --data values over the defaults above
     try:
         s = Settings.from_host_data(data, host.name)
     except SettingsError as exc:
         raise LlmhostError(str(exc)) from None
+    members = _members()
+    try:
+        fleet.check(members)
+    except fleet.FleetError as exc:
+        raise LlmhostError(f"inventory: {exc}") from None
+    me = next(m for m in members if m.name == host.name)
+    if s.vllm_api_key_env and not os.environ.get(s.vllm_api_key_env):
+        _fail(f"vllm_api_key_env={s.vllm_api_key_env} but ${s.vllm_api_key_env} is empty on the controller: export "
+              f"{s.vllm_api_key_env}=$(openssl rand -hex 32) (the same value for every run of this fleet)")
 
     distro = host.get_fact(LinuxDistribution)
     meta = distro.get("release_meta") or {}
@@ -103,7 +127,7 @@ def _check() -> Context:
     pci = host.get_fact(PciNvidiaGpus)
     smi = host.get_fact(NvidiaSmi)
     module = host.get_fact(NvidiaKernelModule)
-    if s.gpu_host:
+    if s.gpu_host and "vllm" in me.roles:
         if not pci and smi["status"] != "ok":
             _fail("no NVIDIA GPU on the PCI bus: plug the card in, or set gpu_host=False for a GPU-less host")
         if smi["version_mismatch"]:
@@ -137,15 +161,25 @@ def _check() -> Context:
             if address not in own:
                 _fail(f"{name}={address} is not an address of this host (it has {', '.join(own) or 'none'}): "
                       "use one of them, 0.0.0.0 (all) or 127.0.0.1 (loopback)")
-    owners = host.get_fact(PortOwners, ports=[s.vllm_port, s.openwebui_port])
-    for port, unit, setting in ((s.vllm_port, "vllm.service", "vllm_port"),
-                                (s.openwebui_port, "open-webui.service", "openwebui_port")):
+    wanted = ([(s.vllm_port, "vllm.service", "vllm_port")] if "vllm" in me.roles else []) + (
+        [(s.openwebui_port, "open-webui.service", "openwebui_port")] if "webui" in me.roles else [])
+    owners = host.get_fact(PortOwners, ports=[w[0] for w in wanted])
+    for port, unit, setting in wanted:
         o = owners.get(str(port))
         if o and not o["unit"].endswith("/" + unit):
             where = o["unit"].rsplit("/", 1)[-1] or "no unit"
             _fail(f"port {port} is already in use by {o['process']} (pid {o['pid']}, {where}): stop it or set "
                   f"{setting}")
 
+    if "vllm" not in me.roles:  # a UI host of a fleet: no GPU, weights or flag plan here
+        ctx = Context(s, os_id, os_version, None, {}, None, s.model_revision, flavour, s.warnings(), roles=me.roles,
+                      backends=fleet.backends(me, members))
+        for w in ctx.warnings:
+            logger.warning(f"{host.print_prefix}warning: {w}")
+        return ctx
+    if not s.gpu_host and s.vllm_exec_start_override is None:
+        _fail("gpu_host=False on a host that serves vLLM needs vllm_exec_start_override (vLLM cannot run without a "
+              "GPU): set gpu_host=True on a GPU box, or put this host in ui_hosts only")
     cfg, qcfg, commit, size = model_config(s, host.name)
     gpu = _gpu(s, smi)
     try:
@@ -163,7 +197,9 @@ def _check() -> Context:
     free = host.get_fact(DiskFreeMib, path=s.data_root)
     size = size or int(p.weights_gib * 2**30)  # a hub that does not report sizes: the planner's estimate
     need = size / 2**20 + s.min_free_disk_gib * 1024
-    ctx = Context(s, os_id, os_version, working_driver, module, p, commit, flavour, s.warnings() + p.warnings)
+    ctx = Context(s, os_id, os_version, working_driver, module, p, commit, flavour, s.warnings() + p.warnings,
+                  roles=me.roles, backends=fleet.backends(me, members) if "webui" in me.roles else [],
+                  clients=fleet.clients(me, members))
     if (s.gpu_host and os_id == "ubuntu") or s.driver_standin_archive:
         _kernel_modules(ctx, smi)
     if not host.get_fact(File, path=ctx.snapshot_marker) and free < need:

@@ -22,6 +22,12 @@ def venv_id(python: str, requirements: list[str], index_url: str | None, find_li
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def target(root: str, python: str, requirements: list[str], index_url: str | None = None,
+           find_links: list[str] | None = None, extra_args: str = "") -> str:
+    """The directory ``venv`` builds for these arguments (``<root>/venvs/<id>``)."""
+    return f"{root}/venvs/{venv_id(python, requirements + [extra_args], index_url, find_links or [])}"
+
+
 @operation()
 def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = "root",
          index_url: str | None = None, find_links: list[str] | None = None, env: dict[str, str] | None = None,
@@ -38,17 +44,17 @@ def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = 
     + extra_args: more ``uv pip install`` arguments (e.g. ``--exclude-newer DATE``); part of the venv's id
     """
     find_links = find_links or []
-    vid = venv_id(python, requirements + [extra_args], index_url, find_links)
-    target = f"{root}/venvs/{vid}"
+    wanted = target(root, python, requirements, index_url, find_links, extra_args)
+    vid = wanted.rsplit("/", 1)[1]
     link = host.get_fact(Link, path=f"{root}/current")
     current = link.get("link_target", "") if link else ""
-    complete = host.get_fact(File, path=f"{target}/.llmhost-complete")
+    complete = host.get_fact(File, path=f"{wanted}/.llmhost-complete")
 
-    if current == target and complete:
+    if current == wanted and complete:
         host.noop(f"{root}/current is {vid} with the pinned requirements")
         return
 
-    link = f"ln -sfn {target} {root}/current.new && mv -T {root}/current.new {root}/current"
+    link = f"ln -sfn {wanted} {root}/current.new && mv -T {root}/current.new {root}/current"
     if complete:
         yield link  # built before (a rollback or a return to an earlier pin): only switch
         return
@@ -58,11 +64,11 @@ def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = 
         ([f"--index-url {shlex.quote(index_url)}"] if index_url else [])
         + [f"--find-links {shlex.quote(f)}" for f in find_links]
     )
-    reqs = f"{target}.requirements.txt"
-    yield f"mkdir -p {root}/venvs && rm -rf {target} && printf '%s\\n' {' '.join(shlex.quote(r) for r in requirements)} > {reqs}"
-    yield (f"{prefix} {uv} venv --quiet --python {python} {target} && "
-           f"{prefix} {uv} pip install --quiet --python {target}/bin/python {pip_opts} {extra_args} -r {reqs} && "
-           f"touch {target}/.llmhost-complete").strip()
+    reqs = f"{wanted}.requirements.txt"
+    yield f"mkdir -p {root}/venvs && rm -rf {wanted} && printf '%s\\n' {' '.join(shlex.quote(r) for r in requirements)} > {reqs}"
+    yield (f"{prefix} {uv} venv --quiet --python {python} {wanted} && "
+           f"{prefix} {uv} pip install --quiet --python {wanted}/bin/python {pip_opts} {extra_args} -r {reqs} && "
+           f"touch {wanted}/.llmhost-complete").strip()
     if owner != "root":
-        yield f"chown -R root:{owner} {target} && chmod -R g+rX,o-w {target}"
+        yield f"chown -R root:{owner} {wanted} && chmod -R g+rX,o-w {wanted}"
     yield link

@@ -107,6 +107,18 @@ class Settings(BaseModel):
     vllm_tensor_parallel_size: int | None = Field(None, gt=0, description="GPUs one vLLM spreads the model over "
                                                   "(identical cards); default: 1, or more only when one card cannot hold "
                                                   "the model.")
+    vllm_api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Fleets: the "
+                                         "controller's environment variable holding the key every vLLM host of the "
+                                         "fleet and its routers share (e.g. LLMHOST_VLLM_API_KEY); unset: each host "
+                                         "generates its own key on the host.")
+    fleet_address: str | None = Field(None, description="Fleets: this host's IP address on the network the hosts "
+                                      "talk over (GPU hosts admit only their UI hosts' fleet_address to vLLM); "
+                                      "default: its inventory address.")
+    router_litellm_version: str = Field("1.108.0", description="Fleets: LiteLLM proxy pin, the router a UI host "
+                                        "runs in front of several vLLM hosts.")
+    router_port: int = Field(4000, ge=1, le=65535, description="Fleets: the router's port (loopback only).")
+    router_num_retries: int = Field(2, ge=0, description="Fleets: how often the router retries a failed request "
+                                    "(on another vLLM host).")
     vllm_reserved_mib: int = Field(0, ge=0, description="GPU memory kept free for a desktop on the same card.")
     vllm_min_concurrency: float = Field(2.0, gt=0, description="Full-length sequences the KV cache must hold.")
     driver_standin_archive: str | None = Field(
@@ -125,6 +137,12 @@ class Settings(BaseModel):
     openwebui_enable_signup: bool = Field(False, description="Allow sign-ups after the first admin.")
     openwebui_extra_requirements: list[str] = Field(
         [], description="Extra pins installed with Open WebUI (e.g. a CPU torch from pip_find_links).")
+    openwebui_backups_keep: int = Field(7, ge=1, description="Backups of Open WebUI's data kept under "
+                                        "data_root/backups (taken before every Open WebUI upgrade and by the timer); "
+                                        "older ones are deleted, nothing else is.")
+    openwebui_backup_calendar: str = Field("daily", pattern=r"^[A-Za-z0-9*:,./~ -]+$",
+                                           description="systemd OnCalendar= of the backup timer (e.g. 'daily', "
+                                           "'Sun 03:00').")
 
     # --- verify --------------------------------------------------------------------------------------------
     verify_timeout_s: int = Field(600, gt=0, description="How long verify waits for both services to answer.")
@@ -211,9 +229,6 @@ class Settings(BaseModel):
         if self.openwebui_python not in ("3.11", "3.12"):
             raise ValueError(f"openwebui_python={self.openwebui_python}: Open WebUI {self.openwebui_version} needs "
                              "Python >=3.11,<3.13; set openwebui_python to 3.11 or 3.12")
-        if not self.gpu_host and self.vllm_exec_start_override is None:
-            raise ValueError("gpu_host=False needs vllm_exec_start_override (vLLM cannot run without a GPU); "
-                             "set gpu_host=True on a GPU box")
         return self
 
     # ------------------------------------------------------------------------------------------------------

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from io import StringIO
+
 from pyinfra import host
-from pyinfra.api import operation
+from pyinfra.api import FileUploadCommand, operation
+from pyinfra.facts.files import File, Sha256File
 
 from operations.context import Context
 from operations.facts import AptHolds
@@ -21,6 +26,10 @@ def skipped(reason: str):
 
 def gpu_step_applies(ctx: Context, step: str) -> bool:
     """GPU steps run only on Ubuntu GPU hosts; elsewhere they are reported as skipped (never as done)."""
+    if not ctx.serves_vllm:
+        skipped(name=f"{step} (skipped: a UI host of the fleet)",
+                reason=f"this host is in ui_hosts only: no GPU, no {step} step")
+        return False
     if ctx.s.driver_standin_archive:
         return True  # TEST ONLY: the stand-in archive on the GPU-less Debian test host (named in its op names)
     if not ctx.s.gpu_host:
@@ -42,3 +51,17 @@ def held(packages: list[str]):
         host.noop(f"already held: {' '.join(packages)}")
         return
     yield f"apt-mark hold {' '.join(missing)}"
+
+
+@operation()
+def secret_file(path: str, content: str):
+    """Ensure a root-only (0600) file holds ``content``, compared by sha256: the value never reaches a command
+    line, a diff or pyinfra's output."""
+    want = hashlib.sha256(content.encode()).hexdigest()
+    info = host.get_fact(File, path=path)
+    if info and host.get_fact(Sha256File, path=path) == want and info.get("mode") == 600:
+        host.noop(f"{path} is current (root-only)")
+        return
+    yield f"install -d -m 700 {os.path.dirname(path)} && touch {path} && chmod 600 {path}"
+    yield FileUploadCommand(StringIO(content), path, remote_temp_filename=None)
+    yield f"chown root:root {path} && chmod 600 {path}"

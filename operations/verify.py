@@ -17,7 +17,7 @@ class Probe(FactBase):
 
     Sample output::
 
-        {"completion": "Hello!", "models": ["astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"], "ok": true, "vllm_health": 200, "webui_health": 200}
+        {"completion": "Hello!", "models": ["astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"], "ok": true, "api_health": 200, "webui_health": 200}
     """
 
     @staticmethod
@@ -64,8 +64,10 @@ def ensure(ctx: Context, changes: list):
     address = host.data.get("ssh_hostname") or host.name
     where = address if s.openwebui_host not in ("127.0.0.1", "::1") else f"{address} (loopback: ssh -L)"
     url = (f"{host.print_prefix}Open WebUI answers at http://{where}:{s.openwebui_port}/  "
-           "(the first account to sign up becomes the admin)")
-    healthy(name="GPU visible, vLLM /health + /v1/models + a chat completion, Open WebUI /health",
-            probe=ctx.probe, timeout=s.verify_timeout_s, url=url)
+           "(the first account to sign up becomes the admin)") if ctx.serves_webui else None
+    what = ("GPU visible, " if ctx.serves_vllm else "") + (
+        "the router's /health + /v1/models + a chat completion through it" if ctx.routed else
+        "vLLM /health + /v1/models + a chat completion") + (", Open WebUI /health" if ctx.serves_webui else "")
+    healthy(name=what, probe=ctx.probe, timeout=s.verify_timeout_s, url=url)
     healthy(name="The same again after this run's changes (a service restarted)", probe=ctx.probe,
             timeout=s.verify_timeout_s, recheck=True, url=url, _if=any_changed(*changes))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 from pyinfra import host
@@ -12,7 +13,7 @@ from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context
-from operations.shared_ops import NEW_SECRET, skipped
+from operations.shared_ops import NEW_SECRET, secret_file, skipped
 from operations.render import template
 
 START_TIMEOUT = 900
@@ -81,10 +82,19 @@ def unit_vars(ctx: Context) -> dict:
 def ensure(ctx: Context, weights=None) -> list:
     """Returns the operations whose change means vLLM restarted (verify waits for it then)."""
     s = ctx.s
+    if not ctx.serves_vllm:
+        skipped(name="vLLM (skipped: a UI host of the fleet)", reason="this host is in ui_hosts only")
+        return []
     root = f"{s.install_root}/vllm"
     files.directory(name="vLLM state directory", path=f"{s.data_root}/vllm", user="llmhost-vllm",
                     group="llmhost-vllm", mode="750")
-    changes = [api_key(name="API key (generated on the host, root-only)", config_root=s.config_root)]
+    if s.vllm_api_key_env:  # a fleet: the key its routers hold too, from the controller's environment
+        key = secret_file(name=f"API key of the fleet (${s.vllm_api_key_env}, root-only)",
+                          path=f"{s.config_root}/vllm.secret.env",
+                          content=f"VLLM_API_KEY={os.environ[s.vllm_api_key_env]}\n")
+    else:
+        key = api_key(name="API key (generated on the host, root-only)", config_root=s.config_root)
+    changes = [key]
     if s.vllm_exec_start_override:
         skipped(name="vLLM venv (skipped: stand-in)",
                 reason="vllm_exec_start_override is set (GPU-less test host): vLLM itself is not installed")

@@ -29,6 +29,7 @@ ROOTS = Path("/var/lib/llmhost-testhost")
 PACKAGES = ["systemd", "systemd-sysv", "openssh-server", "python3", "python3-venv", "sudo", "dbus", "iproute2",
             "ca-certificates", "procps"]
 SUBNET = "10.213.{n}"
+FLEET_BRIDGE, FLEET_NET = "llmhost-fleet", "10.214.0"  # the hosts' private link to each other (fleet tests)
 PROXY_PORT = 8888
 STANDIN = REPO / "testing" / "standin"
 
@@ -125,7 +126,23 @@ def start_proxy(gateways: list[str]) -> int:
     return proc.pid
 
 
-def boot(n: int, image: Path, key: Path, gateways: list[str]) -> dict:
+def fleet_bridge() -> None:
+    """A bridge with no address on this machine: the test hosts reach each other over it, and this machine routes
+    nothing between them or anywhere else (ip_forward stays as it is)."""
+    if subprocess.run(["ip", "link", "show", FLEET_BRIDGE], capture_output=True).returncode != 0:
+        run("ip", "link", "add", FLEET_BRIDGE, "type", "bridge")
+    run("ip", "link", "set", FLEET_BRIDGE, "up")
+
+
+def _wait_link(name: str, proc: subprocess.Popen, log: str) -> None:
+    deadline = time.monotonic() + 30
+    while subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{name} never appeared (see {log})")
+        time.sleep(0.2)
+
+
+def boot(n: int, image: Path, key: Path, gateways: list[str], fleet: bool = False) -> dict:
     name = f"llmhost-t{n}"
     root = ROOTS / name
     shutil.rmtree(root, ignore_errors=True)
@@ -135,6 +152,10 @@ def boot(n: int, image: Path, key: Path, gateways: list[str]) -> dict:
     guest, gw = f"{net}.2", f"{net}.1"
     (root / "etc/systemd/network/10-host0.network").write_text(
         f"[Match]\nName=host0\n[Network]\nAddress={guest}/24\nGateway={gw}\nLinkLocalAddressing=no\n")
+    fleet_address = f"{FLEET_NET}.{n + 1}" if fleet else None
+    if fleet:
+        (root / "etc/systemd/network/11-fleet0.network").write_text(
+            f"[Match]\nName=fleet0\n[Network]\nAddress={fleet_address}/24\nLinkLocalAddressing=no\n")
     (root / "etc/hostname").write_text(name + "\n")
     # Its own name resolves locally (sudo looks it up) and nothing is asked of a resolver it cannot reach.
     (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n{guest} {name}\n")
@@ -156,21 +177,23 @@ def boot(n: int, image: Path, key: Path, gateways: list[str]) -> dict:
     shutil.copy(STANDIN / "openai_standin.py", standin / "openai_standin.py")
     cmd = ["systemd-nspawn", "-b", "-D", str(root), f"--machine={name}", "--register=no", "--keep-unit",
            "--network-veth", "--console=read-only"]
+    if fleet:
+        cmd.append(f"--network-veth-extra=vf-{name}:fleet0")
     if Path("/opt/wheels").is_dir():
         cmd.append("--bind-ro=/opt/wheels")
     log = open(STATE / f"{name}.console.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     veth = f"ve-{name}"[:15]
-    deadline = time.monotonic() + 30
-    while subprocess.run(["ip", "link", "show", veth], capture_output=True).returncode != 0:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"{name}: veth {veth} never appeared (see {log.name})")
-        time.sleep(0.2)
+    _wait_link(veth, proc, log.name)
     run("ip", "addr", "replace", f"{gw}/24", "dev", veth)
     run("ip", "link", "set", veth, "up")
+    if fleet:
+        _wait_link(f"vf-{name}", proc, log.name)
+        run("ip", "link", "set", f"vf-{name}", "master", FLEET_BRIDGE, "up")
     gateways.append(gw)
-    return {"name": name, "pid": proc.pid, "address": guest, "gateway": gw, "root": str(root)}
+    return {"name": name, "pid": proc.pid, "address": guest, "gateway": gw, "root": str(root),
+            "fleet_address": fleet_address}
 
 
 def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
@@ -225,7 +248,8 @@ def _lock(timeout: float = 1800) -> None:
             time.sleep(2)
 
 
-def up(count: int = 1, hub_port: int | None = None) -> list[dict]:
+def up(count: int = 1, hub_port: int | None = None, fleet: bool = False) -> list[dict]:
+    """Boot ``count`` hosts; with ``fleet`` each also gets an interface fleet0 (10.214.0.N+1) on one private bridge."""
     reason = why_not()
     if reason:
         raise SystemExit(f"testhost: {reason}")
@@ -236,7 +260,9 @@ def up(count: int = 1, hub_port: int | None = None) -> list[dict]:
     image = golden_image()
     key = ssh_key()
     gateways: list[str] = []
-    hosts = [boot(n, image, key, gateways) for n in range(1, count + 1)]
+    if fleet:
+        fleet_bridge()
+    hosts = [boot(n, image, key, gateways, fleet) for n in range(1, count + 1)]
     proxy_pid = start_proxy(gateways)
     for h in hosts:
         _wait_port(h["address"], 22, 60)
@@ -291,6 +317,8 @@ def down(release: bool = True) -> None:
         _kill(state["proxy_pid"])
         state_file.unlink()
         (STATE / "inventory.json").unlink(missing_ok=True)
+    if subprocess.run(["ip", "link", "show", FLEET_BRIDGE], capture_output=True).returncode == 0:
+        run("ip", "link", "delete", FLEET_BRIDGE)
     if release:
         _unlock()
 

@@ -42,36 +42,49 @@ def test_snapshot_broken_symlink_counts_as_missing(tmp_path):
 
 
 def test_secret_commands_make_root_only_files_and_share_the_vllm_key(tmp_path):
-    """The commands the two secret operations yield, run for real here: 0600 files, a key per file, Open WebUI's
-    OPENAI_API_KEY equal to vLLM's, and a second run keeps both values."""
+    """The commands the two secret operations yield, run for real here (with the facts they read also run here):
+    0600 files, a key per file, Open WebUI's OPENAI_API_KEY equal to vLLM's, a second run keeps both values, and a
+    changed API key (a box that became a fleet's UI host) rewrites only OPENAI_API_KEY."""
     import os
     import stat
 
     from pyinfra_testing.util import FakeState, create_host
     from pyinfra.context import ctx_host, ctx_state
 
+    from operations.facts import EnvValuesMatch
     from operations.openwebui_service import session_secret
     from operations.vllm_service import api_key
 
-    def commands(op):
-        missing = {f"path={tmp_path}/vllm.secret.env": None, f"path={tmp_path}/open-webui.secret.env": None}
-        state = FakeState()
-        host = create_host(state, facts={"files.File": missing})
-        with ctx_state.use(state), ctx_host.use(host):
-            return [str(c) for c in op._inner(config_root=str(tmp_path))]
+    vllm, webui = tmp_path / "vllm.secret.env", tmp_path / "open-webui.secret.env"
 
-    for _ in range(2):
-        for cmd in commands(api_key) + commands(session_secret):
+    def commands(op, **kw):
+        files = {f"path={p}": ({"mode": 600} if p.exists() else None) for p in (vllm, webui)}
+        match_cmd = EnvValuesMatch().command(str(webui), "OPENAI_API_KEY", str(vllm), "VLLM_API_KEY")
+        match = EnvValuesMatch().process(subprocess.run(["sh", "-c", match_cmd], capture_output=True,
+                                                        text=True).stdout.splitlines())
+        key = f"path_a={webui}, path_b={vllm}, var_a=OPENAI_API_KEY, var_b=VLLM_API_KEY"
+        state = FakeState()
+        host = create_host(state, facts={"files.File": files, "facts.EnvValuesMatch": {key: match}})
+        with ctx_state.use(state), ctx_host.use(host):
+            return [str(c) for c in op._inner(config_root=str(tmp_path), **kw)]
+
+    def run_both():
+        for cmd in commands(api_key) + commands(session_secret, key_file=str(vllm), key_var="VLLM_API_KEY"):
             subprocess.run(["sh", "-c", cmd], check=True)
-        v = (tmp_path / "vllm.secret.env").read_text()
-        w = (tmp_path / "open-webui.secret.env").read_text()
-        if _ == 0:
-            first = (v, w)
-    assert (v, w) == first  # never rotated
+        return vllm.read_text(), webui.read_text()
+
+    first = run_both()
+    assert run_both() == first  # never rotated
+    v, w = first
     key = v.strip().removeprefix("VLLM_API_KEY=")
     assert len(key) >= 40 and f"OPENAI_API_KEY={key}\n" in w and w.startswith("WEBUI_SECRET_KEY=")
-    for f in ("vllm.secret.env", "open-webui.secret.env"):
-        assert stat.S_IMODE(os.stat(tmp_path / f).st_mode) == 0o600
+    for f in (vllm, webui):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+    vllm.write_text("VLLM_API_KEY=the-fleet-key\n")
+    _, w2 = run_both()
+    assert w2.splitlines()[0] == w.splitlines()[0]  # WEBUI_SECRET_KEY kept (sessions survive)
+    assert "OPENAI_API_KEY=the-fleet-key" in w2.splitlines() and key not in w2
+    assert stat.S_IMODE(os.stat(webui).st_mode) == 0o600
 
 
 def test_ssh_socket_gets_tcp_nodelay_and_other_connectors_are_left_alone():
@@ -94,3 +107,23 @@ def test_ssh_socket_gets_tcp_nodelay_and_other_connectors_are_left_alone():
         server.close()
     assert no_nagle(SimpleNamespace()) is False  # @fake / @local
     assert no_nagle(SimpleNamespace(client=SimpleNamespace(get_transport=lambda: None))) is False  # not connected
+
+
+def test_env_values_are_compared_on_the_host_and_only_a_word_comes_back(tmp_path):
+    from operations.facts import EnvValuesMatch
+
+    a, b = tmp_path / "open-webui.secret.env", tmp_path / "router.secret.env"
+
+    def state():
+        cmd = EnvValuesMatch().command(str(a), "OPENAI_API_KEY", str(b), "LITELLM_MASTER_KEY")
+        out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True).stdout
+        assert "sk-" not in out  # the values never leave the host
+        return EnvValuesMatch().process(out.splitlines())
+
+    assert state() == "missing"
+    a.write_text("WEBUI_SECRET_KEY=w\nOPENAI_API_KEY=sk-one\n")
+    assert state() == "missing"
+    b.write_text("LITELLM_MASTER_KEY=sk-one\n")
+    assert state() == "match"
+    b.write_text("LITELLM_MASTER_KEY=sk-two\n")
+    assert state() == "differ"

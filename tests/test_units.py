@@ -96,3 +96,136 @@ def test_vllm_on_another_interface_only_when_asked():
     assert " --host 10.0.0.5 " in next(l for l in unit if l.startswith("ExecStart="))
     env = lines(render("open-webui.env.j2", **openwebui_service.env_vars(ctx(vllm_host="10.0.0.5"))))
     assert "OPENAI_API_BASE_URL=http://10.0.0.5:8000/v1" in env
+
+
+def test_backup_timer_unit_runs_as_open_webuis_user_offline_writing_only_its_data_and_backups():
+    c = ctx(openwebui_backup_calendar="Sun 03:00")
+    unit = lines(render("llmhost-webui-backup.service.j2", **openwebui_service.backup_vars(c)))
+    assert "User=llmhost-webui" in unit and "Type=oneshot" in unit
+    assert "ExecStart=/opt/llmhost/bin/llmhost-webui-backup backup --reason timer" in unit
+    assert "ReadWritePaths=/var/lib/llmhost/open-webui /var/lib/llmhost/backups" in unit
+    assert "PrivateNetwork=yes" in unit and "RestrictAddressFamilies=AF_UNIX" in unit and "UMask=0077" in unit
+    for line in HARDENING:
+        assert line in unit or line == "UMask=0027", line
+    timer = lines(render("llmhost-webui-backup.timer.j2", **openwebui_service.backup_vars(c)))
+    assert "OnCalendar=Sun 03:00" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
+
+
+def _backup_tool(tmp_path, keep: int):
+    """The backup tool rendered for a data root under tmp_path (the same template the deploy writes)."""
+    import os
+
+    data = tmp_path / "data"
+    (data / "open-webui" / "uploads").mkdir(parents=True)
+    (data / "backups").mkdir()
+    c = ctx(data_root=str(data), install_root=str(tmp_path / "opt"), openwebui_backups_keep=keep)
+    tool = tmp_path / "llmhost-webui-backup"
+    tool.write_text(render("llmhost-webui-backup.py.j2", **openwebui_service.backup_vars(c)))
+    os.chmod(tool, 0o755)
+    return data, tool
+
+
+def test_backup_is_an_online_sqlite_copy_with_uploads_and_retention_deletes_only_old_backups(tmp_path):
+    import json
+    import sqlite3
+    import subprocess
+    import tarfile
+
+    data, tool = _backup_tool(tmp_path, keep=2)
+    db = data / "open-webui" / "webui.db"
+    live = sqlite3.connect(db)
+    live.execute("CREATE TABLE chat (id TEXT, title TEXT)")
+    live.execute("INSERT INTO chat VALUES ('1', 'first chat')")
+    live.commit()
+    live.execute("INSERT INTO chat VALUES ('2', 'not committed')")  # a writer mid-transaction: not in the backup
+    (data / "open-webui" / "uploads" / "doc.txt").write_text("an upload")
+    (data / "backups" / "my-notes.txt").write_text("not a backup")  # never deleted
+    (data / "backups" / "20200101T000000Z-timer").mkdir()  # no meta.json: not a complete backup, never deleted
+    names = []
+    for reason in ("a", "b", "c"):
+        out = subprocess.run([str(tool), "backup", "--reason", reason], capture_output=True, text=True, check=True)
+        names.append(out.stdout.strip().rsplit("/", 1)[1])
+    live.rollback()
+    live.close()
+    kept = sorted(p.name for p in (data / "backups").iterdir())
+    assert kept == sorted(["my-notes.txt", "20200101T000000Z-timer", names[1], names[2]])
+    newest = data / "backups" / names[2]
+    rows = sqlite3.connect(newest / "webui.db").execute("SELECT id, title FROM chat").fetchall()
+    assert rows == [("1", "first chat")]
+    assert tarfile.open(newest / "uploads.tar").getnames() == ["uploads", "uploads/doc.txt"]
+    assert json.loads((newest / "meta.json").read_text())["reason"] == "c"
+    assert db.exists() and (data / "open-webui" / "uploads" / "doc.txt").read_text() == "an upload"
+
+
+def test_restore_refuses_a_name_that_is_not_a_complete_backup(tmp_path):
+    import subprocess
+
+    data, tool = _backup_tool(tmp_path, keep=3)
+    (data / "backups" / "20200101T000000Z-timer").mkdir()
+    p = subprocess.run([str(tool), "restore", "20200101T000000Z-timer"], capture_output=True, text=True)
+    assert p.returncode != 0 and "no complete backup" in p.stderr
+
+
+def test_a_broken_database_is_still_kept_byte_for_byte(tmp_path):
+    import json
+    import subprocess
+
+    data, tool = _backup_tool(tmp_path, keep=3)
+    (data / "open-webui" / "webui.db").write_text("half-migrated")
+    out = subprocess.run([str(tool), "backup", "--reason", "x"], capture_output=True, text=True, check=True).stdout
+    saved = data / "backups" / out.strip().rsplit("/", 1)[1]
+    assert (saved / "webui.db").read_text() == "half-migrated"
+    assert json.loads((saved / "meta.json").read_text())["db"] == "file-copy-of-a-broken-database"
+
+
+def fleet_ui_ctx() -> Context:
+    from operations.fleet import Backend
+
+    c = ctx(vllm_api_key_env="LLMHOST_VLLM_API_KEY")
+    c.roles = frozenset({"webui"})
+    c.backends = [Backend("gpu1", "http://10.214.0.2:8000/v1", "m", False),
+                  Backend("gpu2", "http://10.214.0.3:8000/v1", "m", False)]
+    return c
+
+
+def test_router_listens_on_loopback_hardened_with_keys_only_from_root_only_files():
+    from operations import router_service
+
+    c = fleet_ui_ctx()
+    unit = lines(render("llmhost-router.service.j2", **router_service.unit_vars(c)))
+    exec_start = next(l for l in unit if l.startswith("ExecStart="))
+    assert exec_start == ("ExecStart=/opt/llmhost/router/current/bin/litellm --config /opt/llmhost/router/config.yaml "
+                          "--host 127.0.0.1 --port 4000 --num_workers 1")
+    assert "User=llmhost-router" in unit
+    assert "EnvironmentFile=/etc/llmhost/router.secret.env" in unit
+    assert "EnvironmentFile=/etc/llmhost/router-backends.secret.env" in unit
+    for line in HARDENING + RESTART:
+        assert line in unit, line
+    assert "ExecStartPost=/opt/llmhost/bin/llmhost-probe --health http://127.0.0.1:4000/health/liveliness --wait 300" \
+        in unit
+    config = render("router.yaml.j2", **router_service.config_vars(c))
+    assert config.count("api_key: os.environ/VLLM_API_KEY") == 2 and "master_key: os.environ/LITELLM_MASTER_KEY" in config
+    assert 'api_base: "http://10.214.0.2:8000/v1"' in config and 'api_base: "http://10.214.0.3:8000/v1"' in config
+    assert config.count('model_name: "m"') == 2 and "num_retries: 2" in config
+
+
+def test_open_webui_talks_to_the_router_on_a_fleets_ui_host():
+    c = fleet_ui_ctx()
+    env = lines(render("open-webui.env.j2", **openwebui_service.env_vars(c)))
+    assert "OPENAI_API_BASE_URL=http://127.0.0.1:4000/v1" in env
+    assert openwebui_service.api(c)[1:] == ("/etc/llmhost/router.secret.env", "LITELLM_MASTER_KEY")
+    one_box = ctx()
+    assert "OPENAI_API_BASE_URL=http://127.0.0.1:8000/v1" in lines(
+        render("open-webui.env.j2", **openwebui_service.env_vars(one_box)))
+
+
+def test_firewall_admits_only_the_ui_hosts_then_drops_the_vllm_port():
+    from operations import vllm_firewall
+
+    c = ctx()
+    c.clients = ["10.214.0.4", "fd00::4"]
+    rules = [l.strip() for l in render("llmhost-vllm.nft.j2", **vllm_firewall.rules_vars(c)).splitlines()]
+    body = rules[rules.index("table inet llmhost_vllm {"):]
+    assert body[3:8] == ['iif "lo" accept', "tcp dport 8000 ip saddr { 10.214.0.4 } accept",
+                         "tcp dport 8000 ip6 saddr { fd00::4 } accept", "tcp dport 8000 drop", "}"]
+    assert rules[2:4] == ["table inet llmhost_vllm", "delete table inet llmhost_vllm"]  # its own table, reloaded whole

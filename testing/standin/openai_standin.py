@@ -3,16 +3,18 @@
 
 It is NOT vLLM. It speaks the same protocol vLLM's api_server speaks to Open WebUI and to llmhost's probe:
 GET /health, GET /v1/models, POST /v1/chat/completions (plain and streamed as server-sent events), with the
-same Bearer-key guard on /v1/* from VLLM_API_KEY. Its answer is fixed, and says it is a stand-in.
+same Bearer-key guard on /v1/* from VLLM_API_KEY. Its answer is fixed, says it is a stand-in and names its host
+(so a fleet test can see which backend answered).
 """
 
 import argparse
 import json
 import os
+import socket
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ANSWER = "Hello from the llmhost stand-in (not vLLM)."
+ANSWER = f"Hello from the llmhost stand-in (not vLLM) on {socket.gethostname()}."
 
 
 def main():

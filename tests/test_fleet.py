@@ -1,0 +1,77 @@
+"""Issue 11 (fast tier): roles from the inventory's groups, the fleet-wide refusals, and who talks to whom."""
+
+import pytest
+
+from operations.fleet import Backend, FleetError, Member, backends, check, clients, roles
+from operations.settings import Settings
+
+REV_A, REV_B = "a" * 40, "b" * 40
+KEY = {"vllm_api_key_env": "LLMHOST_VLLM_API_KEY"}
+
+
+def gpu(name, address, **s):
+    return Member(name, frozenset({"gpu_hosts"}), address,
+                  Settings(gpu_card="rtx-3060-12gb", **{**KEY, "vllm_host": address, **s}))
+
+
+def ui(name, address, **s):
+    return Member(name, frozenset({"ui_hosts"}), address, Settings(gpu_host=False, **{**KEY, **s}))
+
+
+def test_roles_come_from_the_groups_and_a_host_in_neither_serves_both():
+    assert roles([]) == {"vllm", "webui"}  # inventories/home.py: one box
+    assert roles(["gpu_hosts"]) == {"vllm"}
+    assert roles(["ui_hosts"]) == {"webui"}
+    assert roles(["gpu_hosts", "ui_hosts", "rack-2"]) == {"vllm", "webui"}
+
+
+def test_two_gpu_hosts_behind_one_ui_host():
+    fleet = [gpu("gpu1", "10.214.0.2"), gpu("gpu2", "10.214.0.3"), ui("ui", "10.214.0.4")]
+    check(fleet)
+    assert backends(fleet[2], fleet) == [
+        Backend("gpu1", "http://10.214.0.2:8000/v1", "astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", False),
+        Backend("gpu2", "http://10.214.0.3:8000/v1", "astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", False)]
+    assert clients(fleet[0], fleet) == ["10.214.0.4"]  # the only address gpu1's firewall admits to vLLM
+    assert clients(fleet[2], fleet) == []
+
+
+def test_a_ui_host_that_is_also_a_gpu_host_reaches_itself_on_loopback():
+    both = Member("box", frozenset({"gpu_hosts", "ui_hosts"}), "10.214.0.2",
+                  Settings(gpu_card="rtx-3060-12gb", vllm_host="10.214.0.2", **KEY))
+    fleet = [both, gpu("gpu2", "10.214.0.3")]
+    check(fleet)
+    assert [(b.name, b.url, b.local) for b in backends(both, fleet)] == [
+        ("box", "http://10.214.0.2:8000/v1", True), ("gpu2", "http://10.214.0.3:8000/v1", False)]
+    assert clients(fleet[1], fleet) == ["10.214.0.2"]
+
+
+def test_one_box_is_not_a_fleet_and_needs_no_key():
+    box = Member("home", frozenset(), "192.168.1.50", Settings(gpu_card="rtx-3060-12gb"))
+    check([box])
+    assert [(b.url, b.local) for b in backends(box, [box])] == [("http://127.0.0.1:8000/v1", True)]
+    assert clients(box, [box]) == []
+
+
+@pytest.mark.parametrize("fleet,message", [
+    ([ui("ui", "10.214.0.4")], "ui host(s) ui have no GPU host to send chats to: put at least one host in gpu_hosts"),
+    ([gpu("gpu1", "10.214.0.2"), gpu("gpu1-again", "10.214.0.2"), ui("ui", "10.214.0.4")],
+     "GPU hosts gpu1 and gpu1-again are one host (10.214.0.2): list each GPU host once"),
+    ([gpu("gpu1", "10.214.0.2"), gpu("gpu2", "10.214.0.3", model_revision=REV_B), ui("ui", "10.214.0.4")],
+     "gpu1 and gpu2 both serve 'astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit' but with different models"),
+    ([gpu("gpu1", "10.214.0.2", vllm_host="127.0.0.1"), ui("ui", "10.214.0.4")],
+     "gpu1 serves vLLM to ui but vllm_host=127.0.0.1"),
+    ([gpu("gpu1", "10.214.0.2", vllm_api_key_env=None), ui("ui", "10.214.0.4")],
+     "gpu1 serves vLLM to ui: give both the same vllm_api_key_env"),
+    ([gpu("gpu1", "10.214.0.2"), ui("ui", "ui.lan")], "ui: the GPU hosts' firewall admits addresses"),
+], ids=["ui-without-gpu", "gpu-twice", "one-name-two-models", "loopback-backend", "no-key", "ui-not-an-ip"])
+def test_fleets_that_cannot_work_are_refused_naming_the_hosts(fleet, message):
+    with pytest.raises(FleetError) as exc:
+        check(fleet)
+    assert message in str(exc.value)
+
+
+def test_different_names_may_serve_different_models():
+    fleet = [gpu("gpu1", "10.214.0.2"), gpu("gpu2", "10.214.0.3", model_revision=REV_A,
+                                                vllm_served_model_name="other"), ui("ui", "10.214.0.4")]
+    check(fleet)
+    assert {b.model for b in backends(fleet[2], fleet)} == {"astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", "other"}

@@ -1,0 +1,186 @@
+"""Real tier, issue 11: a fleet of test hosts deployed at once through inventories/fleet.py.
+
+Four disposable hosts boot together on one private bridge (fleet0, 10.214.0.0/24; this machine routes nothing):
+llmhost-t1 and llmhost-t2 are GPU-less "GPU hosts" serving the named vLLM stand-in (which says which host it is),
+llmhost-t3 is the UI host (the LiteLLM router + Open WebUI). llmhost-t4 joins the fleet later as a third GPU host.
+Tests run in file order and share the hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from testing import hub, testhost
+from tests.conftest import REPO, http, require_test_host
+
+pytestmark = pytest.mark.realhost
+KEY = "fleet-test-key-0123456789abcdef0123456789abcdef"  # the fleet's shared vLLM key (a test value)
+ADMIN = {"name": "Admin", "email": "admin@example.invalid", "password": "a long test password 42"}
+SPEC = REPO / ".cache" / "testhost" / "fleet.json"
+TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    require_test_host()
+    hub.up()
+    hosts = testhost.up(4, hub_port=hub.PORT, fleet=True)
+    inv = {name: data for name, data in json.loads((REPO / ".cache/testhost/inventory.json").read_text())}
+    roles = {}
+    for h in hosts:
+        data = dict(inv[h["address"]], fleet_address=h["fleet_address"])
+        if h["name"] == "llmhost-t3":
+            data.update(gpu_host=False)
+        else:
+            data.update(vllm_host=h["fleet_address"])
+        roles[h["name"]] = {**h, "data": data}
+    write_spec(roles, gpus=["llmhost-t1", "llmhost-t2"])
+    yield roles
+    print("fleet timings:", json.dumps(TIMES))
+    testhost.down()
+    hub.down()
+
+
+def write_spec(roles: dict, gpus: list[str]) -> None:
+    SPEC.write_text(json.dumps({"gpu_hosts": [[roles[n]["address"], roles[n]["data"]] for n in gpus],
+                                "ui_hosts": [[roles["llmhost-t3"]["address"], roles["llmhost-t3"]["data"]]]}))
+
+
+def deploy(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LLMHOST_HOST", "HF_TOKEN")}
+    env.update(LLMHOST_FLEET_JSON=str(SPEC), LLMHOST_VLLM_API_KEY=KEY)
+    p = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "inventories/fleet.py", "deploy.py", *args], cwd=REPO,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1500, env=env)
+    p.stdout += p.stderr
+    assert KEY not in p.stdout  # the fleet key never shows
+    return p
+
+
+def changed(out: str) -> int:
+    m = re.search(r"Grand total\s+\d+\s+(\S+)", out)
+    assert m, out[-3000:]
+    return 0 if m.group(1) == "-" else int(m.group(1))
+
+
+def changed_ops(out: str) -> list[str]:
+    """The rows of pyinfra's results table whose SUCCESS (changed) column is not '-'."""
+    return [ln.strip() for ln in out.splitlines()
+            if re.match(r"\s+\S.*\s(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s*$", ln) and "Grand total" not in ln]
+
+
+def sh(h: dict, command: str, check: bool = True) -> str:
+    p = testhost.ssh(h["address"], command, check=False, timeout=300)
+    assert p.returncode == 0 or not check, f"{command}: exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return p.stdout
+
+
+def pid(h: dict, unit: str) -> str:
+    return sh(h, f"systemctl show -p MainPID --value {unit}").strip()
+
+
+def chat(ui: dict, token: str, model: str) -> tuple[int, str]:
+    code, body = http(f"http://{ui['address']}:8080/api/chat/completions", {
+        "model": model, "stream": False, "messages": [{"role": "user", "content": "Which host are you?"}]},
+        token=token, timeout=120)
+    return code, (body["choices"][0]["message"]["content"] if code == 200 else str(body))
+
+
+def test_fleet_apply_runs_every_host_in_parallel(fleet):
+    t0 = time.monotonic()
+    p = deploy()
+    TIMES["fleet_apply_3_hosts_s"] = round(time.monotonic() - t0, 1)
+    assert p.returncode == 0, p.stdout[-4000:]
+    gpu1, ui = fleet["llmhost-t1"], fleet["llmhost-t3"]
+    # Roles: vLLM (the stand-in) on the GPU hosts only, the router and Open WebUI on the UI host only.
+    assert sh(gpu1, "systemctl is-active vllm").strip() == "active"
+    assert sh(gpu1, "systemctl is-active open-webui llmhost-router", check=False).split() == ["inactive"] * 2
+    assert sh(ui, "systemctl is-active open-webui llmhost-router").split() == ["active", "active"]
+    assert sh(ui, "systemctl is-active vllm", check=False).strip() == "inactive"
+    assert "OPENAI_API_BASE_URL=http://127.0.0.1:4000/v1" in sh(ui, "cat /etc/llmhost/open-webui.env")
+    # vLLM listens on the fleet address, with the fleet's key, never without it.
+    assert f"{gpu1['fleet_address']}:8000" in sh(gpu1, "ss -ltnH 'sport = :8000'")
+    url = f"http://{gpu1['fleet_address']}:8000/v1/models"
+    assert sh(ui, f"curl -s -o /dev/null -w '%{{http_code}}' {url}") == "401"
+    assert sh(ui, f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer {KEY}' {url}") == "200"
+    # The firewall admits the UI host only: the other GPU host gets no answer (dropped).
+    other = sh(fleet["llmhost-t2"], f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {url}", check=False)
+    assert other == "000", other
+
+
+def test_a_chat_through_open_webui_and_both_backends_answer(fleet):
+    ui = fleet["llmhost-t3"]
+    code, body = http(f"http://{ui['address']}:8080/api/v1/auths/signup", ADMIN)
+    assert code == 200, body
+    token = body["token"]
+    code, models = http(f"http://{ui['address']}:8080/api/models", token=token)
+    assert code == 200, models
+    model = fleet["llmhost-t1"]["data"]["model_repo"]
+    assert [m["id"] for m in models["data"]] == [model]  # one model id for both hosts: the router's
+    answers = [chat(ui, token, model) for _ in range(50)]
+    assert all(code == 200 for code, _ in answers), [a for a in answers if a[0] != 200][:3]
+    hosts = {re.search(r"on (llmhost-t\d)\.", text).group(1) for _, text in answers}
+    assert hosts == {"llmhost-t1", "llmhost-t2"}, hosts
+    fleet["token"], fleet["model"] = token, model
+
+
+def test_kill_9_of_one_backend_is_absorbed_by_the_router(fleet):
+    ui, gpu1 = fleet["llmhost-t3"], fleet["llmhost-t1"]
+    sh(gpu1, f"kill -9 {pid(gpu1, 'vllm')}")
+    t0 = time.monotonic()
+    answers = [chat(ui, fleet["token"], fleet["model"]) for _ in range(20)]  # while systemd restarts it
+    TIMES["20_chats_during_kill9_s"] = round(time.monotonic() - t0, 1)
+    assert all(code == 200 for code, _ in answers), [a for a in answers if a[0] != 200][:3]
+    assert all("llmhost-t2" in text or "llmhost-t1" in text for _, text in answers)
+    deadline = time.monotonic() + 60  # systemd brings the killed one back (Restart=on-failure, RestartSec=5)
+    while sh(gpu1, "systemctl is-active vllm", check=False).strip() != "active":
+        assert time.monotonic() < deadline, "vllm on llmhost-t1 did not come back"
+        time.sleep(0.5)
+    TIMES["killed_backend_active_again_s"] = round(time.monotonic() - t0, 1)
+
+
+def test_fleet_rerun_reports_zero_changes(fleet):
+    t0 = time.monotonic()
+    p = deploy()
+    TIMES["fleet_noop_3_hosts_s"] = round(time.monotonic() - t0, 1)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert changed(p.stdout) == 0, changed_ops(p.stdout)
+
+
+def test_a_fourth_host_changes_only_itself_and_the_routers_config(fleet):
+    ui, gpu1, gpu2, gpu3 = (fleet[n] for n in ("llmhost-t3", "llmhost-t1", "llmhost-t2", "llmhost-t4"))
+    before = {"webui": pid(ui, "open-webui"), "router": pid(ui, "llmhost-router"), "vllm1": pid(gpu1, "vllm"),
+              "vllm2": pid(gpu2, "vllm")}
+    write_spec(fleet, gpus=["llmhost-t1", "llmhost-t2", "llmhost-t4"])
+    p = deploy()
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert pid(ui, "open-webui") == before["webui"] and pid(ui, "llmhost-router") != before["router"]
+    assert (pid(gpu1, "vllm"), pid(gpu2, "vllm")) == (before["vllm1"], before["vllm2"])
+    assert sh(gpu3, "systemctl is-active vllm").strip() == "active"
+    assert gpu3["fleet_address"] in sh(ui, "cat /opt/llmhost/router/config.yaml")
+    hosts = {re.search(r"on (llmhost-t\d)\.", chat(ui, fleet["token"], fleet["model"])[1]).group(1)
+             for _ in range(40)}
+    assert "llmhost-t4" in hosts, hosts
+    again = deploy().stdout
+    assert changed(again) == 0, changed_ops(again)
+
+
+def test_bad_fleets_are_refused_before_any_change(fleet):
+    ui = fleet["llmhost-t3"]
+    state = sh(ui, "find /etc /opt -xdev -printf '%p %s %T@\\n' | sort | sha256sum")
+    SPEC.write_text(json.dumps({"gpu_hosts": [], "ui_hosts": [[ui["address"], ui["data"]]]}))
+    p = deploy()
+    assert p.returncode != 0 and "have no GPU host to send chats to" in p.stdout, p.stdout[-2000:]
+    write_spec(fleet, gpus=["llmhost-t1", "llmhost-t2", "llmhost-t4"])
+    spec = json.loads(SPEC.read_text())
+    spec["gpu_hosts"][1][1] = {**spec["gpu_hosts"][1][1], "model_revision": "0" * 40}
+    SPEC.write_text(json.dumps(spec))
+    p = deploy()
+    assert p.returncode != 0 and "but with different models" in p.stdout, p.stdout[-2000:]
+    assert sh(ui, "find /etc /opt -xdev -printf '%p %s %T@\\n' | sort | sha256sum") == state
