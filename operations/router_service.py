@@ -7,31 +7,16 @@ from __future__ import annotations
 
 import os
 
-from pyinfra import host
-from pyinfra.api import deploy, operation
-from pyinfra.facts.files import File
+from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context
 from operations.render import template
-from operations.shared_ops import NEW_SECRET, secret_file, skipped
+from operations.shared_ops import generated_secret, secret_file, skipped
 
 USER = "llmhost-router"
-
-
-@operation()
-def master_key(config_root: str):
-    """Generate the router's master key (LiteLLM wants ``sk-``) once, on the host, into a root-only env file.
-
-    + config_root: where ``router.secret.env`` lives (0600 root)"""
-    path = f"{config_root}/router.secret.env"
-    if host.get_fact(File, path=path):
-        host.noop("router master key exists (root-only, kept)")
-        return
-    yield (f"umask 077 && {{ [ -s {path} ] || printf 'LITELLM_MASTER_KEY=sk-%s\\n' \"$({NEW_SECRET})\" > {path}; }} && "
-           f"chmod 600 {path}")
 
 
 def config_vars(ctx: Context) -> dict:
@@ -59,7 +44,8 @@ def ensure(ctx: Context) -> list:
                 create_home=False, shell="/usr/sbin/nologin")
     files.directory(name="Router state directory", path=f"{s.data_root}/router", user=USER, group=USER, mode="750")
     changes = [
-        master_key(name="Router master key (generated on the host, root-only)", config_root=s.config_root),
+        generated_secret(name="Router master key (generated on the host, root-only)",
+                         path=f"{s.config_root}/router.secret.env", variable="LITELLM_MASTER_KEY", prefix="sk-"),
         secret_file(name=f"The fleet's vLLM key for the router (${s.vllm_api_key_env}, root-only)",
                     path=f"{s.config_root}/router-backends.secret.env",
                     content=f"VLLM_API_KEY={os.environ[s.vllm_api_key_env]}\n"),

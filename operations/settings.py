@@ -119,6 +119,10 @@ class Settings(BaseModel):
     router_port: int = Field(4000, ge=1, le=65535, description="Fleets: the router's port (loopback only).")
     router_num_retries: int = Field(2, ge=0, description="Fleets: how often the router retries a failed request "
                                     "(on another vLLM host).")
+    vllm_nccl_p2p_disable: bool = Field(False, description="Several GPUs in one box whose PCIe peer-to-peer hangs or "
+                                        "corrupts NCCL (consumer boards; vLLM issues 4996, 17676): NCCL_P2P_DISABLE=1 "
+                                        "and --disable-custom-all-reduce for vLLM. vLLM itself turns custom all-reduce "
+                                        "off where its P2P test fails; set this only when that is not enough.")
     vllm_reserved_mib: int = Field(0, ge=0, description="GPU memory kept free for a desktop on the same card.")
     vllm_min_concurrency: float = Field(2.0, gt=0, description="Full-length sequences the KV cache must hold.")
     driver_standin_archive: str | None = Field(

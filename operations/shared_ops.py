@@ -18,6 +18,22 @@ NEW_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 @operation()
+def generated_secret(path: str, variable: str, prefix: str = ""):
+    """Ensure the root-only (0600) env file ``path`` holds ``variable``: a secret made once on the host by its own
+    CSPRNG inside the command, so it never crosses the wire, a command line or a log; an existing file is kept (a
+    re-run never rotates it).
+
+    + path: the env file (in config_root, 0700 root)
+    + variable: the variable it defines (VLLM_API_KEY, LITELLM_MASTER_KEY)
+    + prefix: put before the random part (LiteLLM wants ``sk-``)"""
+    if host.get_fact(File, path=path):
+        host.noop(f"{variable} exists in {path} (root-only, kept)")
+        return
+    yield (f"umask 077 && {{ [ -s {path} ] || printf '{variable}={prefix}%s\\n' \"$({NEW_SECRET})\" > {path}; }} && "
+           f"chmod 600 {path}")
+
+
+@operation()
 def skipped(reason: str):
     """A step that does not apply to this host: reported as a noop with its reason, never as done."""
     host.noop(reason)

@@ -5,34 +5,16 @@ from __future__ import annotations
 import os
 import shlex
 
-from pyinfra import host
-from pyinfra.api import deploy, operation
-from pyinfra.facts.files import File
+from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context
-from operations.shared_ops import NEW_SECRET, secret_file, skipped
+from operations.shared_ops import generated_secret, secret_file, skipped
 from operations.render import template
 
 START_TIMEOUT = 900
-
-
-@operation()
-def api_key(config_root: str):
-    """Generate vLLM's API key once, on the host, into a root-only env file.
-
-    + config_root: where ``vllm.secret.env`` lives (0600 root)
-
-    The value is made by the host's own CSPRNG inside the command, so it never crosses the wire, a command line or
-    a log; an existing file is kept (a re-run never rotates it)."""
-    path = f"{config_root}/vllm.secret.env"
-    if host.get_fact(File, path=path):
-        host.noop("vLLM API key exists (root-only, kept)")
-        return
-    yield (f"umask 077 && {{ [ -s {path} ] || printf 'VLLM_API_KEY=%s\\n' \"$({NEW_SECRET})\" > {path}; }} && "
-           f"chmod 600 {path}")
 
 
 def vllm_requirements(s) -> list[str]:
@@ -63,12 +45,13 @@ def exec_start(ctx: Context, venv: str) -> str:
                                                  served_model_name=s.served_model_name, flags=" ".join(ctx.plan.flags))
     args = [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path,
             "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
-            *s.era.serve_args, *ctx.plan.flags]
+            *s.era.serve_args, *ctx.plan.flags, *(["--disable-custom-all-reduce"] if s.vllm_nccl_p2p_disable else [])]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def env_vars(ctx: Context) -> dict:
-    return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s))
+    return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
+                nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable)
 
 
 def unit_vars(ctx: Context) -> dict:
@@ -93,7 +76,8 @@ def ensure(ctx: Context, weights=None) -> list:
                           path=f"{s.config_root}/vllm.secret.env",
                           content=f"VLLM_API_KEY={os.environ[s.vllm_api_key_env]}\n")
     else:
-        key = api_key(name="API key (generated on the host, root-only)", config_root=s.config_root)
+        key = generated_secret(name="API key (generated on the host, root-only)",
+                               path=f"{s.config_root}/vllm.secret.env", variable="VLLM_API_KEY")
     changes = [key]
     if s.vllm_exec_start_override:
         skipped(name="vLLM venv (skipped: stand-in)",

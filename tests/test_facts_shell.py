@@ -53,7 +53,7 @@ def test_secret_commands_make_root_only_files_and_share_the_vllm_key(tmp_path):
 
     from operations.facts import EnvValuesMatch
     from operations.openwebui_service import session_secret
-    from operations.vllm_service import api_key
+    from operations.shared_ops import generated_secret
 
     vllm, webui = tmp_path / "vllm.secret.env", tmp_path / "open-webui.secret.env"
 
@@ -66,10 +66,11 @@ def test_secret_commands_make_root_only_files_and_share_the_vllm_key(tmp_path):
         state = FakeState()
         host = create_host(state, facts={"files.File": files, "facts.EnvValuesMatch": {key: match}})
         with ctx_state.use(state), ctx_host.use(host):
-            return [str(c) for c in op._inner(config_root=str(tmp_path), **kw)]
+            return [str(c) for c in op._inner(**kw)]
 
     def run_both():
-        for cmd in commands(api_key) + commands(session_secret, key_file=str(vllm), key_var="VLLM_API_KEY"):
+        for cmd in (commands(generated_secret, path=str(vllm), variable="VLLM_API_KEY")
+                    + commands(session_secret, config_root=str(tmp_path), key_file=str(vllm), key_var="VLLM_API_KEY")):
             subprocess.run(["sh", "-c", cmd], check=True)
         return vllm.read_text(), webui.read_text()
 

@@ -229,3 +229,14 @@ def test_firewall_admits_only_the_ui_hosts_then_drops_the_vllm_port():
     assert body[3:8] == ['iif "lo" accept', "tcp dport 8000 ip saddr { 10.214.0.4 } accept",
                          "tcp dport 8000 ip6 saddr { fd00::4 } accept", "tcp dport 8000 drop", "}"]
     assert rules[2:4] == ["table inet llmhost_vllm", "delete table inet llmhost_vllm"]  # its own table, reloaded whole
+
+
+def test_p2p_off_only_when_asked_with_the_reason_beside_it():
+    env = lines(render("vllm.env.j2", **vllm_service.env_vars(ctx())))
+    assert not [l for l in env if "NCCL_P2P" in l]
+    assert "--disable-custom-all-reduce" not in next(l for l in vllm_unit(ctx()) if l.startswith("ExecStart="))
+    c = ctx(vllm_nccl_p2p_disable=True)
+    env = lines(render("vllm.env.j2", **vllm_service.env_vars(c)))
+    i = env.index("NCCL_P2P_DISABLE=1")
+    assert env[i - 1].startswith("# vllm_nccl_p2p_disable: ")
+    assert next(l for l in vllm_unit(c) if l.startswith("ExecStart=")).endswith(" --disable-custom-all-reduce")
