@@ -33,6 +33,12 @@ class Member:
     def roles(self) -> frozenset[str]:
         return roles(self.groups)
 
+    @property
+    def in_fleet(self) -> bool:
+        """In gpu_hosts or ui_hosts; a host in neither is a one-box deployment of its own (several may share an
+        inventory, e.g. the test hosts of inventories/home.py) and talks to no other host."""
+        return bool(self.groups & {GPU_GROUP, UI_GROUP})
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -59,8 +65,8 @@ def _ip(value: str) -> bool:
 
 def check(members: list[Member]) -> None:
     """Refuse a fleet that cannot work, before any change on any host."""
-    gpus = [m for m in members if "vllm" in m.roles]
-    uis = [m for m in members if "webui" in m.roles]
+    gpus = [m for m in members if m.in_fleet and "vllm" in m.roles]
+    uis = [m for m in members if m.in_fleet and "webui" in m.roles]
     if uis and not gpus:
         raise FleetError(f"ui host(s) {', '.join(m.name for m in uis)} have no GPU host to send chats to: put at "
                          f"least one host in {GPU_GROUP}")
@@ -96,7 +102,8 @@ def check(members: list[Member]) -> None:
 def backends(ui: Member, members: list[Member]) -> list[Backend]:
     """The vLLM hosts a UI host sends to (itself first when it serves vLLM too), sorted by name after that."""
     out = []
-    for g in sorted((m for m in members if "vllm" in m.roles), key=lambda m: (m.name != ui.name, m.name)):
+    fleet = [m for m in members if m.in_fleet and "vllm" in m.roles] if ui.in_fleet else [ui]
+    for g in sorted(fleet, key=lambda m: (m.name != ui.name, m.name)):
         local = g.name == ui.name
         address = ("127.0.0.1" if g.s.vllm_host in ("0.0.0.0", "::") else g.s.vllm_host) if local else (
             g.address if g.s.vllm_host in ("0.0.0.0", "::") else g.s.vllm_host)
@@ -106,6 +113,6 @@ def backends(ui: Member, members: list[Member]) -> list[Backend]:
 
 def clients(gpu: Member, members: list[Member]) -> list[str]:
     """Addresses of the other hosts whose UI sends to this GPU host: the only ones its firewall admits to vLLM."""
-    if "vllm" not in gpu.roles:
+    if "vllm" not in gpu.roles or not gpu.in_fleet:
         return []
-    return sorted({m.address for m in members if "webui" in m.roles and m.name != gpu.name})
+    return sorted({m.address for m in members if m.in_fleet and "webui" in m.roles and m.name != gpu.name})

@@ -148,6 +148,15 @@ class Settings(BaseModel):
                                            description="systemd OnCalendar= of the backup timer (e.g. 'daily', "
                                            "'Sun 03:00').")
 
+    # --- metrics (opt-in) -----------------------------------------------------------------------------------
+    metrics_enabled: bool = Field(False, description="Prometheus (the distribution's package, on the UI host) scraping "
+                                  "vLLM's /metrics and node-exporter (with the GPU from nvidia-smi through its "
+                                  "textfile collector), alert rules; every listener on loopback.")
+    metrics_retention: str = Field("30d", pattern=r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$",
+                                   description="How long Prometheus keeps samples (a Prometheus duration, e.g. 30d).")
+    metrics_gpu_temp_alert_c: int = Field(85, ge=40, le=110, description="GPU temperature (C) that raises an alert "
+                                          "after 5 minutes.")
+
     # --- verify --------------------------------------------------------------------------------------------
     verify_timeout_s: int = Field(600, gt=0, description="How long verify waits for both services to answer.")
 

@@ -29,6 +29,11 @@ SETTINGS_CASES = [
     ("roots overlap", {"config_root": "/opt/llmhost/etc"}, "config_root=/opt/llmhost/etc and install_root=/opt/llmhost overlap"),
     ("ftp hub", {"hf_endpoint": "ftp://x"}, "hf_endpoint: Value error, 'ftp://x' is not an http(s) URL"),
     ("vllm_version without era", {"vllm_version": "0.20.0"}, "vllm_version=0.20.0 has no era"),
+    ("retention not a duration", {"metrics_retention": "30 days"}, "metrics_retention: String should match pattern"),
+    ("retention zero", {"metrics_retention": "0d"}, "metrics_retention"),
+    ("backups kept zero", {"openwebui_backups_keep": 0}, "openwebui_backups_keep: Input should be greater than or equal to 1"),
+    ("backups kept negative", {"openwebui_backups_keep": -3}, "openwebui_backups_keep"),
+    ("backup calendar injection", {"openwebui_backup_calendar": "daily\nExecStart=/bin/sh"}, "openwebui_backup_calendar"),
 ]
 
 

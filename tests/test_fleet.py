@@ -75,3 +75,14 @@ def test_different_names_may_serve_different_models():
                                                 vllm_served_model_name="other"), ui("ui", "10.214.0.4")]
     check(fleet)
     assert {b.model for b in backends(fleet[2], fleet)} == {"astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", "other"}
+
+
+def test_hosts_in_no_group_are_separate_one_box_deployments():
+    """inventories/home.py with two test hosts: two boxes, each with its own vLLM on loopback, no router, no rules."""
+    a = Member("10.213.1.2", frozenset(), "10.213.1.2", Settings(gpu_card="rtx-3060-12gb"))
+    b = Member("10.213.2.2", frozenset(), "10.213.2.2", Settings(gpu_card="rtx-3060-12gb"))
+    check([a, b])
+    for box in (a, b):
+        assert [(x.name, x.url, x.local) for x in backends(box, [a, b])] == [
+            (box.name, "http://127.0.0.1:8000/v1", True)]
+        assert clients(box, [a, b]) == []

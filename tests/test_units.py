@@ -240,3 +240,41 @@ def test_p2p_off_only_when_asked_with_the_reason_beside_it():
     i = env.index("NCCL_P2P_DISABLE=1")
     assert env[i - 1].startswith("# vllm_nccl_p2p_disable: ")
     assert next(l for l in vllm_unit(c) if l.startswith("ExecStart=")).endswith(" --disable-custom-all-reduce")
+
+
+def test_gpu_sampler_writes_node_exporter_textfile_from_nvidia_smi(tmp_path):
+    import os
+    import subprocess
+
+    script = tmp_path / "llmhost-gpu-metrics"
+    script.write_text(render("llmhost-gpu-metrics.py.j2", textfile_dir=str(tmp_path)))
+    os.chmod(script, 0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    subprocess.run([str(script)], check=True, env=env)  # no nvidia-smi: the GPU is missing
+    assert (tmp_path / "llmhost_gpu.prom").read_text() == "llmhost_gpu_up 0\n"
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, NVIDIA GeForce RTX 3060, 97, 10650, 12288, 71, [N/A]'\n")
+    os.chmod(smi, 0o755)
+    subprocess.run([str(script)], check=True, env=env)
+    labels = 'gpu="0",name="NVIDIA GeForce RTX 3060"'
+    assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines() == [
+        "llmhost_gpu_up 1", f"llmhost_gpu_utilization_percent{{{labels}}} 97.0",
+        f"llmhost_gpu_memory_used_mib{{{labels}}} 10650.0", f"llmhost_gpu_memory_total_mib{{{labels}}} 12288.0",
+        f"llmhost_gpu_temperature_celsius{{{labels}}} 71.0"]  # power [N/A] on this card: left out
+
+
+def test_prometheus_listens_on_loopback_with_the_retention_and_scrapes_vllm_where_it_runs():
+    from operations import metrics
+
+    c = ctx(metrics_enabled=True, metrics_retention="90d")
+    assert metrics.prometheus_args(c) == ('ARGS="--web.listen-address=127.0.0.1:9090 '
+                                          '--storage.tsdb.retention.time=90d"\n')
+    assert metrics.NODE_ARGS.startswith('ARGS="--web.listen-address=127.0.0.1:9100 ')
+    conf = render("prometheus.yml.j2", **metrics.prometheus_vars(c))
+    assert 'targets: ["127.0.0.1:9100"]' in conf and 'targets: ["127.0.0.1:8000"]' in conf
+    ui_only = fleet_ui_ctx()
+    assert "job_name: vllm" not in render("prometheus.yml.j2", **metrics.prometheus_vars(ui_only))
+    alerts = render("llmhost-alerts.yml.j2", gpu_temp_c=80)
+    assert "expr: llmhost_gpu_temperature_celsius > 80" in alerts and "{{ $labels.mountpoint }}" in alerts

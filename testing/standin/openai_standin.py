@@ -2,7 +2,8 @@
 """STAND-IN for vLLM on the GPU-less test host: a small OpenAI-compatible server (stdlib only).
 
 It is NOT vLLM. It speaks the same protocol vLLM's api_server speaks to Open WebUI and to llmhost's probe:
-GET /health, GET /v1/models, POST /v1/chat/completions (plain and streamed as server-sent events), with the
+GET /health, GET /metrics (Prometheus text in vLLM's metric names, with fixed values), GET /v1/models,
+POST /v1/chat/completions (plain and streamed as server-sent events), with the
 same Bearer-key guard on /v1/* from VLLM_API_KEY. Its answer is fixed, says it is a stand-in and names its host
 (so a fleet test can see which backend answered).
 """
@@ -14,6 +15,18 @@ import socket
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+METRICS = "\n".join([
+    "# TYPE vllm:num_requests_running gauge", "vllm:num_requests_running{{model_name=\"{m}\"}} 0",
+    "# TYPE vllm:num_requests_waiting gauge", "vllm:num_requests_waiting{{model_name=\"{m}\"}} 0",
+    "# TYPE vllm:kv_cache_usage_perc gauge", "vllm:kv_cache_usage_perc{{model_name=\"{m}\"}} 0.0",
+    "# TYPE vllm:time_to_first_token_seconds histogram",
+    "vllm:time_to_first_token_seconds_bucket{{model_name=\"{m}\",le=\"+Inf\"}} 0",
+    "vllm:time_to_first_token_seconds_sum{{model_name=\"{m}\"}} 0.0",
+    "vllm:time_to_first_token_seconds_count{{model_name=\"{m}\"}} 0",
+    "# TYPE vllm:inter_token_latency_seconds histogram",
+    "vllm:inter_token_latency_seconds_bucket{{model_name=\"{m}\",le=\"+Inf\"}} 0",
+    "vllm:inter_token_latency_seconds_sum{{model_name=\"{m}\"}} 0.0",
+    "vllm:inter_token_latency_seconds_count{{model_name=\"{m}\"}} 0", ""])
 ANSWER = f"Hello from the llmhost stand-in (not vLLM) on {socket.gethostname()}."
 
 
@@ -44,6 +57,8 @@ def main():
         def do_GET(self):
             if self.path == "/health":
                 return self._send(200, b"", "text/plain")
+            if self.path == "/metrics":  # vLLM serves it without the key, as here
+                return self._send(200, METRICS.format(m=a.model).encode(), "text/plain; version=0.0.4")
             if not self._authorized():
                 return
             if self.path == "/v1/models":
