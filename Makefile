@@ -9,8 +9,10 @@ venv: .venv/bin/python  ## create .venv with the project and its test extras
 
 host-deps:       ## Debian packages the local test host needs (root)
 	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null && command -v tinyproxy >/dev/null \
-	  && command -v zstd >/dev/null && command -v apt-ftparchive >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	  --no-install-recommends debootstrap systemd-container tinyproxy zstd iproute2 openssh-client git make apt-utils >/dev/null)
+	  && command -v zstd >/dev/null && command -v apt-ftparchive >/dev/null && command -v chromium >/dev/null \
+	  && command -v certutil >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends debootstrap systemd-container tinyproxy zstd iproute2 openssh-client git make apt-utils \
+	  chromium libnss3-tools >/dev/null)
 
 deploy: .venv/bin/python  ## apply to inventories/home.py (LLMHOST_HOST, or else the local test host)
 	@[ -n "$$LLMHOST_HOST" ] || [ -f .cache/testhost/inventory.json ] || $(MAKE) --no-print-directory test-host-up

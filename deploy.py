@@ -5,13 +5,13 @@
 
 deploy.py only composes the components, in the order of the product: downloads (proxy, CA), base (users,
 directories, tools, probe), NVIDIA driver, CUDA, container toolkit, weights, vLLM, vLLM's firewall (fleets), the
-router (fleets), Open WebUI, metrics (opt-in), verify. Preflight validates every setting, the fleet, and plans vLLM's flags before any
+router (fleets), Open WebUI, HTTPS (opt-in), metrics (opt-in), verify. Preflight validates every setting, the fleet, and plans vLLM's flags before any
 change; each host plays the roles its inventory groups give it (operations/fleet.py).
 """
 
 from operations import (base, container_toolkit, cuda_toolkit, download_proxy, model_weights, nvidia_driver,
-                        metrics, openwebui_service, preflight, router_service, verify, vllm_firewall,
-                        vllm_service)
+                        https_proxy, metrics, openwebui_service, preflight, router_service, verify,
+                        vllm_firewall, vllm_service)
 
 ctx = preflight.check()
 download_proxy.ensure(ctx)
@@ -24,5 +24,6 @@ vllm_changes = vllm_service.ensure(ctx, weights=weights)
 vllm_firewall.ensure(ctx)
 router_changes = router_service.ensure(ctx)
 webui_changes = openwebui_service.ensure(ctx)
+https_proxy.ensure(ctx)
 metrics.ensure(ctx)
 verify.ensure(ctx, changes=vllm_changes + router_changes + webui_changes)

@@ -23,6 +23,8 @@ def probe_vars(ctx: Context) -> dict:
     else:
         api, health, key_file, key_var = (f"http://{ctx.connect(s.vllm_host)}:{s.vllm_port}", "/health",
                                           f"{s.config_root}/vllm.secret.env", "VLLM_API_KEY")
+    if s.vllm_nnodes > 1 and s.vllm_node_rank > 0 and not ctx.serves_webui:
+        api = None  # a headless multi-node stage serves no API: the probe checks its GPU only
     return dict(api=api, api_health=health, key_file=key_file, key_var=key_var, webui=ctx.serves_webui,
                 webui_connect=ctx.connect(s.openwebui_host), webui_port=s.openwebui_port,
                 served_model_name=s.served_model_name, gpu_host=s.gpu_host and ctx.serves_vllm)

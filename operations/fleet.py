@@ -65,7 +65,8 @@ def _ip(value: str) -> bool:
 
 def check(members: list[Member]) -> None:
     """Refuse a fleet that cannot work, before any change on any host."""
-    gpus = [m for m in members if m.in_fleet and "vllm" in m.roles]
+    check_multinode(members)
+    gpus = [m for m in members if m.in_fleet and "vllm" in m.roles and not headless(m)]
     uis = [m for m in members if m.in_fleet and "webui" in m.roles]
     if uis and not gpus:
         raise FleetError(f"ui host(s) {', '.join(m.name for m in uis)} have no GPU host to send chats to: put at "
@@ -99,10 +100,52 @@ def check(members: list[Member]) -> None:
                                  "one: set fleet_address to its IP address on the fleet's network")
 
 
+def headless(m: Member) -> bool:
+    """A multi-node stage other than rank 0: it runs vLLM --headless and serves no API."""
+    return m.s.vllm_nnodes > 1 and m.s.vllm_node_rank > 0
+
+
+SAME_ON_EVERY_NODE = ("model_repo", "model_revision", "vllm_version", "install_root", "data_root",
+                      "vllm_tensor_parallel_size", "vllm_master_port", "vllm_served_model_name")
+
+
+def check_multinode(members: list[Member]) -> None:
+    """One model across boxes: the ranks 0..n-1 each once, rank 0 at the master address, the same venv, model path and
+    pins on every node, and the nodes' traffic on a private network."""
+    nodes: dict[str, list[Member]] = {}
+    for m in members:
+        if "vllm" in m.roles and m.s.vllm_nnodes > 1:
+            if not m.s.vllm_master_addr:
+                raise FleetError(f"{m.name}: vllm_nnodes={m.s.vllm_nnodes} needs vllm_master_addr (rank 0's "
+                                 "fleet_address)")
+            nodes.setdefault(m.s.vllm_master_addr, []).append(m)
+    for master, group in nodes.items():
+        names = ", ".join(m.name for m in group)
+        n = group[0].s.vllm_nnodes
+        ranks = sorted(m.s.vllm_node_rank for m in group)
+        if any(m.s.vllm_nnodes != n for m in group) or ranks != list(range(n)):
+            raise FleetError(f"multi-node model at {master} ({names}): ranks {ranks} for vllm_nnodes="
+                             f"{[m.s.vllm_nnodes for m in group]}: give the n hosts the ranks 0..n-1, once each")
+        rank0 = next(m for m in group if m.s.vllm_node_rank == 0)
+        if rank0.address != master:
+            raise FleetError(f"multi-node model at {master}: rank 0 ({rank0.name}) has the address {rank0.address}: "
+                             "set vllm_master_addr to rank 0's fleet_address")
+        for key in SAME_ON_EVERY_NODE:
+            values = {m.name: getattr(m.s, key) for m in group}
+            if len(set(map(str, values.values()))) > 1:
+                raise FleetError(f"multi-node model at {master}: {key} differs between the nodes ({values}): every "
+                                 "node needs the same venv, model path and pins")
+        for m in group:
+            if not _ip(m.address) or not ipaddress.ip_address(m.address).is_private:
+                raise FleetError(f"multi-node model at {master}: {m.name}'s address {m.address!r} is not a private "
+                                 "network address: the nodes' traffic (NCCL, unencrypted) belongs on a private network; "
+                                 "set fleet_address")
+
+
 def backends(ui: Member, members: list[Member]) -> list[Backend]:
     """The vLLM hosts a UI host sends to (itself first when it serves vLLM too), sorted by name after that."""
     out = []
-    fleet = [m for m in members if m.in_fleet and "vllm" in m.roles] if ui.in_fleet else [ui]
+    fleet = [m for m in members if m.in_fleet and "vllm" in m.roles and not headless(m)] if ui.in_fleet else [ui]
     for g in sorted(fleet, key=lambda m: (m.name != ui.name, m.name)):
         local = g.name == ui.name
         address = ("127.0.0.1" if g.s.vllm_host in ("0.0.0.0", "::") else g.s.vllm_host) if local else (
@@ -113,6 +156,6 @@ def backends(ui: Member, members: list[Member]) -> list[Backend]:
 
 def clients(gpu: Member, members: list[Member]) -> list[str]:
     """Addresses of the other hosts whose UI sends to this GPU host: the only ones its firewall admits to vLLM."""
-    if "vllm" not in gpu.roles or not gpu.in_fleet:
+    if "vllm" not in gpu.roles or not gpu.in_fleet or headless(gpu):
         return []
     return sorted({m.address for m in members if m.in_fleet and "webui" in m.roles and m.name != gpu.name})

@@ -78,7 +78,8 @@ def api(ctx: Context) -> tuple[str, str, str]:
 def env_vars(ctx: Context) -> dict:
     s = ctx.s
     return dict(config_root=s.config_root, data_root=s.data_root, api_base=api(ctx)[0],
-                enable_signup=s.openwebui_enable_signup)
+                enable_signup=s.openwebui_enable_signup, https_domain=s.https_domain,
+                served_model_name=s.served_model_name)
 
 
 def backup_vars(ctx: Context) -> dict:

@@ -190,7 +190,7 @@ def _check() -> Context:
         p = plan(ModelSpec.from_config(cfg, qcfg), gpu, s.vllm_version, max_model_len=s.vllm_max_model_len,
                  gpu_memory_utilization=s.vllm_gpu_memory_utilization, max_num_seqs=s.vllm_max_num_seqs,
                  reserved_mib=s.vllm_reserved_mib, min_concurrency=s.vllm_min_concurrency,
-                 tensor_parallel_size=s.vllm_tensor_parallel_size)
+                 tensor_parallel_size=s.vllm_tensor_parallel_size, pipeline_parallel_size=s.vllm_nnodes)
     except PlanError as exc:
         _fail(f"model_repo={s.model_repo}: {exc}")
 

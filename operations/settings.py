@@ -119,6 +119,13 @@ class Settings(BaseModel):
     router_port: int = Field(4000, ge=1, le=65535, description="Fleets: the router's port (loopback only).")
     router_num_retries: int = Field(2, ge=0, description="Fleets: how often the router retries a failed request "
                                     "(on another vLLM host).")
+    vllm_nnodes: int = Field(1, ge=1, description="One model across boxes (vLLM's multi-node mode, mp backend): how "
+                             "many GPU hosts serve it together, each a pipeline stage over its own GPUs.")
+    vllm_node_rank: int = Field(0, ge=0, description="Multi-node: this host's rank (0 serves the API; the others run "
+                                "--headless).")
+    vllm_master_addr: str | None = Field(None, description="Multi-node: rank 0's fleet_address (a private network "
+                                         "address; the nodes' traffic goes there).")
+    vllm_master_port: int = Field(29501, ge=1, le=65535, description="Multi-node: rank 0's port for the nodes.")
     vllm_nccl_p2p_disable: bool = Field(False, description="Several GPUs in one box whose PCIe peer-to-peer hangs or "
                                         "corrupts NCCL (consumer boards; vLLM issues 4996, 17676): NCCL_P2P_DISABLE=1 "
                                         "and --disable-custom-all-reduce for vLLM. vLLM itself turns custom all-reduce "
@@ -147,6 +154,15 @@ class Settings(BaseModel):
     openwebui_backup_calendar: str = Field("daily", pattern=r"^[A-Za-z0-9*:,./~ -]+$",
                                            description="systemd OnCalendar= of the backup timer (e.g. 'daily', "
                                            "'Sun 03:00').")
+
+    # --- HTTPS (opt-in) -------------------------------------------------------------------------------------
+    https_domain: str | None = Field(None, description="Opt-in HTTPS: the name users open. Caddy serves it in front "
+                                     "of Open WebUI (which then binds to loopback), with an automatic certificate, "
+                                     "or Caddy's own CA with https_internal_ca.")
+    https_email: str | None = Field(None, description="HTTPS: the email the certificate authority may write to "
+                                    "(public names).")
+    https_internal_ca: bool = Field(False, description="HTTPS on a LAN: Caddy's own CA (tls internal) instead of a "
+                                    "public certificate; import its root certificate into your browsers.")
 
     # --- metrics (opt-in) -----------------------------------------------------------------------------------
     metrics_enabled: bool = Field(False, description="Prometheus (the distribution's package, on the UI host) scraping "
@@ -221,12 +237,35 @@ class Settings(BaseModel):
         era(v)  # ValueError names the eras
         return v
 
+    @field_validator("https_domain")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+        if v is not None and (len(v) > 253 or not re.match(rf"^{label}(\.{label})+$", v)):
+            raise ValueError(f"{v!r} is not a host name (e.g. llm.example.org or llm.home.arpa)")
+        return v
+
+    @field_validator("https_email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", v):
+            raise ValueError(f"{v!r} is not an email address")
+        return v
+
     @field_validator("openwebui_python", "vllm_python")
     @classmethod
     def _python_shape(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^3\.\d+$", v):
             raise ValueError(f"{v!r} is not a Python '3.X' version")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _https_binds_loopback(cls, data: Any) -> Any:
+        """With https_domain, Open WebUI binds to loopback: only Caddy reaches it (openwebui_host is overridden)."""
+        if isinstance(data, dict) and data.get("https_domain"):
+            data = {**data, "openwebui_host": "127.0.0.1"}
+        return data
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":
@@ -239,6 +278,8 @@ class Settings(BaseModel):
         if (self.vllm_port == self.openwebui_port
                 and (self.vllm_host == self.openwebui_host or "0.0.0.0" in (self.vllm_host, self.openwebui_host))):
             raise ValueError(f"vllm_port and openwebui_port are both {self.vllm_port}: give each service its own port")
+        if self.https_email and not self.https_domain:
+            raise ValueError("https_email is set but https_domain is not: set https_domain (the name users open)")
         if self.openwebui_python not in ("3.11", "3.12"):
             raise ValueError(f"openwebui_python={self.openwebui_python}: Open WebUI {self.openwebui_version} needs "
                              "Python >=3.11,<3.13; set openwebui_python to 3.11 or 3.12")

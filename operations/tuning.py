@@ -20,7 +20,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -298,10 +298,18 @@ def estimate(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len
 
 def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: int | None = None,
          gpu_memory_utilization: float | None = None, max_num_seqs: int | None = None,
-         reserved_mib: int = 0, min_concurrency: float = 2.0, tensor_parallel_size: int | None = None) -> Plan:
+         reserved_mib: int = 0, min_concurrency: float = 2.0, tensor_parallel_size: int | None = None,
+         pipeline_parallel_size: int = 1) -> Plan:
     engine = vllm_engine(vllm_version)
     warnings: list[str] = []
     _check_inputs(gpu, max_model_len, gpu_memory_utilization, max_num_seqs, reserved_mib, min_concurrency)
+    pp = pipeline_parallel_size
+    if pp > 1:  # one model over several hosts: each is a pipeline stage holding ~1/pp of the layers
+        if pp > model.layers:
+            raise PlanError(f"{model.layers} layers do not split over {pp} hosts")
+        model = replace(model, layers=math.ceil(model.layers / pp))
+        warnings.append(f"pipeline parallel over {pp} hosts: each stage planned with {model.layers} layers plus the "
+                        "whole embedding and LM head (conservative; the multi-node memory model is not measured)")
     limit = model.max_position_embeddings
     if engine == "v0" and model.model_type == "gemma2" and limit > 4096:
         # vLLM 0.6.3.post1 caps Gemma-2 at 4096 (its sliding window needs FlashInfer, which it does not use).
@@ -385,6 +393,8 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
         flags.append(f"--quantization={quant_flag}")
     if tp > 1:
         flags.append(f"--tensor-parallel-size={tp}")
+    if pp > 1:
+        flags.append(f"--pipeline-parallel-size={pp}")
     if eager:
         flags.append("--enforce-eager")
     return Plan(

@@ -63,7 +63,8 @@ def ensure(ctx: Context, changes: list):
     s = ctx.s
     address = host.data.get("ssh_hostname") or host.name
     where = address if s.openwebui_host not in ("127.0.0.1", "::1") else f"{address} (loopback: ssh -L)"
-    url = (f"{host.print_prefix}Open WebUI answers at http://{where}:{s.openwebui_port}/  "
+    open_at = f"https://{s.https_domain}/" if s.https_domain else f"http://{where}:{s.openwebui_port}/"
+    url = (f"{host.print_prefix}Open WebUI answers at {open_at}  "
            "(the first account to sign up becomes the admin)") if ctx.serves_webui else None
     what = ("GPU visible, " if ctx.serves_vllm else "") + (
         "the router's /health + /v1/models + a chat completion through it" if ctx.routed else

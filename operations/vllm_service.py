@@ -38,14 +38,25 @@ def cuda_home(s) -> str:
     return ""
 
 
+def multinode_args(s) -> list[str]:
+    """vLLM's multi-node mode (mp backend): rank 0 serves the API, the other ranks run --headless."""
+    if s.vllm_nnodes <= 1:
+        return []
+    return ["--distributed-executor-backend=mp", f"--nnodes={s.vllm_nnodes}", f"--node-rank={s.vllm_node_rank}",
+            f"--master-addr={s.vllm_master_addr}", f"--master-port={s.vllm_master_port}",
+            *(["--headless"] if s.vllm_node_rank > 0 else [])]
+
+
 def exec_start(ctx: Context, venv: str) -> str:
     s = ctx.s
     if s.vllm_exec_start_override:
         return s.vllm_exec_start_override.format(host=s.vllm_host, port=s.vllm_port, model=ctx.snapshot_path,
-                                                 served_model_name=s.served_model_name, flags=" ".join(ctx.plan.flags))
+                                                 served_model_name=s.served_model_name,
+                                                 flags=" ".join(ctx.plan.flags + multinode_args(s)))
     args = [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path,
             "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
-            *s.era.serve_args, *ctx.plan.flags, *(["--disable-custom-all-reduce"] if s.vllm_nccl_p2p_disable else [])]
+            *s.era.serve_args, *ctx.plan.flags, *(["--disable-custom-all-reduce"] if s.vllm_nccl_p2p_disable else []),
+            *multinode_args(s)]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -58,7 +69,8 @@ def unit_vars(ctx: Context) -> dict:
     s = ctx.s
     return dict(served_model_name=s.served_model_name, commit=ctx.model_commit, config_root=s.config_root,
                 data_root=s.data_root, exec_start=exec_start(ctx, f"{s.install_root}/vllm/current"), probe=ctx.probe,
-                vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port, start_timeout=START_TIMEOUT)
+                vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port, start_timeout=START_TIMEOUT,
+                headless=s.vllm_nnodes > 1 and s.vllm_node_rank > 0)
 
 
 @deploy("vLLM service")

@@ -160,7 +160,11 @@ def converged() -> dict:
     gpu = GpuSpec(cuda_visible_mib("NVIDIA GeForce RTX 3060", 12288), 8.6, 1, "NVIDIA GeForce RTX 3060")
     ctx = Context(s, "ubuntu", "24.04", "580.95.05", {}, plan(ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), gpu,
                                                                s.vllm_version), s.model_revision, "open")
+    bvars = openwebui_service.backup_vars(ctx)
     rendered = {  # path: (content, mode, owner)
+        f"{s.install_root}/bin/llmhost-webui-backup": (render("llmhost-webui-backup.py.j2", **bvars), "755"),
+        "/etc/systemd/system/llmhost-webui-backup.service": (render("llmhost-webui-backup.service.j2", **bvars), "644"),
+        "/etc/systemd/system/llmhost-webui-backup.timer": (render("llmhost-webui-backup.timer.j2", **bvars), "644"),
         f"{s.config_root}/vllm.env": (render("vllm.env.j2", **vllm_service.env_vars(ctx)), "644"),
         "/etc/systemd/system/vllm.service": (render("vllm.service.j2", **vllm_service.unit_vars(ctx)), "644"),
         ctx.probe: (render("llmhost-probe.py.j2", **base.probe_vars(ctx)), "755"),
@@ -169,7 +173,8 @@ def converged() -> dict:
                                                           **openwebui_service.unit_vars(ctx)), "644"),
     }
     perms = {"644": "-rw-r--r--", "755": "-rwxr-xr-x", "600": "-rw-------"}
-    matchers: dict = {f"if [ -x {ctx.probe} ]": out["llmhost-probe"]}  # the probe's one look (verify.Probe)
+    matchers: dict = {f"if [ -x {ctx.probe} ]": out["llmhost-probe"],  # the probe's one look (verify.Probe)
+                      "s/^OPENAI_API_KEY=//p": ["match"]}  # EnvValuesMatch: Open WebUI holds vLLM's current key
     for path, (text, mode) in rendered.items():
         sha1 = hashlib.sha1(text.encode()).hexdigest()
         matchers[re.compile(r"sha1sum " + re.escape(path) + r"\b")] = [f"{sha1}  {path}"]
@@ -194,9 +199,12 @@ def converged() -> dict:
             f"user=root group=root mode=-rw-r--r-- atime=0 mtime=0 ctime=0 size=0 '{target}/.llmhost-complete'"]
     matchers[re.compile(r"if \[ -f \S*\.complete-")] = ["complete"]
     matchers["--property SubState"] = ["Id=vllm.service", "SubState=running", "", "Id=open-webui.service",
-                                       "SubState=running"]
+                                       "SubState=running", "", "Id=llmhost-webui-backup.timer", "SubState=waiting"]
     matchers["--property UnitFileState"] = ["Id=vllm.service", "UnitFileState=enabled", "",
-                                            "Id=open-webui.service", "UnitFileState=enabled"]
+                                            "Id=open-webui.service", "UnitFileState=enabled", "",
+                                            "Id=llmhost-webui-backup.timer", "UnitFileState=enabled"]
+    matchers[re.compile(re.escape(bvars["backups"]) + r"(?=\s|$)")] = [
+        f"user=llmhost-webui group=llmhost-webui mode=drwx------ atime=0 mtime=0 ctime=0 size=4096 '{bvars['backups']}'"]
     return {**matchers, **out}
 
 

@@ -86,3 +86,60 @@ def test_hosts_in_no_group_are_separate_one_box_deployments():
         assert [(x.name, x.url, x.local) for x in backends(box, [a, b])] == [
             (box.name, "http://127.0.0.1:8000/v1", True)]
         assert clients(box, [a, b]) == []
+
+
+def node(name, address, rank, n=2, **s):
+    return gpu(name, address, vllm_nnodes=n, vllm_node_rank=rank, vllm_master_addr="10.214.0.2", **s)
+
+
+def test_one_model_over_two_boxes_rank_0_serves_the_others_run_headless():
+    fleet = [node("gpu1", "10.214.0.2", 0), node("gpu2", "10.214.0.3", 1), ui("ui", "10.214.0.4")]
+    check(fleet)
+    assert [b.name for b in backends(fleet[2], fleet)] == ["gpu1"]  # the headless stage serves no API
+    assert clients(fleet[1], fleet) == [] and clients(fleet[0], fleet) == ["10.214.0.4"]
+    from operations.vllm_service import multinode_args
+
+    assert multinode_args(fleet[0].s) == ["--distributed-executor-backend=mp", "--nnodes=2", "--node-rank=0",
+                                          "--master-addr=10.214.0.2", "--master-port=29501"]
+    assert multinode_args(fleet[1].s)[-2:] == ["--master-port=29501", "--headless"]
+    assert multinode_args(Settings(gpu_card="rtx-3060-12gb")) == []
+
+
+@pytest.mark.parametrize("fleet,message", [
+    ([node("gpu1", "10.214.0.2", 0), node("gpu2", "10.214.0.3", 0), ui("ui", "10.214.0.4")],
+     "ranks [0, 0] for vllm_nnodes=[2, 2]: give the n hosts the ranks 0..n-1, once each"),
+    ([node("gpu1", "10.214.0.2", 0), ui("ui", "10.214.0.4")], "ranks [0] for vllm_nnodes=[2]"),
+    ([node("gpu1", "10.214.0.9", 0), node("gpu2", "10.214.0.3", 1), ui("ui", "10.214.0.4")],
+     "rank 0 (gpu1) has the address 10.214.0.9: set vllm_master_addr to rank 0's fleet_address"),
+    ([node("gpu1", "10.214.0.2", 0), node("gpu2", "10.214.0.3", 1, install_root="/opt/other"), ui("ui", "10.214.0.4")],
+     "install_root differs between the nodes"),
+    ([node("gpu1", "10.214.0.2", 0), node("gpu2", "10.214.0.3", 1, vllm_version="0.6.3.post1"),
+      ui("ui", "10.214.0.4")], "vllm_version differs between the nodes"),
+    ([gpu("gpu1", "10.214.0.2", vllm_nnodes=2), ui("ui", "10.214.0.4")], "vllm_nnodes=2 needs vllm_master_addr"),
+], ids=["rank-twice", "rank-missing", "master-not-rank-0", "other-venv", "other-vllm", "no-master"])
+def test_multinode_models_that_cannot_form_are_refused(fleet, message):
+    with pytest.raises(FleetError) as exc:
+        check(fleet)
+    assert message in str(exc.value)
+
+
+def test_multinode_traffic_must_stay_on_a_private_network():
+    rank0 = Member("gpu1", frozenset({"gpu_hosts"}), "8.8.8.8", Settings(
+        gpu_card="rtx-3060-12gb", vllm_host="8.8.8.8", vllm_nnodes=2, vllm_node_rank=0, vllm_master_addr="8.8.8.8",
+        **KEY))
+    rank1 = gpu("gpu2", "10.214.0.3", vllm_nnodes=2, vllm_node_rank=1, vllm_master_addr="8.8.8.8")
+    with pytest.raises(FleetError) as exc:
+        check([rank0, rank1, ui("ui", "10.214.0.4")])
+    assert "gpu1's address '8.8.8.8' is not a private network address" in str(exc.value)
+
+
+def test_each_stage_is_planned_with_its_share_of_the_layers():
+    from operations.tuning import GpuSpec, ModelSpec, plan
+    from tests.test_eras import GPTQ_CFG, GPTQ_Q
+
+    model = ModelSpec.from_config(GPTQ_CFG, GPTQ_Q)
+    one = plan(model, GpuSpec.from_card("rtx-3060-12gb"), "0.26.0")
+    two = plan(model, GpuSpec.from_card("rtx-3060-12gb"), "0.26.0", pipeline_parallel_size=2)
+    assert "--pipeline-parallel-size=2" in two.flags and "--pipeline-parallel-size" not in " ".join(one.flags)
+    assert two.weights_gib < one.weights_gib and two.kv_bytes_per_token * 2 == one.kv_bytes_per_token
+    assert any("not measured" in w for w in two.warnings)

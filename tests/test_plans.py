@@ -105,3 +105,13 @@ def test_a_converged_host_restarts_nothing(fake_plan):
                "Verify | The same again after this run's changes (a service restarted)"]:
         assert op in names(plan), op
         assert op not in ch, op
+
+
+def test_a_converged_host_executed_restarts_nothing_and_rewrites_no_secret(fake_apply):
+    """Executed (not a dry run) against the converged @fake host: every `_if` is evaluated as on a real host, so a
+    restart condition that is always true, or a secret operation that always writes, shows up here."""
+    rc, cmds, out = fake_apply("converged")
+    assert rc == 0, out[-3000:]
+    assert not [c for c in cmds if c.startswith(("systemctl restart", "systemctl start", "systemctl reload"))], \
+        [c for c in cmds if c.startswith("systemctl")]
+    assert not [c for c in cmds if "reboot" in c or c.startswith("umask 077")]

@@ -184,3 +184,27 @@ def test_bad_fleets_are_refused_before_any_change(fleet):
     p = deploy()
     assert p.returncode != 0 and "but with different models" in p.stdout, p.stdout[-2000:]
     assert sh(ui, "find /etc /opt -xdev -printf '%p %s %T@\\n' | sort | sha256sum") == state
+
+
+def test_one_model_across_two_boxes_renders_and_its_prerequisites_are_checked(fleet):
+    """vLLM's multi-node mode as far as it can go without GPUs: the plan (a dry run with --diff against the real
+    hosts) renders rank 0 with the API and rank 1 --headless at rank 0's fleet address; a fleet whose nodes run
+    different venvs is refused. That the nodes form a cluster is NOT tested: vLLM does not start without a GPU."""
+    gpu1, gpu2 = fleet["llmhost-t1"], fleet["llmhost-t2"]
+    write_spec(fleet, gpus=["llmhost-t1", "llmhost-t2"])
+    spec = json.loads(SPEC.read_text())
+    for i, rank in ((0, 0), (1, 1)):
+        spec["gpu_hosts"][i][1].update(vllm_nnodes=2, vllm_node_rank=rank, vllm_master_addr=gpu1["fleet_address"])
+    SPEC.write_text(json.dumps(spec))
+    p = deploy("--dry", "--diff")
+    assert p.returncode == 0, p.stdout[-3000:]
+    node_flags = f"--distributed-executor-backend=mp --nnodes=2 --node-rank={{}} --master-addr={gpu1['fleet_address']}"
+    plus = [ln for ln in p.stdout.splitlines() if "ExecStart=" in ln and ln.lstrip().startswith("+")]
+    assert any(node_flags.format(0) in ln and "--pipeline-parallel-size=2" in ln and "--headless" not in ln
+               for ln in plus), plus
+    assert any(node_flags.format(1) in ln and ln.rstrip().endswith("--headless") for ln in plus), plus
+    spec["gpu_hosts"][1][1]["install_root"] = "/opt/llmhost-other"
+    SPEC.write_text(json.dumps(spec))
+    p = deploy("--dry")
+    assert p.returncode != 0 and "install_root differs between the nodes" in p.stdout, p.stdout[-2000:]
+    assert "--headless" not in sh(gpu2, "systemctl cat vllm")  # the dry runs changed nothing

@@ -278,3 +278,30 @@ def test_prometheus_listens_on_loopback_with_the_retention_and_scrapes_vllm_wher
     assert "job_name: vllm" not in render("prometheus.yml.j2", **metrics.prometheus_vars(ui_only))
     alerts = render("llmhost-alerts.yml.j2", gpu_temp_c=80)
     assert "expr: llmhost_gpu_temperature_celsius > 80" in alerts and "{{ $labels.mountpoint }}" in alerts
+
+
+def test_a_headless_stage_has_no_api_readiness_and_rank_0_keeps_it():
+    stage = ctx(vllm_nnodes=2, vllm_node_rank=1, vllm_master_addr="10.214.0.2")
+    unit = vllm_unit(stage)
+    assert not [l for l in unit if l.startswith("ExecStartPost=")]
+    assert next(l for l in unit if l.startswith("ExecStart=")).endswith(
+        "--distributed-executor-backend=mp --nnodes=2 --node-rank=1 --master-addr=10.214.0.2 --master-port=29501 "
+        "--headless")
+    rank0 = vllm_unit(ctx(vllm_nnodes=2, vllm_node_rank=0, vllm_master_addr="10.214.0.2"))
+    assert "ExecStartPost=/opt/llmhost/bin/llmhost-probe --health http://127.0.0.1:8000/health --wait 900" in rank0
+
+
+def test_https_puts_open_webui_on_loopback_behind_caddy_with_its_url_and_origin():
+    from operations import https_proxy
+
+    c = ctx(https_domain="llm.home.arpa", https_internal_ca=True, openwebui_host="0.0.0.0")
+    assert "--host 127.0.0.1 --port 8080" in next(l for l in webui_unit(c) if l.startswith("ExecStart="))
+    env = lines(render("open-webui.env.j2", **openwebui_service.env_vars(c)))
+    assert "WEBUI_URL=https://llm.home.arpa" in env and "CORS_ALLOW_ORIGIN=https://llm.home.arpa" in env
+    caddy = [l.strip() for l in render("Caddyfile.j2", **https_proxy.caddyfile_vars(c)).splitlines()]
+    assert caddy[caddy.index("llm.home.arpa {") + 1:] == ["tls internal", "encode zstd gzip",
+                                                          "reverse_proxy 127.0.0.1:8080", "}"]
+    public = ctx(https_domain="llm.example.org", https_email="me@example.org")
+    caddy = render("Caddyfile.j2", **https_proxy.caddyfile_vars(public))
+    assert "email me@example.org" in caddy and "tls internal" not in caddy
+    assert not [l for l in lines(render("open-webui.env.j2", **openwebui_service.env_vars(ctx()))) if "WEBUI_URL" in l]
