@@ -57,8 +57,9 @@ def test_https_in_front_of_open_webui_on_loopback(h, tmp_path_factory):
     disk0 = int(sh(h, "df -Pm / | awk 'NR==2 {print $3}'"))
     p = deploy(https_domain=DOMAIN, https_internal_ca=True)
     assert p.returncode == 0, p.stdout[-3000:]
-    print(f"https figures: +{int(sh(h, \"df -Pm / | awk 'NR==2 {print $3}'\")) - disk0} MiB disk, caddy "
-          f"{int(sh(h, 'ps -C caddy -o rss= | head -n1')) // 1024} MiB resident")
+    disk1 = int(sh(h, "df -Pm / | awk 'NR==2 {print $3}'"))
+    rss = int(sh(h, "ps -C caddy -o rss= | head -n1")) // 1024
+    print(f"https figures: +{disk1 - disk0} MiB disk, caddy {rss} MiB resident")
     assert f"Open WebUI answers at https://{DOMAIN}/" in p.stdout
     listen = sh(h, "ss -ltnH | awk '{print $4}'").split()
     assert "127.0.0.1:8080" in listen and not [a for a in listen if a.endswith(":8080") and "127.0.0.1" not in a]
