@@ -50,5 +50,8 @@ def ensure(ctx: Context):
                    _env=ctx.download_env)
     pip.packages(name="Tools: uv and huggingface_hub (pinned)", packages=[f"uv=={s.uv_version}",
                  *s.hub_tools_requirements], pip=f"{ctx.tools}/bin/pip", _env=ctx.download_env)
+    files.template(create_remote_dir=False, name="Weights fetcher (huggingface_hub, revision-pinned)",
+                   src=template("fetch_model.py.j2"), dest=ctx.fetcher, mode="755",
+                   tools_python=f"{ctx.tools}/bin/python")
     files.template(create_remote_dir=False, name="Probe (health / models / completion)",
                    src=template("llmhost-probe.py.j2"), dest=ctx.probe, mode="755", **probe_vars(ctx))

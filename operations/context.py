@@ -71,6 +71,10 @@ class Context:
         return f"{self.tools}/bin/uv"
 
     @property
+    def fetcher(self) -> str:
+        return f"{self.s.install_root}/bin/llmhost-fetch-model"
+
+    @property
     def probe(self) -> str:
         return f"{self.s.install_root}/bin/llmhost-probe"
 

@@ -15,7 +15,7 @@ from operations import python_venv
 from operations.context import Context
 from operations.render import template
 from operations.facts import EnvValuesMatch
-from operations.shared_ops import NEW_SECRET, skipped
+from operations.shared_ops import NEW_SECRET, fetch_command, skipped, snapshot
 
 START_TIMEOUT = 600
 
@@ -75,11 +75,25 @@ def api(ctx: Context) -> tuple[str, str, str]:
             "VLLM_API_KEY")
 
 
+def embedding(ctx: Context) -> dict | None:
+    """Where the pinned embedding model lives on the host (in Open WebUI's data, owned by its user), or None."""
+    s = ctx.s
+    if not s.rag_embedding_repo:
+        return None
+    cache = f"{s.data_root}/open-webui/embedding"
+    org, name = s.rag_embedding_repo.split("/")
+    return dict(cache=cache, repo=s.rag_embedding_repo, commit=s.rag_embedding_revision,
+                marker=f"{cache}/.complete-{org}--{name}-{s.rag_embedding_revision}",
+                path=f"{cache}/models--{org}--{name}/snapshots/{s.rag_embedding_revision}")
+
+
 def env_vars(ctx: Context) -> dict:
     s = ctx.s
+    emb = embedding(ctx)
     return dict(config_root=s.config_root, data_root=s.data_root, api_base=api(ctx)[0],
                 enable_signup=s.openwebui_enable_signup, https_domain=s.https_domain,
-                served_model_name=s.served_model_name)
+                served_model_name=s.served_model_name, embedding_path=emb["path"] if emb else "",
+                embedding_cache=emb["cache"] if emb else "")
 
 
 def backup_vars(ctx: Context) -> dict:
@@ -105,6 +119,11 @@ def ensure(ctx: Context) -> list:
         return []
     files.directory(name="Open WebUI data (kept across upgrades)", path=f"{s.data_root}/open-webui",
                     user="llmhost-webui", group="llmhost-webui", mode="750")
+    emb = embedding(ctx)
+    weights = snapshot(name=f"Embedding model {emb['repo']}@{emb['commit'][:12]} (documents offline)",
+                       marker=emb["marker"], fetch=fetch_command(ctx, emb["repo"], emb["commit"], emb["marker"],
+                                                                 emb["cache"]),
+                       owner="llmhost-webui", cache_dir=emb["cache"]) if emb else None
     _, key_file, key_var = api(ctx)
     secret = session_secret(name="Session secret (generated on the host, root-only)", config_root=s.config_root,
                             key_file=key_file, key_var=key_var)
@@ -128,7 +147,7 @@ def ensure(ctx: Context) -> list:
                          **env_vars(ctx))
     unit = files.template(create_remote_dir=False, name="open-webui.service", src=template("open-webui.service.j2"),
                           dest="/etc/systemd/system/open-webui.service", mode="644", **unit_vars(ctx))
-    changes = [secret, venv, env, unit]
+    changes = [secret, venv, env, unit] + ([weights] if weights else [])
     timer_units = [files.template(create_remote_dir=False, name=f"{unit_name}", src=template(f"{unit_name}.j2"),
                                   dest=f"/etc/systemd/system/{unit_name}", mode="644", **bvars)
                    for unit_name in ("llmhost-webui-backup.service", "llmhost-webui-backup.timer")]

@@ -148,6 +148,11 @@ class Settings(BaseModel):
     openwebui_enable_signup: bool = Field(False, description="Allow sign-ups after the first admin.")
     openwebui_extra_requirements: list[str] = Field(
         [], description="Extra pins installed with Open WebUI (e.g. a CPU torch from pip_find_links).")
+    rag_embedding_repo: str | None = Field("sentence-transformers/all-MiniLM-L6-v2", description="Documents offline: "
+                                           "the sentence-transformers model Open WebUI embeds uploads with, fetched "
+                                           "with the weights step (revision-pinned); None turns document chat off.")
+    rag_embedding_revision: str = Field("c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
+                                        description="Pinned 40-hex commit of rag_embedding_repo.")
     openwebui_backups_keep: int = Field(7, ge=1, description="Backups of Open WebUI's data kept under "
                                         "data_root/backups (taken before every Open WebUI upgrade and by the timer); "
                                         "older ones are deleted, nothing else is.")
@@ -192,14 +197,14 @@ class Settings(BaseModel):
             raise ValueError(f"{v!r} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0") from None
         return v
 
-    @field_validator("model_repo")
+    @field_validator("model_repo", "rag_embedding_repo")
     @classmethod
-    def _repo_shape(cls, v: str) -> str:
-        if not REPO_RE.match(v):
+    def _repo_shape(cls, v: str | None) -> str | None:
+        if v is not None and not REPO_RE.match(v):
             raise ValueError(f"{v!r} is not a Hugging Face repo id of the form 'owner/name'")
         return v
 
-    @field_validator("model_revision")
+    @field_validator("model_revision", "rag_embedding_revision")
     @classmethod
     def _revision_pinned(cls, v: str) -> str:
         if not SHA_RE.match(v):

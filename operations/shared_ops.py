@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from io import StringIO
 
 from pyinfra import host
@@ -11,7 +12,7 @@ from pyinfra.api import FileUploadCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
 from operations.context import Context
-from operations.facts import AptHolds
+from operations.facts import AptHolds, SnapshotFiles
 
 # A secret made by the host's own CSPRNG inside the command: it never crosses the wire, a command line or a log.
 NEW_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -81,3 +82,30 @@ def secret_file(path: str, content: str):
     yield f"install -d -m 700 {os.path.dirname(path)} && touch {path} && chmod 600 {path}"
     yield FileUploadCommand(StringIO(content), path, remote_temp_filename=None)
     yield f"chown root:root {path} && chmod 600 {path}"
+
+
+@operation()
+def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
+    """Ensure the pinned snapshot is complete: ``marker`` (written by the fetcher only after every file) lists each
+    file and its size, and each is still there at that size; else fetch again (only what is missing moves).
+
+    + marker: the completion marker of this repo@commit
+    + fetch: the fetcher's command line
+    + owner: user that owns the HF cache
+    + cache_dir: the HF cache"""
+    state = host.get_fact(SnapshotFiles, marker=marker)
+    if state == "complete":
+        host.noop(f"snapshot complete, every file at its size ({marker})")
+        return
+    yield fetch
+    yield f"chown -R {owner}:{owner} {cache_dir} && chmod -R g+rX {cache_dir}"
+
+
+def fetch_command(ctx: Context, repo: str, commit: str, marker: str, cache_dir: str) -> str:
+    """The command line of the host's fetcher (base installs it): repo@commit into the HF cache ``cache_dir``
+    through the download route (proxy, CA), the HF token file when there is one, no telemetry."""
+    s = ctx.s
+    env = {**ctx.download_env, "HF_ENDPOINT": s.hf_endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_TOKEN_PATH": f"{s.config_root}/hf-token"}
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    return f"{prefix} {ctx.fetcher} {repo} {commit} {marker} {cache_dir}"

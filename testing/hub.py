@@ -19,6 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE = REPO_ROOT / ".cache" / "hub"
 TEST_REPO = "llmhost-test/tiny-llama-instruct"
+EMBEDDING_REPO = "llmhost-test/tiny-embedding"  # a sentence-transformers model made here (random weights)
 PORT = int(os.environ.get("LLMHOST_HUB_PORT", "18090"))
 
 
@@ -67,11 +68,78 @@ def make_repo(base: Path) -> tuple[str, str]:
     return make_repo(base)
 
 
+def _git_commit(repo: Path, message: str) -> str:
+    git = ["git", "-C", str(repo), "-c", "user.name=llmhost-tests", "-c", "user.email=tests@llmhost.invalid"]
+    subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    dated = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    subprocess.run(git + ["commit", "-q", "-m", message], check=True, env=dated)
+    return subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def make_embedding_repo(base: Path, hidden: int = 32, inter: int = 64, positions: int = 512) -> str:
+    """A tiny sentence-transformers model (BERT, one layer, deterministic random weights, a WordPiece vocabulary of
+    letters): loadable by sentence-transformers like a real one, useless for meaning. Returns its commit."""
+    import random
+
+    repo = base / "models" / EMBEDDING_REPO
+    if (repo / ".git").exists():
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    (repo / "1_Pooling").mkdir(parents=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{x}" for x in letters], ".", ",", "?", "!"]
+    (repo / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    shapes = {"embeddings.word_embeddings.weight": [len(vocab), hidden],
+              "embeddings.position_embeddings.weight": [positions, hidden],
+              "embeddings.token_type_embeddings.weight": [2, hidden]}
+    layer = "encoder.layer.0."
+    for part in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+        shapes[f"{layer}{part}.weight"], shapes[f"{layer}{part}.bias"] = [hidden, hidden], [hidden]
+    shapes.update({f"{layer}intermediate.dense.weight": [inter, hidden], f"{layer}intermediate.dense.bias": [inter],
+                   f"{layer}output.dense.weight": [hidden, inter], f"{layer}output.dense.bias": [hidden],
+                   "pooler.dense.weight": [hidden, hidden], "pooler.dense.bias": [hidden]})
+    for norm in ("embeddings.LayerNorm", f"{layer}attention.output.LayerNorm", f"{layer}output.LayerNorm"):
+        shapes[f"{norm}.weight"], shapes[f"{norm}.bias"] = [hidden], [hidden]
+    rnd, header, blobs, offset = random.Random(0), {}, [], 0
+    for name, shape in shapes.items():
+        n = 1
+        for d in shape:
+            n *= d
+        ones = name.endswith("LayerNorm.weight")
+        blobs.append(struct.pack(f"<{n}f", *([1.0] * n if ones else [rnd.uniform(-0.1, 0.1) for _ in range(n)])))
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + 4 * n]}
+        offset += 4 * n
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    (repo / "model.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+    (repo / "config.json").write_text(json.dumps({
+        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": hidden, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": inter, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0, "max_position_embeddings": positions, "type_vocab_size": 2,
+        "vocab_size": len(vocab), "layer_norm_eps": 1e-12, "pad_token_id": 0, "torch_dtype": "float32"}, indent=1))
+    special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+               "mask_token": "[MASK]"}
+    (repo / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": positions,
+                                                            "tokenizer_class": "BertTokenizer", **special}))
+    (repo / "special_tokens_map.json").write_text(json.dumps(special))
+    (repo / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (repo / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256, "do_lower_case": False}))
+    (repo / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
+    (repo / "README.md").write_text("Test embedding model for llmhost: random weights. Not a model.\n")
+    return _git_commit(repo, "tiny embedding model")
+
+
 def serve(port: int, host: str = "0.0.0.0") -> tuple[subprocess.Popen, dict]:
     """Start olah on port with the test repo; return the process and what it serves."""
     STATE.mkdir(parents=True, exist_ok=True)
     mirrors = STATE / "mirrors"
     sha, sha_big = make_repo(mirrors)
+    embedding = make_embedding_repo(mirrors)
     conf = STATE / f"olah-{port}.toml"
     conf.write_text(f'[basic]\nhost = "{host}"\nport = {port}\nrepos-path = "{STATE / "repos"}"\n'
                     f'mirrors-path = ["{mirrors}"]\nmirror-scheme = "http"\n\n[accessibility]\noffline = true\n')
@@ -89,6 +157,7 @@ def serve(port: int, host: str = "0.0.0.0") -> tuple[subprocess.Popen, dict]:
                 raise RuntimeError(f"olah did not start (see {log.name})")
             time.sleep(0.3)
     return proc, {"pid": proc.pid, "port": port, "repo": TEST_REPO, "commit": sha, "commit_big": sha_big,
+                  "embedding_repo": EMBEDDING_REPO, "embedding_commit": embedding,
                   "endpoint": f"http://127.0.0.1:{port}"}
 
 

@@ -204,7 +204,8 @@ def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
         "gpu_host": False, "gpu_card": "rtx-3060-12gb",
         "http_proxy": f"http://{h['gateway']}:{PROXY_PORT}", "ca_bundle": "/usr/local/share/llmhost-ca-bundle.crt",
         "vllm_exec_start_override": "/usr/bin/python3 /usr/local/lib/llmhost-standin/openai_standin.py "
-                                    "--host {host} --port {port} --model {served_model_name} {flags}",
+                                    "--host {host} --port {port} --model {served_model_name} "
+                                    "--requests-log /var/lib/llmhost/vllm/standin-requests.jsonl {flags}",
     }
     wheels = sorted(Path("/opt/wheels").glob("torch-*+cpu-cp311-*.whl"))
     if wheels:
@@ -216,6 +217,8 @@ def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
         if hub_state.exists():
             st = json.loads(hub_state.read_text())
             data.update(model_repo=st["repo"], model_revision=st["commit"])
+            if st.get("embedding_repo"):
+                data.update(rag_embedding_repo=st["embedding_repo"], rag_embedding_revision=st["embedding_commit"])
     return data
 
 

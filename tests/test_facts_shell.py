@@ -128,3 +128,30 @@ def test_env_values_are_compared_on_the_host_and_only_a_word_comes_back(tmp_path
     assert state() == "match"
     b.write_text("LITELLM_MASTER_KEY=sk-two\n")
     assert state() == "differ"
+
+
+def test_the_fetchers_marker_lists_files_in_subdirectories_and_the_check_accepts_them(tmp_path):
+    """A sentence-transformers snapshot has 1_Pooling/config.json: the marker must list it as a file (not the
+    directory), or every run would fetch the embedding model again."""
+    import os
+    import sys
+
+    from operations.render import render
+
+    snap = tmp_path / "snapshot"
+    (snap / "1_Pooling").mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (snap / "modules.json").write_text("[]")
+    (snap / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 32}')
+    fake_hub = tmp_path / "huggingface_hub"
+    fake_hub.mkdir()  # stands in for huggingface_hub.snapshot_download: the snapshot is already here
+    (fake_hub / "__init__.py").write_text(f"def snapshot_download(**kw):\n    return {str(snap)!r}\n")
+    fetcher = tmp_path / "fetch"
+    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable))
+    marker = tmp_path / ".complete-x"
+    subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(marker), str(tmp_path / "cache")],
+                   check=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    listed = json.loads(marker.read_text())["files"]
+    assert listed == {"1_Pooling/config.json": 32, "config.json": 2, "modules.json": 2}
+    out = subprocess.run(["sh", "-c", SnapshotFiles().command(str(marker))], capture_output=True, text=True).stdout
+    assert SnapshotFiles().process(out.splitlines()) == "complete"

@@ -137,6 +137,44 @@ def test_openwebui_admin_models_and_chat_through_the_standin(host):
     assert http(base + "/api/v1/auths/signup", {**ADMIN, "email": "eve@example.invalid"})[0] == 403
 
 
+def test_a_document_is_embedded_offline_and_its_passage_reaches_the_model(host):
+    """Issue 12 part 4: the pinned embedding model was fetched with the weights step (here the hub's tiny
+    sentence-transformers model, random weights), Open WebUI embeds an uploaded document with it under OFFLINE_MODE,
+    and the retrieved passage is in the prompt the stand-in receives (its --requests-log)."""
+    import requests
+
+    st = json.loads((REPO / ".cache/hub/state.json").read_text())
+    base = f"http://{host['address']}:8080"
+    env = sh(host, "cat /etc/llmhost/open-webui.env")
+    snap = f"/var/lib/llmhost/open-webui/embedding/models--llmhost-test--tiny-embedding/snapshots/{st['embedding_commit']}"
+    assert f"RAG_EMBEDDING_MODEL={snap}" in env and "OFFLINE_MODE=true" in env and "HF_HUB_OFFLINE=1" in env
+    assert sh(host, f"stat -c %U {snap}/modules.json").strip() == "llmhost-webui"
+    code, body = http(base + "/api/v1/auths/signin", {"email": ADMIN["email"], "password": ADMIN["password"]})
+    token = body["token"]
+    doc = "Lighthouse notes. The keeper painted the lighthouse door ultramarine-42 in the spring."
+    with requests.Session() as session:
+        session.trust_env = False
+        r = session.post(base + "/api/v1/files/", headers={"Authorization": f"Bearer {token}"},
+                         files={"file": ("lighthouse.txt", doc.encode(), "text/plain")}, timeout=300)
+        assert r.status_code == 200, r.text
+        fid = r.json()["id"]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # embedding runs after the upload returns
+            status = session.get(f"{base}/api/v1/files/{fid}/process/status",
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            if status.status_code != 200 or status.json().get("status") in ("completed", "failed"):
+                break
+            time.sleep(1)
+        assert status.status_code != 200 or status.json().get("status") == "completed", status.text
+    sh(host, ": > /var/lib/llmhost/vllm/standin-requests.jsonl")
+    code, chat = http(base + "/api/chat/completions", {
+        "model": st["repo"], "stream": False, "files": [{"type": "file", "id": fid}],
+        "messages": [{"role": "user", "content": "What colour is the lighthouse door?"}]}, token=token, timeout=300)
+    assert code == 200, chat
+    sent = sh(host, "cat /var/lib/llmhost/vllm/standin-requests.jsonl")
+    assert "ultramarine-42" in sent, sent[-2000:]
+
+
 def test_second_apply_reports_zero_changes_within_4s(host):
     """Issue 13's goal: a no-op re-run in at most 4 s (1.7 s measured here; 4.2 s with Nagle's 40 ms stalls on the
     SSH socket, which preflight.no_nagle removes). The best of two runs, so one slow moment of the box is not a

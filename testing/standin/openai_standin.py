@@ -36,6 +36,7 @@ def main():
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", required=True)
     p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--requests-log", default=None, help="append each chat request's messages here (JSON lines)")
     a, _vllm_flags = p.parse_known_args()  # the planner's other flags are accepted, as vLLM would, and ignored
     key = os.environ.get("VLLM_API_KEY")
 
@@ -73,6 +74,9 @@ def main():
             if self.path != "/v1/chat/completions":
                 return self._send(404, {"error": "not found"})
             req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if a.requests_log:  # what the client sent, for tests that check the prompt (e.g. a retrieved passage)
+                with open(a.requests_log, "a") as log:
+                    log.write(json.dumps({"messages": req.get("messages", [])}) + "\n")
             base = {"id": "chatcmpl-standin", "created": int(time.time()), "model": a.model}
             if not req.get("stream"):
                 return self._send(200, {**base, "object": "chat.completion", "choices": [
