@@ -48,7 +48,7 @@ def model_config(s: Settings, who: str) -> tuple[dict, dict | None, str, int]:
     if offline or cached:
         sha, size = s.model_revision, 0
     else:
-        sha, size = _resolve(s, token, who)
+        sha, size = _resolve(s, s.model_repo, s.model_revision, token, who)
 
     def read(filename: str) -> dict | None:
         return read_json(s.model_repo, sha, filename, s.hf_endpoint, token, offline)
@@ -64,6 +64,22 @@ def model_config(s: Settings, who: str) -> tuple[dict, dict | None, str, int]:
     return cfg, read("quantize_config.json"), sha, size
 
 
+def check_embedding(s: Settings, who: str) -> None:
+    """The pinned embedding model exists and is a sentence-transformers model, checked before any change. Its
+    modules.json lands in the controller's cache, so later runs ask the Hub nothing; offline controllers skip this
+    (the host's fetch decides)."""
+    if not s.rag_embedding_repo or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return
+    token = os.environ.get(s.hf_token_env) or None
+    repo, rev = s.rag_embedding_repo, s.rag_embedding_revision
+    if read_json(repo, rev, "modules.json", s.hf_endpoint, token, offline=True) is not None:
+        return
+    _resolve(s, repo, rev, token, who, ("rag_embedding_repo", "rag_embedding_revision"))
+    if read_json(repo, rev, "modules.json", s.hf_endpoint, token) is None:
+        raise LlmhostError(f"{who}: rag_embedding_repo={repo} has no modules.json: it must be a "
+                           "sentence-transformers model (or set rag_embedding_repo to None)")
+
+
 def _network_error(exc: BaseException) -> bool:
     """A transport failure of any HTTP stack huggingface_hub has used (requests in 0.x, httpx / httpx2 later)."""
     return isinstance(exc, OSError) or any(
@@ -72,35 +88,38 @@ def _network_error(exc: BaseException) -> bool:
         for c in type(exc).__mro__)
 
 
-def _resolve(s: Settings, token: str | None, who: str) -> tuple[str, int]:
-    """Check repo + revision on the hub: (commit sha, total size in bytes, 0 when the hub does not say)."""
+def _resolve(s: Settings, repo: str, revision: str, token: str | None, who: str,
+             names: tuple[str, str] = ("model_repo", "model_revision")) -> tuple[str, int]:
+    """Check repo + revision on the hub: (commit sha, total size in bytes, 0 when the hub does not say). ``names``:
+    the settings that hold them, for the messages."""
+    repo_name, rev_name = names
     from huggingface_hub import HfApi
     from huggingface_hub.utils import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                        RevisionNotFoundError)
 
     api = HfApi(endpoint=s.hf_endpoint, token=token)
     try:
-        info = api.model_info(s.model_repo, revision=s.model_revision, files_metadata=True)
+        info = api.model_info(repo, revision=revision, files_metadata=True)
     except GatedRepoError:
-        raise LlmhostError(f"{who}: model_repo={s.model_repo} is gated: accept its licence on the hub and "
+        raise LlmhostError(f"{who}: {repo_name}={repo} is gated: accept its licence on the hub and "
                            f"export {s.hf_token_env}=<token> on the controller") from None
     except RevisionNotFoundError:
-        raise LlmhostError(f"{who}: model_revision={s.model_revision} does not exist in {s.model_repo}: "
+        raise LlmhostError(f"{who}: {rev_name}={revision} does not exist in {repo}: "
                            "pin a commit from the repo's history") from None
     except RepositoryNotFoundError:
         hint = "" if token else f" (if it is private or gated, export {s.hf_token_env})"
-        raise LlmhostError(f"{who}: model_repo={s.model_repo} was not found on {s.hf_endpoint}{hint}: "
-                           "fix model_repo") from None
+        raise LlmhostError(f"{who}: {repo_name}={repo} was not found on {s.hf_endpoint}{hint}: "
+                           f"fix {repo_name}") from None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 404:
-            raise LlmhostError(f"{who}: model_repo={s.model_repo} at model_revision={s.model_revision} was "
-                               f"not found on {s.hf_endpoint}: fix model_repo / model_revision") from None
+            raise LlmhostError(f"{who}: {repo_name}={repo} at {rev_name}={revision} was "
+                               f"not found on {s.hf_endpoint}: fix {repo_name} / {rev_name}") from None
         raise LlmhostError(f"{who}: {s.hf_endpoint} refused the model check ({status}): check hf_endpoint "
                            f"and {s.hf_token_env}") from None
     except Exception as exc:  # noqa: BLE001 - network errors differ by huggingface_hub version (requests, httpx2)
         if not _network_error(exc):
             raise
-        raise LlmhostError(f"{who}: cannot reach {s.hf_endpoint} to check model_repo "
+        raise LlmhostError(f"{who}: cannot reach {s.hf_endpoint} to check {repo_name} "
                            f"({type(exc).__name__}: {exc}); check hf_endpoint and the controller's network") from None
     return info.sha, sum((sib.size or 0) for sib in (info.siblings or []))

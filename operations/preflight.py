@@ -19,7 +19,7 @@ from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
 from operations import fleet, versions
 from operations.context import Context, LlmhostError
-from operations.hub import model_config
+from operations.hub import check_embedding, model_config
 from operations.facts import (DiskFreeMib, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
                               NvidiaModuleForKernel, NvidiaSmi, PciNvidiaGpus, PortOwners, SecureBoot)
 from operations.settings import Settings, SettingsError
@@ -172,6 +172,7 @@ def _check() -> Context:
                   f"{setting}")
 
     if "vllm" not in me.roles:  # a UI host of a fleet: no GPU, weights or flag plan here
+        check_embedding(s, host.name)
         ctx = Context(s, os_id, os_version, None, {}, None, s.model_revision, flavour, s.warnings(), roles=me.roles,
                       backends=fleet.backends(me, members))
         for w in ctx.warnings:
@@ -181,6 +182,8 @@ def _check() -> Context:
         _fail("gpu_host=False on a host that serves vLLM needs vllm_exec_start_override (vLLM cannot run without a "
               "GPU): set gpu_host=True on a GPU box, or put this host in ui_hosts only")
     cfg, qcfg, commit, size = model_config(s, host.name)
+    if "webui" in me.roles:
+        check_embedding(s, host.name)
     gpu = _gpu(s, smi)
     try:
         versions.check_compute_capability(s.vllm_version, gpu.compute_capability)

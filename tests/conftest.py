@@ -39,6 +39,41 @@ def http(url: str, data: dict | None = None, token: str | None = None, timeout: 
         return r.status_code, r.text
 
 
+def deploy(*args: str, data: dict | None = None, inventory: str = "inventories/home.py",
+           env_extra: dict | None = None, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """The product's command against the test host(s): pyinfra -y INVENTORY deploy.py ARGS --data k=v ...
+    (stdout and stderr together in .stdout)."""
+    cmd = PYINFRA + ["-y", inventory, "deploy.py", *args]
+    for k, v in (data or {}).items():
+        cmd += ["--data", f"{k}={v}"]
+    env = {**{k: v for k, v in os.environ.items() if k not in ("LLMHOST_HOST", "HF_TOKEN")}, **(env_extra or {})}
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
+                       env=env)
+    p.stdout += p.stderr
+    return p
+
+
+def on_host(h: dict, command: str, check: bool = True) -> str:
+    """Run a command on a test host as root; a failure shows its output."""
+    from testing import testhost
+
+    p = testhost.ssh(h["address"], command, check=False, timeout=300)
+    assert p.returncode == 0 or not check, f"{command}: exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def one_host():
+    """A fresh disposable test host (and the local hub) for one real-tier module."""
+    from testing import hub, testhost
+
+    require_test_host()
+    hub.up()
+    yield testhost.up(1, hub_port=hub.PORT)[0]
+    testhost.down()
+    hub.down()
+
+
 @pytest.fixture(scope="session")
 def offline_hf_home(tmp_path_factory) -> Path:
     """A controller HF cache holding only the pinned default model's config files (fast tier: no network)."""

@@ -98,6 +98,14 @@ def test_unknown_revision_fails_before_any_change(host):
     assert host_state(host) == before
 
 
+def test_unknown_embedding_revision_fails_before_any_change(host):
+    before = host_state(host)
+    p = pyinfra(data={"rag_embedding_revision": "ab" * 20})
+    assert p.returncode != 0
+    assert f"rag_embedding_revision={'ab' * 20}" in p.stdout and "Traceback" not in p.stdout, p.stdout[-2000:]
+    assert host_state(host) == before
+
+
 def test_apply_runs_every_non_gpu_step_for_real(host):
     t0 = time.monotonic()
     p = pyinfra()

@@ -3,15 +3,11 @@ failed migration is undone with the one-line restore. Its own disposable test ho
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from testing import hub, testhost
-from tests.conftest import REPO, http, require_test_host
+from tests.conftest import deploy as run_deploy, http, on_host as sh
 
 pytestmark = pytest.mark.realhost
 OLD, NEW = "0.11.4", "0.12.4"  # two real Open WebUI releases (NEW is the default pin)
@@ -21,29 +17,12 @@ TOOL = "/opt/llmhost/bin/llmhost-webui-backup"
 
 
 @pytest.fixture(scope="module")
-def h():
-    require_test_host()
-    hub.up()
-    yield testhost.up(1, hub_port=hub.PORT)[0]
-    testhost.down()
-    hub.down()
+def h(one_host):
+    return one_host
 
 
-def deploy(**data) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "deploy.py"]
-    for k, v in data.items():
-        cmd += ["--data", f"{k}={v}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("LLMHOST_HOST", "HF_TOKEN")}
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1500,
-                       env=env)
-    p.stdout += p.stderr
-    return p
-
-
-def sh(h: dict, command: str, check: bool = True) -> str:
-    p = testhost.ssh(h["address"], command, check=False, timeout=300)
-    assert p.returncode == 0 or not check, f"{command}: exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
-    return p.stdout
+def deploy(**data):
+    return run_deploy(data=data)
 
 
 def base(h: dict) -> str:

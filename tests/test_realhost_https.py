@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from testing import hub, testhost
-from tests.conftest import REPO, require_test_host
+from tests.conftest import REPO, deploy as run_deploy, on_host as sh
 
 pytestmark = pytest.mark.realhost
 DOMAIN = "llm.home.arpa"
@@ -21,30 +19,14 @@ ARTIFACTS = REPO / ".cache" / "artifacts"
 
 
 @pytest.fixture(scope="module")
-def h():
-    require_test_host()
+def h(one_host):
     if not shutil.which("chromium") or not shutil.which("certutil"):
         pytest.fail("the HTTPS test needs Debian's chromium and libnss3-tools (make host-deps installs them)")
-    hub.up()
-    yield testhost.up(1, hub_port=hub.PORT)[0]
-    testhost.down()
-    hub.down()
+    return one_host
 
 
-def deploy(**data) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "deploy.py"]
-    for k, v in data.items():
-        cmd += ["--data", f"{k}={v}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("LLMHOST_HOST", "HF_TOKEN")}
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1500, env=env)
-    p.stdout += p.stderr
-    return p
-
-
-def sh(h: dict, command: str) -> str:
-    p = testhost.ssh(h["address"], command, check=False, timeout=300)
-    assert p.returncode == 0, f"{command}: exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
-    return p.stdout
+def deploy(**data):
+    return run_deploy(data=data)
 
 
 def curl(h: dict, ca: str, path: str, *extra: str) -> subprocess.CompletedProcess:

@@ -6,45 +6,27 @@ skip here (its script is rendered and run in the fast tier)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
-from testing import hub, testhost
-from tests.conftest import REPO, require_test_host
+from testing import testhost
+from tests.conftest import REPO, deploy as run_deploy, on_host as sh
 
 pytestmark = pytest.mark.realhost
 FIGURES: dict[str, object] = {}
 
 
 @pytest.fixture(scope="module")
-def h():
-    require_test_host()
-    hub.up()
-    yield testhost.up(1, hub_port=hub.PORT)[0]
+def h(one_host):
+    yield one_host
     print("metrics figures:", json.dumps(FIGURES))
-    testhost.down()
-    hub.down()
 
 
-def deploy(**data) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "deploy.py"]
-    for k, v in data.items():
-        cmd += ["--data", f"{k}={v}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("LLMHOST_HOST", "HF_TOKEN")}
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1500, env=env)
-    p.stdout += p.stderr
-    return p
-
-
-def sh(h: dict, command: str, check: bool = True) -> str:
-    p = testhost.ssh(h["address"], command, check=False, timeout=300)
-    assert p.returncode == 0 or not check, f"{command}: exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
-    return p.stdout
+def deploy(**data):
+    return run_deploy(data=data)
 
 
 def used_mib(h: dict) -> int:
