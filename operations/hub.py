@@ -115,8 +115,8 @@ def _resolve(s: Settings, repo: str, revision: str, token: str | None, who: str,
         if status == 404:
             raise LlmhostError(f"{who}: {repo_name}={repo} at {rev_name}={revision} was "
                                f"not found on {s.hf_endpoint}: fix {repo_name} / {rev_name}") from None
-        raise LlmhostError(f"{who}: {s.hf_endpoint} refused the model check ({status}): check hf_endpoint "
-                           f"and {s.hf_token_env}") from None
+        raise LlmhostError(f"{who}: {s.hf_endpoint} refused the check of {repo_name}={repo} at {rev_name}={revision} "
+                           f"({status}): check {repo_name} / {rev_name}, hf_endpoint and {s.hf_token_env}") from None
     except Exception as exc:  # noqa: BLE001 - network errors differ by huggingface_hub version (requests, httpx2)
         if not _network_error(exc):
             raise
