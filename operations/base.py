@@ -17,15 +17,10 @@ def probe_vars(ctx: Context) -> dict:
     """What the probe checks on this host: the OpenAI API clients use here (the router on a routed UI host, else
     vLLM), with the key from its root-only file; Open WebUI where it runs; the GPU where vLLM runs on one."""
     s = ctx.s
-    if ctx.routed:
-        api, health, key_file, key_var = (f"http://127.0.0.1:{s.router_port}", "/health/liveliness",
-                                          f"{s.config_root}/router.secret.env", "LITELLM_MASTER_KEY")
-    else:
-        api, health, key_file, key_var = (f"http://{ctx.connect(s.vllm_host)}:{s.vllm_port}", "/health",
-                                          f"{s.config_root}/vllm.secret.env", "VLLM_API_KEY")
-    if s.vllm_nnodes > 1 and s.vllm_node_rank > 0 and not ctx.serves_webui:
-        api = None  # a headless multi-node stage serves no API: the probe checks its GPU only
-    return dict(api=api, api_health=health, key_file=key_file, key_var=key_var, webui=ctx.serves_webui,
+    api = ctx.api
+    # A headless multi-node stage serves no API: the probe checks its GPU only.
+    base = None if s.headless and not ctx.serves_webui else api.base
+    return dict(api=base, api_health=api.health, key_file=api.key_file, key_var=api.key_var, webui=ctx.serves_webui,
                 webui_connect=ctx.connect(s.openwebui_host), webui_port=s.openwebui_port,
                 served_model_name=s.served_model_name, gpu_host=s.gpu_host and ctx.serves_vllm)
 

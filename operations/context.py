@@ -12,6 +12,28 @@ from operations.settings import Settings
 from operations.tuning import Plan
 
 
+def hf_snapshot(cache: str, repo: str, commit: str) -> str:
+    """Where huggingface_hub puts repo@commit in the HF cache ``cache`` (the fetcher's layout)."""
+    org, name = repo.split("/")
+    return f"{cache}/models--{org}--{name}/snapshots/{commit}"
+
+
+def completion_marker(directory: str, repo: str, commit: str) -> str:
+    """The fetcher's marker for repo@commit: written only once every file is there, with the file list."""
+    return f"{directory}/.complete-{repo.replace('/', '--')}-{commit}"
+
+
+@dataclass(frozen=True)
+class Api:
+    """The OpenAI-compatible API that clients on a host use: its base URL (no /v1), the readiness path, and where its
+    key is (a root-only env file and the variable in it)."""
+
+    base: str
+    health: str
+    key_file: str
+    key_var: str
+
+
 class LlmhostError(DeployError):
     """A refusal before any change: the message names the setting and the fix."""
 
@@ -59,8 +81,17 @@ class Context:
 
     @property
     def snapshot_path(self) -> str:
-        org, name = self.s.model_repo.split("/")
-        return f"{self.models_dir}/hub/models--{org}--{name}/snapshots/{self.model_commit}"
+        return hf_snapshot(f"{self.models_dir}/hub", self.s.model_repo, self.model_commit)
+
+    @property
+    def api(self) -> Api:
+        """What Open WebUI and the probe talk to here: the router on a routed UI host, else this host's vLLM."""
+        s = self.s
+        if self.routed:
+            return Api(f"http://127.0.0.1:{s.router_port}", "/health/liveliness", f"{s.config_root}/router.secret.env",
+                       "LITELLM_MASTER_KEY")
+        return Api(f"http://{self.connect(s.vllm_host)}:{s.vllm_port}", "/health", f"{s.config_root}/vllm.secret.env",
+                   "VLLM_API_KEY")
 
     @property
     def tools(self) -> str:
@@ -100,4 +131,4 @@ class Context:
 
     @property
     def snapshot_marker(self) -> str:
-        return f"{self.models_dir}/.complete-{self.s.model_repo.replace('/', '--')}-{self.model_commit}"
+        return completion_marker(self.models_dir, self.s.model_repo, self.model_commit)

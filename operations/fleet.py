@@ -66,7 +66,7 @@ def _ip(value: str) -> bool:
 def check(members: list[Member]) -> None:
     """Refuse a fleet that cannot work, before any change on any host."""
     check_multinode(members)
-    gpus = [m for m in members if m.in_fleet and "vllm" in m.roles and not headless(m)]
+    gpus = [m for m in members if m.in_fleet and "vllm" in m.roles and not m.s.headless]
     uis = [m for m in members if m.in_fleet and "webui" in m.roles]
     if uis and not gpus:
         raise FleetError(f"ui host(s) {', '.join(m.name for m in uis)} have no GPU host to send chats to: put at "
@@ -98,11 +98,6 @@ def check(members: list[Member]) -> None:
             if not _ip(ui.address):
                 raise FleetError(f"{ui.name}: the GPU hosts' firewall admits addresses, and {ui.address!r} is not "
                                  "one: set fleet_address to its IP address on the fleet's network")
-
-
-def headless(m: Member) -> bool:
-    """A multi-node stage other than rank 0: it runs vLLM --headless and serves no API."""
-    return m.s.vllm_nnodes > 1 and m.s.vllm_node_rank > 0
 
 
 SAME_ON_EVERY_NODE = ("model_repo", "model_revision", "vllm_version", "install_root", "data_root",
@@ -145,7 +140,7 @@ def check_multinode(members: list[Member]) -> None:
 def backends(ui: Member, members: list[Member]) -> list[Backend]:
     """The vLLM hosts a UI host sends to (itself first when it serves vLLM too), sorted by name after that."""
     out = []
-    fleet = [m for m in members if m.in_fleet and "vllm" in m.roles and not headless(m)] if ui.in_fleet else [ui]
+    fleet = [m for m in members if m.in_fleet and "vllm" in m.roles and not m.s.headless] if ui.in_fleet else [ui]
     for g in sorted(fleet, key=lambda m: (m.name != ui.name, m.name)):
         local = g.name == ui.name
         address = ("127.0.0.1" if g.s.vllm_host in ("0.0.0.0", "::") else g.s.vllm_host) if local else (
@@ -156,6 +151,6 @@ def backends(ui: Member, members: list[Member]) -> list[Backend]:
 
 def clients(gpu: Member, members: list[Member]) -> list[str]:
     """Addresses of the other hosts whose UI sends to this GPU host: the only ones its firewall admits to vLLM."""
-    if "vllm" not in gpu.roles or not gpu.in_fleet or headless(gpu):
+    if "vllm" not in gpu.roles or not gpu.in_fleet or gpu.s.headless:
         return []
     return sorted({m.address for m in members if m.in_fleet and "webui" in m.roles and m.name != gpu.name})

@@ -12,7 +12,7 @@ from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from operations import python_venv
-from operations.context import Context
+from operations.context import Context, completion_marker, hf_snapshot
 from operations.render import template
 from operations.facts import EnvValuesMatch
 from operations.shared_ops import NEW_SECRET, fetch_command, skipped, snapshot
@@ -65,32 +65,20 @@ def backed_up_before_upgrade(script: str, root: str, wanted: str, db: str, reaso
     yield f"runuser -u llmhost-webui -- {script} backup --reason {reason}"
 
 
-def api(ctx: Context) -> tuple[str, str, str]:
-    """The OpenAI API Open WebUI talks to: (base URL, key file, key variable): the router when this UI host sends to
-    other hosts' vLLM, else the local vLLM."""
-    s = ctx.s
-    if ctx.routed:
-        return f"http://127.0.0.1:{s.router_port}/v1", f"{s.config_root}/router.secret.env", "LITELLM_MASTER_KEY"
-    return (f"http://{ctx.connect(s.vllm_host)}:{s.vllm_port}/v1", f"{s.config_root}/vllm.secret.env",
-            "VLLM_API_KEY")
-
-
 def embedding(ctx: Context) -> dict | None:
     """Where the pinned embedding model lives on the host (in Open WebUI's data, owned by its user), or None."""
     s = ctx.s
     if not s.rag_embedding_repo:
         return None
-    cache = f"{s.data_root}/open-webui/embedding"
-    org, name = s.rag_embedding_repo.split("/")
-    return dict(cache=cache, repo=s.rag_embedding_repo, commit=s.rag_embedding_revision,
-                marker=f"{cache}/.complete-{org}--{name}-{s.rag_embedding_revision}",
-                path=f"{cache}/models--{org}--{name}/snapshots/{s.rag_embedding_revision}")
+    cache, repo, commit = f"{s.data_root}/open-webui/embedding", s.rag_embedding_repo, s.rag_embedding_revision
+    return dict(cache=cache, repo=repo, commit=commit, marker=completion_marker(cache, repo, commit),
+                path=hf_snapshot(cache, repo, commit))
 
 
 def env_vars(ctx: Context) -> dict:
     s = ctx.s
     emb = embedding(ctx)
-    return dict(config_root=s.config_root, data_root=s.data_root, api_base=api(ctx)[0],
+    return dict(config_root=s.config_root, data_root=s.data_root, api_base=ctx.api.base + "/v1",
                 enable_signup=s.openwebui_enable_signup, https_domain=s.https_domain,
                 served_model_name=s.served_model_name, embedding_path=emb["path"] if emb else "",
                 embedding_cache=emb["cache"] if emb else "")
@@ -124,9 +112,8 @@ def ensure(ctx: Context) -> list:
                        marker=emb["marker"], fetch=fetch_command(ctx, emb["repo"], emb["commit"], emb["marker"],
                                                                  emb["cache"]),
                        owner="llmhost-webui", cache_dir=emb["cache"]) if emb else None
-    _, key_file, key_var = api(ctx)
     secret = session_secret(name="Session secret (generated on the host, root-only)", config_root=s.config_root,
-                            key_file=key_file, key_var=key_var)
+                            key_file=ctx.api.key_file, key_var=ctx.api.key_var)
     backups, script = f"{s.data_root}/backups", f"{s.install_root}/bin/llmhost-webui-backup"
     files.directory(name=f"Backups {backups} (Open WebUI's user only)", path=backups, user="llmhost-webui",
                     group="llmhost-webui", mode="700")

@@ -28,7 +28,8 @@ def unit_vars(ctx: Context) -> dict:
     s = ctx.s
     return dict(version=s.router_litellm_version, backends=len(ctx.backends), config_root=s.config_root,
                 data_root=s.data_root, venv=f"{s.install_root}/router/current",
-                config=f"{s.install_root}/router/config.yaml", port=s.router_port, probe=ctx.probe)
+                config=f"{s.install_root}/router/config.yaml", port=s.router_port, probe=ctx.probe,
+                health=ctx.api.health)
 
 
 @deploy("Router (LiteLLM)")

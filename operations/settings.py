@@ -338,6 +338,11 @@ class Settings(BaseModel):
     def served_model_name(self) -> str:
         return self.vllm_served_model_name or self.model_repo
 
+    @property
+    def headless(self) -> bool:
+        """A multi-node stage other than rank 0: vLLM runs --headless here and serves no API."""
+        return self.vllm_nnodes > 1 and self.vllm_node_rank > 0
+
 
 def markdown_table() -> str:
     """The README's settings table, generated from the model so the two cannot drift."""

@@ -44,7 +44,7 @@ def multinode_args(s) -> list[str]:
         return []
     return ["--distributed-executor-backend=mp", f"--nnodes={s.vllm_nnodes}", f"--node-rank={s.vllm_node_rank}",
             f"--master-addr={s.vllm_master_addr}", f"--master-port={s.vllm_master_port}",
-            *(["--headless"] if s.vllm_node_rank > 0 else [])]
+            *(["--headless"] if s.headless else [])]
 
 
 def exec_start(ctx: Context, venv: str) -> str:
@@ -70,7 +70,7 @@ def unit_vars(ctx: Context) -> dict:
     return dict(served_model_name=s.served_model_name, commit=ctx.model_commit, config_root=s.config_root,
                 data_root=s.data_root, exec_start=exec_start(ctx, f"{s.install_root}/vllm/current"), probe=ctx.probe,
                 vllm_connect=ctx.connect(s.vllm_host), vllm_port=s.vllm_port, start_timeout=START_TIMEOUT,
-                headless=s.vllm_nnodes > 1 and s.vllm_node_rank > 0)
+                headless=s.headless)
 
 
 @deploy("vLLM service")

@@ -213,7 +213,7 @@ def test_open_webui_talks_to_the_router_on_a_fleets_ui_host():
     c = fleet_ui_ctx()
     env = lines(render("open-webui.env.j2", **openwebui_service.env_vars(c)))
     assert "OPENAI_API_BASE_URL=http://127.0.0.1:4000/v1" in env
-    assert openwebui_service.api(c)[1:] == ("/etc/llmhost/router.secret.env", "LITELLM_MASTER_KEY")
+    assert (c.api.key_file, c.api.key_var) == ("/etc/llmhost/router.secret.env", "LITELLM_MASTER_KEY")
     one_box = ctx()
     assert "OPENAI_API_BASE_URL=http://127.0.0.1:8000/v1" in lines(
         render("open-webui.env.j2", **openwebui_service.env_vars(one_box)))
