@@ -10,6 +10,7 @@ from pyinfra.api.exceptions import DeployError
 
 from operations.settings import Settings
 from operations.tuning import Plan
+from operations.versions import FAMILIES, Family
 
 
 def hf_snapshot(cache: str, repo: str, commit: str) -> str:
@@ -57,6 +58,7 @@ class Context:
     roles: frozenset = frozenset({"vllm", "webui"})  # from the inventory groups (operations/fleet.py)
     backends: list = field(default_factory=list)  # fleet.Backend: the vLLM hosts this UI host sends to
     clients: list = field(default_factory=list)  # other hosts' addresses this GPU host's vLLM admits
+    family: Family = FAMILIES["other"]  # the model's family (tool-call parser), from its config.json
 
     @property
     def serves_vllm(self) -> bool:

@@ -5,6 +5,9 @@ timer; ``llmhost-webui-backup restore NAME`` puts one back."""
 
 from __future__ import annotations
 
+import os
+from typing import Any, NamedTuple
+
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File, Link
@@ -15,9 +18,16 @@ from operations import python_venv
 from operations.context import Context, completion_marker, hf_snapshot
 from operations.render import template
 from operations.facts import EnvValuesMatch
-from operations.shared_ops import NEW_SECRET, fetch_command, skipped, snapshot
+from operations.shared_ops import NEW_SECRET, fetch_command, generated_secret, secret_file, skipped, snapshot
 
 START_TIMEOUT = 600
+
+
+class Result(NamedTuple):
+    changes: list  # the operations whose change means Open WebUI restarted (verify waits for it then)
+    admin: Any  # the admin password operation (verify shows a generated one once), or None
+
+
 
 
 @operation()
@@ -65,6 +75,23 @@ def backed_up_before_upgrade(script: str, root: str, wanted: str, db: str, reaso
     yield f"runuser -u llmhost-webui -- {script} backup --reason {reason}"
 
 
+def admin_file(ctx: Context) -> str:
+    return f"{ctx.s.config_root}/open-webui.admin.env"
+
+
+def admin_password(ctx: Context):
+    """The first admin's password, in a root-only env file Open WebUI reads at start (it creates the admin only
+    while no user exists): from the controller's $openwebui_admin_password_env when set, else generated on the
+    host once (never rotated; verify shows it once, at the end of the run that made it)."""
+    s = ctx.s
+    given = os.environ.get(s.openwebui_admin_password_env)
+    if given:
+        return secret_file(name=f"Open WebUI admin password (${s.openwebui_admin_password_env}, root-only)",
+                           path=admin_file(ctx), content=f"WEBUI_ADMIN_PASSWORD={given}\n")
+    return generated_secret(name="Open WebUI admin password (generated on the host, root-only)",
+                            path=admin_file(ctx), variable="WEBUI_ADMIN_PASSWORD")
+
+
 def embedding(ctx: Context) -> dict | None:
     """Where the pinned embedding model lives on the host (in Open WebUI's data, owned by its user), or None."""
     s = ctx.s
@@ -81,7 +108,8 @@ def env_vars(ctx: Context) -> dict:
     return dict(config_root=s.config_root, data_root=s.data_root, api_base=ctx.api.base + "/v1",
                 enable_signup=s.openwebui_enable_signup, https_domain=s.https_domain,
                 served_model_name=s.served_model_name, embedding_path=emb["path"] if emb else "",
-                embedding_cache=emb["cache"] if emb else "")
+                embedding_cache=emb["cache"] if emb else "", admin_email=s.openwebui_admin_email,
+                function_calling="native" if ctx.family.tool_call_parser else "legacy", family_why=ctx.family.why)
 
 
 def backup_vars(ctx: Context) -> dict:
@@ -99,12 +127,11 @@ def unit_vars(ctx: Context) -> dict:
 
 
 @deploy("Open WebUI service")
-def ensure(ctx: Context) -> list:
-    """Returns the operations whose change means Open WebUI restarted (verify waits for it then)."""
+def ensure(ctx: Context) -> Result:
     s = ctx.s
     if not ctx.serves_webui:
         skipped(name="Open WebUI (skipped: a GPU host of the fleet)", reason="this host is in gpu_hosts only")
-        return []
+        return Result([], None)
     files.directory(name="Open WebUI data (kept across upgrades)", path=f"{s.data_root}/open-webui",
                     user="llmhost-webui", group="llmhost-webui", mode="750")
     emb = embedding(ctx)
@@ -114,6 +141,7 @@ def ensure(ctx: Context) -> list:
                        owner="llmhost-webui", cache_dir=emb["cache"]) if emb else None
     secret = session_secret(name="Session secret (generated on the host, root-only)", config_root=s.config_root,
                             key_file=ctx.api.key_file, key_var=ctx.api.key_var)
+    admin = admin_password(ctx)
     backups, script = f"{s.data_root}/backups", f"{s.install_root}/bin/llmhost-webui-backup"
     files.directory(name=f"Backups {backups} (Open WebUI's user only)", path=backups, user="llmhost-webui",
                     group="llmhost-webui", mode="700")
@@ -134,7 +162,7 @@ def ensure(ctx: Context) -> list:
                          **env_vars(ctx))
     unit = files.template(create_remote_dir=False, name="open-webui.service", src=template("open-webui.service.j2"),
                           dest="/etc/systemd/system/open-webui.service", mode="644", **unit_vars(ctx))
-    changes = [secret, venv, env, unit] + ([weights] if weights else [])
+    changes = [secret, admin, venv, env, unit] + ([weights] if weights else [])
     timer_units = [files.template(create_remote_dir=False, name=f"{unit_name}", src=template(f"{unit_name}.j2"),
                                   dest=f"/etc/systemd/system/{unit_name}", mode="644", **bvars)
                    for unit_name in ("llmhost-webui-backup.service", "llmhost-webui-backup.timer")]
@@ -146,4 +174,4 @@ def ensure(ctx: Context) -> list:
                     service="open-webui.service", running=True, restarted=True, _if=any_changed(*changes))
     systemd.service(name="Open WebUI running and enabled", service="open-webui.service", running=True,
                     enabled=True)
-    return changes
+    return Result(changes, None if os.environ.get(s.openwebui_admin_password_env) else admin)

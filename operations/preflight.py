@@ -58,6 +58,15 @@ def _gpu(s: Settings, smi: dict[str, Any]) -> GpuSpec:
     return declared
 
 
+def _family(s: Settings, cfg: dict) -> versions.Family:
+    """The model's family from its config.json, or the one vllm_tool_call_parser names."""
+    if s.vllm_tool_call_parser == "auto":
+        return versions.model_family(cfg)
+    if s.vllm_tool_call_parser == "none":
+        return versions.Family("none", None, None, "vllm_tool_call_parser=none")
+    return versions.Family("custom", s.vllm_tool_call_parser, None, "vllm_tool_call_parser")
+
+
 def no_nagle(connector: Any) -> bool:
     """TCP_NODELAY on the host's SSH socket. paramiko sets no socket options: each pyinfra command is a few small
     SSH packets, and Nagle's algorithm holds the second until the server's delayed ACK (40 ms on Linux) - measured
@@ -173,8 +182,9 @@ def _check() -> Context:
 
     if "vllm" not in me.roles:  # a UI host of a fleet: no GPU, weights or flag plan here
         check_embedding(s, host.name)
+        fam = _family(s, model_config(s, host.name)[0])  # its Open WebUI sends what the backends accept
         ctx = Context(s, os_id, os_version, None, {}, None, s.model_revision, flavour, s.warnings(), roles=me.roles,
-                      backends=fleet.backends(me, members))
+                      backends=fleet.backends(me, members), family=fam)
         for w in ctx.warnings:
             logger.warning(f"{host.print_prefix}warning: {w}")
         return ctx
@@ -185,10 +195,12 @@ def _check() -> Context:
     if "webui" in me.roles:
         check_embedding(s, host.name)
     gpu = _gpu(s, smi)
+    fam = _family(s, cfg)
     try:
         versions.check_compute_capability(s.vllm_version, gpu.compute_capability)
+        versions.check_act_order(s.vllm_version, bool((cfg.get("quantization_config") or qcfg or {}).get("desc_act")))
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(f"model_repo={s.model_repo}: {exc}" if "desc_act" in str(exc) else str(exc))
     try:
         p = plan(ModelSpec.from_config(cfg, qcfg), gpu, s.vllm_version, max_model_len=s.vllm_max_model_len,
                  gpu_memory_utilization=s.vllm_gpu_memory_utilization, max_num_seqs=s.vllm_max_num_seqs,
@@ -202,7 +214,7 @@ def _check() -> Context:
     need = size / 2**20 + s.min_free_disk_gib * 1024
     ctx = Context(s, os_id, os_version, working_driver, module, p, commit, flavour, s.warnings() + p.warnings,
                   roles=me.roles, backends=fleet.backends(me, members) if "webui" in me.roles else [],
-                  clients=fleet.clients(me, members))
+                  clients=fleet.clients(me, members), family=fam)
     if (s.gpu_host and os_id == "ubuntu") or s.driver_standin_archive:
         _kernel_modules(ctx, smi)
     if not host.get_fact(File, path=ctx.snapshot_marker) and free < need:

@@ -130,6 +130,11 @@ class Settings(BaseModel):
                                         "corrupts NCCL (consumer boards; vLLM issues 4996, 17676): NCCL_P2P_DISABLE=1 "
                                         "and --disable-custom-all-reduce for vLLM. vLLM itself turns custom all-reduce "
                                         "off where its P2P test fails; set this only when that is not enough.")
+    vllm_tool_call_parser: str = Field("auto", pattern=r"^[a-z0-9_-]+$", description="Tool calling: 'auto' takes "
+                                       "the parser of the model's family (operations/versions.py FAMILIES: Llama "
+                                       "3.1+ llama3_json, Qwen2.5 hermes, Llama 3.0 none), 'none' turns it off, "
+                                       "or one of vLLM's --tool-call-parser names. Without a parser Open WebUI is "
+                                       "set to prompt-based function calling (it would send tools vLLM refuses).")
     vllm_reserved_mib: int = Field(0, ge=0, description="GPU memory kept free for a desktop on the same card.")
     vllm_min_concurrency: float = Field(2.0, gt=0, description="Full-length sequences the KV cache must hold.")
     driver_standin_archive: str | None = Field(
@@ -145,6 +150,13 @@ class Settings(BaseModel):
     openwebui_python: str = Field("3.11", description="Python for Open WebUI (needs >=3.11,<3.13).")
     openwebui_host: str = Field("0.0.0.0", description="Bind address; a warning is printed when not loopback.")
     openwebui_port: int = Field(8080, ge=1, le=65535, description="Open WebUI port.")
+    openwebui_admin_email: str = Field("admin@llmhost.home.arpa", description="The first admin's email (sign-in "
+                                       "name). Open WebUI creates this admin at its first start, then closes "
+                                       "signup; an install that already has users keeps them.")
+    openwebui_admin_password_env: str = Field("LLMHOST_ADMIN_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                              description="Controller environment variable holding the first "
+                                              "admin's password; unset or empty: generated on the host into a "
+                                              "root-only file and shown once at the end of the run.")
     openwebui_enable_signup: bool = Field(False, description="Allow sign-ups after the first admin.")
     openwebui_extra_requirements: list[str] = Field(
         [], description="Extra pins installed with Open WebUI (e.g. a CPU torch from pip_find_links).")
@@ -250,7 +262,7 @@ class Settings(BaseModel):
             raise ValueError(f"{v!r} is not a host name (e.g. llm.example.org or llm.home.arpa)")
         return v
 
-    @field_validator("https_email")
+    @field_validator("https_email", "openwebui_admin_email")
     @classmethod
     def _email(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", v):

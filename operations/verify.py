@@ -58,17 +58,41 @@ def healthy(probe: str, timeout: int, recheck: bool = False, url: str | None = N
         yield FunctionCommand(announce, (url,), {})
 
 
+def show_secret_once(path: str, variable: str, who: str) -> bool:
+    """Run on the controller at the end: read a secret generated in this run from its root-only file and print it
+    once (the command's own output is not printed; the value is in no diff, unit or command line)."""
+    ok, output = host.run_shell_command(f"sed -n 's/^{variable}=//p' {path}", print_output=False, print_input=False)
+    value = output.stdout.strip() if ok else ""
+    logger.info(f"{host.print_prefix}{who}: {value}  (shown once; kept root-only in {path})" if value else
+                f"{host.print_prefix}{who}: see {path} (root-only)")
+    return True
+
+
+@operation()
+def admin_shown(path: str, email: str):
+    """Show the admin's generated password once, after Open WebUI answered (run with ``_if`` on its creation).
+
+    + path: the root-only env file holding WEBUI_ADMIN_PASSWORD
+    + email: the admin's sign-in email"""
+    yield FunctionCommand(show_secret_once, (path, "WEBUI_ADMIN_PASSWORD", f"Open WebUI admin {email}, password"), {})
+
+
 @deploy("Verify")
-def ensure(ctx: Context, changes: list):
+def ensure(ctx: Context, changes: list, new_admin=None):
     s = ctx.s
     address = host.data.get("ssh_hostname") or host.name
     where = address if s.openwebui_host not in ("127.0.0.1", "::1") else f"{address} (loopback: ssh -L)"
     open_at = f"https://{s.https_domain}/" if s.https_domain else f"http://{where}:{s.openwebui_port}/"
-    url = (f"{host.print_prefix}Open WebUI answers at {open_at}  "
-           "(the first account to sign up becomes the admin)") if ctx.serves_webui else None
+    url = (f"{host.print_prefix}Open WebUI answers at {open_at}  (sign in as the admin {s.openwebui_admin_email})"
+           if ctx.serves_webui else None)
     what = ("GPU visible, " if ctx.serves_vllm else "") + (
         "the router's /health + /v1/models + a chat completion through it" if ctx.routed else
-        "vLLM /health + /v1/models + a chat completion") + (", Open WebUI /health" if ctx.serves_webui else "")
+        "vLLM /health + /v1/models + a chat completion") + (
+        ", Open WebUI /health + a streamed chat as its admin" if ctx.serves_webui else "")
     healthy(name=what, probe=ctx.probe, timeout=s.verify_timeout_s, url=url)
     healthy(name="The same again after this run's changes (a service restarted)", probe=ctx.probe,
             timeout=s.verify_timeout_s, recheck=True, url=url, _if=any_changed(*changes))
+    if new_admin is not None:
+        admin_shown(name="Open WebUI's admin password (generated in this run: shown once)",
+                    path=f"{s.config_root}/open-webui.admin.env", email=s.openwebui_admin_email,
+                    _if=new_admin.did_change)

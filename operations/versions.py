@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.version import Version
+
+LOCKS = Path(__file__).resolve().parent / "locks"
 
 # Minimum Linux driver for a CUDA runtime (NVIDIA's CUDA toolkit release notes, table 3).
 CUDA_MIN_DRIVER: dict[str, str] = {
@@ -39,6 +42,23 @@ class Era:
     python: str  # Python for its venv
     requirements: tuple[str, ...]  # besides vllm==pin
     serve_args: tuple[str, ...]  # fixed arguments of this era's api_server
+    act_order: bool = True  # GPTQ desc_act (g_idx) honoured; vLLM 0.30 ignores g_idx (vllm #54809)
+
+    @property
+    def lock(self) -> Path:
+        """The era's lock: every package of its venv at one version (uv pip compile of vllm==pin and its
+        requirements for the era's Python on x86_64 Linux, with the era's cut-off). The venv is installed from it."""
+        return LOCKS / f"vllm-{self.vllm}.txt"
+
+    @property
+    def flashinfer(self) -> bool:
+        """Its venv has FlashInfer, whose top-p/top-k sampler vLLM JIT-builds at start (the unit turns it off)."""
+        return any(r.startswith("flashinfer-python==") for r in self.locked_requirements())
+
+    def locked_requirements(self) -> list[str]:
+        """The lock's pins, one ``name==version`` each (comments dropped)."""
+        return [line.strip() for line in self.lock.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
 
     @property
     def min_driver(self) -> str:
@@ -62,6 +82,58 @@ ERAS: dict[str, Era] = {e.vllm: e for e in [
         "vllm-0.26.0-api-server-help.txt", "3.12", (), ()),
 ]}
 DEFAULT_ERA = "0.26.0"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a model family needs from vLLM and Open WebUI beyond memory: its tool-call parser (None: the model
+    has no tool calling vLLM can parse) and reasoning parser. Open WebUI puts its builtin tools into every chat by
+    default (native function calling); vLLM refuses `tools` without --enable-auto-tool-choice --tool-call-parser,
+    so a family without a parser gets Open WebUI's prompt-based ("legacy") function calling instead."""
+
+    name: str
+    tool_call_parser: str | None
+    reasoning_parser: str | None
+    why: str
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in [
+    # Llama 3.0: no tool-calling format; its tokenizer has no <|python_tag|> (id 128010 is a reserved token), and
+    # vLLM's llama3_json parser then fails every request (500, REFERENCE §9).
+    Family("llama-3.0", None, None, "Llama 3.0 has no tool calling (no <|python_tag|> token)"),
+    # Llama 3.1 / 3.2 / 3.3: JSON tool calls after <|python_tag|> (vLLM docs, tool_calling.md: llama3_json).
+    Family("llama-3.1", "llama3_json", None, "Llama 3.1+ JSON tool calls (<|python_tag|>)"),
+    # Qwen2.5 instruct: Hermes-style <tool_call> tags (vLLM docs: hermes).
+    Family("qwen2.5", "hermes", None, "Qwen2.5 Hermes-style <tool_call> tags"),
+    Family("other", None, None, "no tool-call parser known for this model family"),
+]}
+
+
+def model_family(config: dict) -> Family:
+    """The family of a config.json: Llama 3.1+ carry rope_scaling.rope_type 'llama3' (3.0 has none); Qwen2 is
+    model_type qwen2. Anything else gets no parser (Open WebUI's prompt-based function calling)."""
+    mtype = str(config.get("model_type", ""))
+    rope = (config.get("rope_scaling") or {}).get("rope_type") or (config.get("rope_scaling") or {}).get("type")
+    if mtype == "llama" and int(config.get("vocab_size", 0)) >= 128256:
+        return FAMILIES["llama-3.1" if rope == "llama3" else "llama-3.0"]
+    if mtype == "qwen2":
+        return FAMILIES["qwen2.5"]
+    return FAMILIES["other"]
+
+
+def family_args(family: Family) -> list[str]:
+    """vLLM's flags for the family: tool calling (and reasoning) where it has a parser, nothing otherwise."""
+    args = ["--enable-auto-tool-choice", f"--tool-call-parser={family.tool_call_parser}"] \
+        if family.tool_call_parser else []
+    return args + ([f"--reasoning-parser={family.reasoning_parser}"] if family.reasoning_parser else [])
+
+
+def check_act_order(vllm_version: str, desc_act: bool) -> None:
+    """A GPTQ checkpoint quantized with act-order (desc_act) needs an era that honours g_idx."""
+    if desc_act and not era(vllm_version).act_order:
+        raise ValueError(f"the checkpoint is GPTQ with desc_act (act-order) and vllm_version={vllm_version} ignores "
+                         "g_idx (its output would be garbage): pick a checkpoint without act-order or an older "
+                         f"vllm_version ({', '.join(v for v, e in ERAS.items() if e.act_order)})")
 
 
 def era(vllm_version: str) -> Era:

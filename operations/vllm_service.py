@@ -13,13 +13,16 @@ from operations import python_venv
 from operations.context import Context
 from operations.shared_ops import generated_secret, secret_file, skipped
 from operations.render import template
+from operations.versions import family_args
 
 START_TIMEOUT = 900
 
 
 def vllm_requirements(s) -> list[str]:
-    """vLLM at its pin plus what its era needs besides (0.6.x: setuptools, its triton imports it at runtime)."""
-    return [f"vllm=={s.vllm_version}", *s.era.requirements]
+    """Every package of vLLM's venv at its era's lock (operations/locks/vllm-<pin>.txt: vllm==pin, what the era
+    needs besides, e.g. 0.6.x's setuptools, and all their dependencies as of the release), so the venv a user gets
+    is the one the GPU proof ran."""
+    return s.era.locked_requirements()
 
 
 def uv_cutoffs(s) -> str:
@@ -52,17 +55,18 @@ def exec_start(ctx: Context, venv: str) -> str:
     if s.vllm_exec_start_override:
         return s.vllm_exec_start_override.format(host=s.vllm_host, port=s.vllm_port, model=ctx.snapshot_path,
                                                  served_model_name=s.served_model_name,
-                                                 flags=" ".join(ctx.plan.flags + multinode_args(s)))
+                                                 flags=" ".join(ctx.plan.flags + family_args(ctx.family)
+                                                                        + multinode_args(s)))
     args = [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path,
             "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
-            *s.era.serve_args, *ctx.plan.flags, *(["--disable-custom-all-reduce"] if s.vllm_nccl_p2p_disable else []),
-            *multinode_args(s)]
+            *s.era.serve_args, *ctx.plan.flags, *family_args(ctx.family),
+            *(["--disable-custom-all-reduce"] if s.vllm_nccl_p2p_disable else []), *multinode_args(s)]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def env_vars(ctx: Context) -> dict:
     return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
-                nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable)
+                nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer)
 
 
 def unit_vars(ctx: Context) -> dict:

@@ -150,7 +150,7 @@ def converged() -> dict:
     from operations.render import render
     from operations.settings import Settings
     from operations.tuning import GpuSpec, ModelSpec, plan
-    from operations.versions import cuda_visible_mib
+    from operations.versions import cuda_visible_mib, model_family
     from tests.test_eras import GPTQ_CFG, GPTQ_Q
 
     module = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025"
@@ -159,7 +159,8 @@ def converged() -> dict:
     s = Settings(**extra)
     gpu = GpuSpec(cuda_visible_mib("NVIDIA GeForce RTX 3060", 12288), 8.6, 1, "NVIDIA GeForce RTX 3060")
     ctx = Context(s, "ubuntu", "24.04", "580.95.05", {}, plan(ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), gpu,
-                                                               s.vllm_version), s.model_revision, "open")
+                                                               s.vllm_version), s.model_revision, "open",
+                  family=model_family(GPTQ_CFG))
     bvars = openwebui_service.backup_vars(ctx)
     rendered = {  # path: (content, mode, owner)
         f"{s.install_root}/bin/llmhost-webui-backup": (render("llmhost-webui-backup.py.j2", **bvars), "755"),
@@ -183,7 +184,8 @@ def converged() -> dict:
     for d in {os.path.dirname(p) for p in rendered}:  # parent directories exist (else pyinfra plans a mkdir)
         matchers[re.compile(re.escape(d) + r"(?=\s|$)")] = [
             f"user=root group=root mode=drwxr-xr-x atime=0 mtime=0 ctime=0 size=4096 '{d}'"]
-    for path in (f"{s.config_root}/vllm.secret.env", f"{s.config_root}/open-webui.secret.env"):
+    for path in (f"{s.config_root}/vllm.secret.env", f"{s.config_root}/open-webui.secret.env",
+                 f"{s.config_root}/open-webui.admin.env"):
         matchers[re.compile(re.escape(path) + r"\b")] = [
             f"user=root group=root mode=-rw------- atime=0 mtime=0 ctime=0 size=10 '{path}'"]
     venvs = {f"{s.install_root}/vllm": venv_id(s.vllm_python_version, vllm_service.vllm_requirements(s)

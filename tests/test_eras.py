@@ -1,6 +1,7 @@
 """Issue 10: version eras, quantization detection, planner input hardening. Expected values written by hand."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,21 @@ def test_uv_cutoffs_come_from_the_era():
     old = Settings(vllm_version="0.6.3.post1")
     assert uv_cutoffs(old) == ("--exclude-newer 2024-10-20T00:00:00Z "
                                "--exclude-newer-package pyairports=2026-01-01T00:00:00Z")
-    assert vllm_requirements(old) == ["vllm==0.6.3.post1", "setuptools"]
-    assert vllm_requirements(Settings()) == ["vllm==0.26.0"]
+    assert Settings().vllm_python_version == "3.12" and old.vllm_python_version == "3.11"
+
+
+def test_the_venv_is_installed_from_the_eras_lock_of_every_package():
+    """vLLM's venv gets exactly its era's lock: the pin, what the era needs besides (0.6.x: setuptools), and every
+    dependency at one version (the same set the GPU proof runs), FlashInfer included where vLLM requires it."""
+    from operations.vllm_service import vllm_requirements
+
+    old, new = vllm_requirements(Settings(vllm_version="0.6.3.post1")), vllm_requirements(Settings())
+    for reqs, must in ((old, {"vllm==0.6.3.post1", "torch==2.4.0", "transformers==4.45.2", "setuptools==75.2.0"}),
+                       (new, {"vllm==0.26.0", "torch==2.11.0", "flashinfer-python==0.6.14", "ninja==1.13.0"})):
+        assert must <= set(reqs)
+        assert all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*(\[[a-z0-9,_-]+\])?==[0-9][^ ;]*", r) for r in reqs), reqs
+        assert len({r.split("==")[0] for r in reqs}) == len(reqs)  # one version of each package
+    assert len(old) == 114 and len(new) == 192
     assert Settings().vllm_python_version == "3.12" and old.vllm_python_version == "3.11"
 
 

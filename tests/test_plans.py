@@ -101,7 +101,8 @@ def test_a_converged_host_restarts_nothing(fake_plan):
                "vLLM service | vLLM running and enabled",
                "Open WebUI service | Open WebUI restarted (only when its unit, env, secret or venv changed)",
                "Open WebUI service | Open WebUI running and enabled",
-               "Verify | GPU visible, vLLM /health + /v1/models + a chat completion, Open WebUI /health",
+               "Verify | GPU visible, vLLM /health + /v1/models + a chat completion, Open WebUI /health + a streamed chat as "
+               "its admin",
                "Verify | The same again after this run's changes (a service restarted)"]:
         assert op in names(plan), op
         assert op not in ch, op

@@ -1,11 +1,12 @@
 """The flag planner against public vLLM startup logs, and its rules."""
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
-from operations import tuning
+from operations import tuning, versions
 from operations.tuning import GpuSpec, ModelSpec, PlanError, plan
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
@@ -185,7 +186,7 @@ def test_every_flag_the_deploy_passes_exists_in_the_pinned_vllm():
         s = Settings(gpu_card="rtx-3060-12gb")
         snapshot_path = "/var/lib/llmhost/models/x"
 
-    for p in plans:
-        Ctx.plan = p
+    for p, fam in zip(plans, itertools.cycle(versions.FAMILIES.values())):  # every family's tool flags too
+        Ctx.plan, Ctx.family = p, fam
         used = set(re.findall(r"(--[a-z][a-z0-9-]+)", exec_start(Ctx, "/opt/llmhost/vllm/current")))
         assert used and used <= known, used - known

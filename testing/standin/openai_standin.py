@@ -6,6 +6,15 @@ GET /health, GET /metrics (Prometheus text in vLLM's metric names, with fixed va
 POST /v1/chat/completions (plain and streamed as server-sent events), with the
 same Bearer-key guard on /v1/* from VLLM_API_KEY. Its answer is fixed, says it is a stand-in and names its host
 (so a fleet test can see which backend answered).
+
+What it refuses, it refuses as vLLM 0.26.0 does (status, message and ErrorResponse shape from vLLM's source,
+vllm/renderers/online_renderer.py and renderers/params.py, checked against the answers recorded on the GPU host by
+tests/test_standin_contract.py):
+- ``tools`` (tool_choice absent or "auto") without ``--enable-auto-tool-choice --tool-call-parser``: 400
+  '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set';
+- a prompt plus max_tokens beyond ``--max-model-len``: 400 "This model's maximum context length is ...". It has
+  no tokenizer: it counts one token per 3 characters of the messages and tools (JSON schemas and English run at
+  3-4.5 characters per token in Llama-3's tokenizer), so it refuses no later than vLLM would.
 """
 
 import argparse
@@ -30,13 +39,32 @@ METRICS = "\n".join([
 ANSWER = f"Hello from the llmhost stand-in (not vLLM) on {socket.gethostname()}."
 
 
+def refuse(req: dict, a) -> str | None:
+    """vLLM 0.26.0's refusal of this chat request under these flags, or None (see the module docstring)."""
+    if req.get("tools") and req.get("tool_choice") in (None, "auto") and not (
+            a.enable_auto_tool_choice and a.tool_call_parser):
+        return '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+    if a.max_model_len:
+        chars = len(json.dumps(req.get("messages", []))) + len(json.dumps(req.get("tools") or []))
+        prompt = -(-chars // 3)
+        out = req.get("max_completion_tokens") or req.get("max_tokens") or 0
+        if prompt + out > a.max_model_len:
+            return (f"This model's maximum context length is {a.max_model_len} tokens. However, you requested "
+                    f"{out} output tokens and your prompt contains {prompt} input tokens, for a total of "
+                    f"{prompt + out} tokens. Please reduce the length of the input prompt or the number of "
+                    "requested output tokens.")
+    return None
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", required=True)
     p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--requests-log", default=None, help="append each chat request's messages here (JSON lines)")
+    p.add_argument("--requests-log", default=None, help="append each chat request here (JSON lines: the whole body)")
+    p.add_argument("--enable-auto-tool-choice", action="store_true")
+    p.add_argument("--tool-call-parser", default=None)
     a, _vllm_flags = p.parse_known_args()  # the planner's other flags are accepted, as vLLM would, and ignored
     key = os.environ.get("VLLM_API_KEY")
 
@@ -74,9 +102,13 @@ def main():
             if self.path != "/v1/chat/completions":
                 return self._send(404, {"error": "not found"})
             req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-            if a.requests_log:  # what the client sent, for tests that check the prompt (e.g. a retrieved passage)
+            if a.requests_log:  # what the client sent, whole: recordings of Open WebUI's requests, prompts checked
                 with open(a.requests_log, "a") as log:
-                    log.write(json.dumps({"messages": req.get("messages", [])}) + "\n")
+                    log.write(json.dumps(req) + "\n")
+            refusal = refuse(req, a)
+            if refusal:
+                return self._send(400, {"error": {"message": refusal, "type": "BadRequestError", "param": None,
+                                                  "code": 400}})
             base = {"id": "chatcmpl-standin", "created": int(time.time()), "model": a.model}
             if not req.get("stream"):
                 return self._send(200, {**base, "object": "chat.completion", "choices": [
