@@ -55,7 +55,6 @@ def test_the_venv_is_installed_from_the_eras_lock_of_every_package():
         assert all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*(\[[a-z0-9,_-]+\])?==[0-9][^ ;]*", r) for r in reqs), reqs
         assert len({r.split("==")[0] for r in reqs}) == len(reqs)  # one version of each package
     assert len(old) == 114 and len(new) == 192
-    assert Settings().vllm_python_version == "3.12" and old.vllm_python_version == "3.11"
 
 
 def test_cuda_home_only_when_the_toolkit_is_the_eras_runtime():
