@@ -11,6 +11,10 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REPO = "astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"
 DEFAULT_SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
 PYINFRA = [sys.executable, "-m", "pyinfra"]
+# The real tier's Open WebUI admin: every deploy the tests run gets its password from the controller's environment
+# (the deploy's openwebui_admin_password_env); the test of a generated password empties it for its own runs.
+ADMIN = {"name": "Admin", "email": "admin@llmhost.home.arpa", "password": "a long test password 42"}
+os.environ.setdefault("LLMHOST_ADMIN_PASSWORD", ADMIN["password"])
 
 
 def require_test_host() -> None:
@@ -37,6 +41,16 @@ def http(url: str, data: dict | None = None, token: str | None = None, timeout: 
         return r.status_code, r.json() if r.content else None
     except ValueError:
         return r.status_code, r.text
+
+
+def admin_token(base: str) -> str:
+    """Sign in as the admin the deploy created (an Open WebUI too old to create one from its environment gets the
+    first signup instead, which is the admin there)."""
+    code, body = http(base + "/api/v1/auths/signin", {"email": ADMIN["email"], "password": ADMIN["password"]})
+    if code != 200:
+        code, body = http(base + "/api/v1/auths/signup", ADMIN)
+    assert code == 200 and body["role"] == "admin", body
+    return body["token"]
 
 
 def deploy(*args: str, data: dict | None = None, inventory: str = "inventories/home.py",

@@ -7,11 +7,10 @@ import time
 
 import pytest
 
-from tests.conftest import deploy as run_deploy, http, on_host as sh
+from tests.conftest import ADMIN, admin_token, deploy as run_deploy, http, on_host as sh
 
 pytestmark = pytest.mark.realhost
 OLD, NEW = "0.11.4", "0.12.4"  # two real Open WebUI releases (NEW is the default pin)
-ADMIN = {"name": "Admin", "email": "admin@example.invalid", "password": "a long test password 42"}
 USER = {"name": "Bob", "email": "bob@example.invalid", "password": "bob's long password 42", "role": "user"}
 TOOL = "/opt/llmhost/bin/llmhost-webui-backup"
 
@@ -49,9 +48,7 @@ def test_older_release_with_users_and_chats(h):
     p = deploy(openwebui_version=OLD)
     assert p.returncode == 0, p.stdout[-3000:]
     assert http(base(h) + "/api/version")[1]["version"] == OLD
-    code, body = http(base(h) + "/api/v1/auths/signup", ADMIN)
-    assert code == 200 and body["role"] == "admin", body
-    admin = body["token"]
+    admin = admin_token(base(h))
     code, body = http(base(h) + "/api/v1/auths/add", USER, token=admin)
     assert code == 200, body
     for who, title in ((admin, "admin's chat before the upgrade"), (signin(h, USER), "bob's chat before the upgrade")):

@@ -18,11 +18,10 @@ import time
 import pytest
 
 from testing import hub, testhost
-from tests.conftest import REPO, http, require_test_host
+from tests.conftest import ADMIN, admin_token, REPO, http, require_test_host
 
 pytestmark = pytest.mark.realhost
 KEY = "fleet-test-key-0123456789abcdef0123456789abcdef"  # the fleet's shared vLLM key (a test value)
-ADMIN = {"name": "Admin", "email": "admin@example.invalid", "password": "a long test password 42"}
 SPEC = REPO / ".cache" / "testhost" / "fleet.json"
 TIMES: dict[str, float] = {}
 
@@ -117,9 +116,7 @@ def test_fleet_apply_runs_every_host_in_parallel(fleet):
 
 def test_a_chat_through_open_webui_and_both_backends_answer(fleet):
     ui = fleet["llmhost-t3"]
-    code, body = http(f"http://{ui['address']}:8080/api/v1/auths/signup", ADMIN)
-    assert code == 200, body
-    token = body["token"]
+    token = admin_token(f"http://{ui['address']}:8080")
     code, models = http(f"http://{ui['address']}:8080/api/models", token=token)
     assert code == 200, models
     model = fleet["llmhost-t1"]["data"]["model_repo"]

@@ -10,11 +10,10 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO, deploy as run_deploy, on_host as sh
+from tests.conftest import ADMIN, admin_token, REPO, deploy as run_deploy, on_host as sh
 
 pytestmark = pytest.mark.realhost
 DOMAIN = "llm.home.arpa"
-ADMIN = {"name": "Admin", "email": "admin@example.invalid", "password": "a long test password 42"}
 ARTIFACTS = REPO / ".cache" / "artifacts"
 
 
@@ -52,8 +51,8 @@ def test_https_in_front_of_open_webui_on_loopback(h, tmp_path_factory):
     ca.write_text(sh(h, "cat /var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"))
     r = curl(h, str(ca), "/health")
     assert r.returncode == 0 and '"status":true' in r.stdout.replace(" ", ""), r.stderr
-    r = curl(h, str(ca), "/api/v1/auths/signup", "-H", "Content-Type: application/json", "-d",
-             '{"name": "%s", "email": "%s", "password": "%s"}' % (ADMIN["name"], ADMIN["email"], ADMIN["password"]))
+    r = curl(h, str(ca), "/api/v1/auths/signin", "-H", "Content-Type: application/json", "-d",
+             '{"email": "%s", "password": "%s"}' % (ADMIN["email"], ADMIN["password"]))
     assert '"role":"admin"' in r.stdout.replace(" ", ""), r.stdout + r.stderr
     h["ca"] = str(ca)
     again = deploy(https_domain=DOMAIN, https_internal_ca=True)

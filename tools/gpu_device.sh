@@ -7,6 +7,19 @@
 set -u
 OUT=${OUT:-/tmp/out}
 case "$1" in
+lockstage)  # issue 17: one piece of the era's lock (wheels, or parts of a wheel over 58 MB) per call
+  mkdir -p /tmp/stage && cp "$2"/* /tmp/stage/ && ls /tmp/stage | wc -l && du -sh /tmp/stage ;;
+replay)  # join split wheels, then tools/gpu_replay.py detached (the venv from the lock, the unit's environment)
+  set -e
+  cd /tmp/stage
+  for first in *.part00; do [ -e "$first" ] || break; w=${first%.part00}; cat "$w".part* > "$w" && rm "$w".part*; done
+  ls *.whl | wc -l
+  cd - >/dev/null
+  mkdir -p /tmp/res
+  rm -rf /tmp/repo && cp -r . /tmp/repo && cd /tmp/repo
+  { uname -r; nvidia-smi; python3 -c "import torch; print(torch.__version__, torch.__file__)"; } > /tmp/res/host.txt 2>&1
+  setsid nohup python3 tools/gpu_replay.py > /tmp/res/runner.log 2>&1 < /dev/null &
+  sleep 20; tail -5 /tmp/res/runner.log ;;
 stage)
   mkdir -p /tmp/stage && cp "$2"/* /tmp/stage/ && ls -la /tmp/stage | tail -n +2 | wc -l && du -sh /tmp/stage ;;
 start)

@@ -41,7 +41,8 @@ def deploy_command(gpu: tuning.GpuSpec, **settings) -> dict:
     s = Settings(**settings)
     p = tuning.plan(spec("llama-3-8b-instruct-gptq"), gpu, s.vllm_version,
                     tensor_parallel_size=s.vllm_tensor_parallel_size)
-    ctx = Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open")
+    cfg = json.loads((MODELS / "llama-3-8b-instruct-gptq" / "config.json").read_text())
+    ctx = Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open", family=versions.model_family(cfg))
     assert ctx.snapshot_path == SNAP
     unit = render("vllm.service.j2", **vllm_service.unit_vars(ctx))
     envfile = render("vllm.env.j2", **vllm_service.env_vars(ctx))
@@ -83,6 +84,20 @@ def main() -> None:
     ]
     for name, model, flags in cal:
         runs.append(dict(name=name, model=model, argv=base + flags, env="", probe=False, bench=False))
+    if "--replay" in sys.argv:  # issue 17: the deploy's RTX 3060 command, replayed with Open WebUI's requests
+        r = deploy_command(rtx)
+        util = r["plan"]["gpu_memory_utilization"] * rtx.memory_mib / H200_MIB
+        argv = [re.sub(r"^--gpu-memory-utilization=.*", f"--gpu-memory-utilization={util:.4f}", a)
+                for a in r["exec_start"].split()] + ["--load-format", "dummy"]
+        out = [dict(name="deploy-rtx3060", model="llama-3-8b-instruct-gptq", model_dir=SNAP, argv=argv, env=r["env"],
+                    unit=r["unit"], plan=r["plan"], served="astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit",
+                    max_model_len=r["plan"]["max_model_len"], warm=True)]
+        d = REPO / "tests/fixtures/gpu-host/vllm-0.26.0-replay"
+        d.mkdir(exist_ok=True)
+        (d / "runs.json").write_text(json.dumps(out, indent=1) + "\n")
+        print(" ".join(argv))
+        print(r["env"])
+        return
     if "--tp2" in sys.argv:  # the two-GPU host: the deploy's command with vllm_tensor_parallel_size=2
         r = deploy_command(tuning.GpuSpec(H200_MIB, 9.0, 2, "NVIDIA H200"), vllm_tensor_parallel_size=2)
         runs = [dict(name="deploy-h200x2-tp2", model="llama-3-8b-instruct-gptq",

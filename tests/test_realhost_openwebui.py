@@ -1,0 +1,184 @@
+"""Real tier, issues 17 and 20: what Open WebUI really sends its backend, recorded while a real browser uses it, and
+the first admin the deploy creates.
+
+A headless Chromium (Debian's, driven by Playwright) signs in as the admin whose password the deploy generated and
+showed once, chats two turns, uploads a document and asks about it; the stand-in logs every request Open WebUI
+sends (the whole body, --requests-log), including the background tasks (title, tags, follow-ups). The recording
+is kept in .cache/artifacts/ and compared with tests/fixtures/openwebui/<version>/ (LLMHOST_RECORD=1 rewrites the
+fixture): the same kinds of request, each with the same keys. The fixture is what the GPU proof replays against the
+deploy's own vLLM (tools/gpu_replay.py) and what the stand-in's contract test checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import ADMIN, REPO, deploy as run_deploy, http, on_host as sh
+
+pytestmark = pytest.mark.realhost
+VERSION = "0.12.4"
+FIXTURES = REPO / "tests" / "fixtures" / "openwebui" / VERSION
+ARTIFACTS = REPO / ".cache" / "artifacts"
+LOG = "/var/lib/llmhost/vllm/standin-requests.jsonl"
+GENERATED = {"LLMHOST_ADMIN_PASSWORD": ""}  # the controller gives no password: the host generates one
+
+
+def kind(req: dict) -> str:
+    """What an Open WebUI request is for: a background task, told apart by the task prompt Open WebUI 0.12.4 puts in
+    the last message (its config.py DEFAULT_*_PROMPT_TEMPLATE), or a chat turn (the user's conversation)."""
+    text = json.dumps(req.get("messages", [])[-1:])
+    for task, marker in (("title", "Generate a concise title"), ("tags", "Generate 1-3 broad tags"),
+                         ("follow_ups", "Predict 3-5 useful messages"),
+                         ("query", "determine the necessity of generating search queries")):
+        if marker in text:
+            return task
+    return "chat"
+
+
+def shape(reqs: list[dict]) -> list[tuple[str, tuple[str, ...]]]:
+    return sorted({(kind(r), tuple(sorted(r))) for r in reqs})
+
+
+@pytest.fixture(scope="module")
+def h(one_host):
+    if not shutil.which("chromium"):
+        pytest.fail("the browser test needs Debian's chromium (make host-deps installs it)")
+    return one_host
+
+
+def test_the_deploy_creates_the_admin_and_nobody_else_can_claim_the_server(h):
+    p = run_deploy(env_extra=GENERATED)
+    assert p.returncode == 0, p.stdout[-3000:]
+    m = re.search(rf"Open WebUI admin {re.escape('admin@llmhost.home.arpa')}, password: (\S+)", p.stdout)
+    assert m, p.stdout[-3000:]
+    password = m.group(1)
+    assert p.stdout.count(password) == 1  # shown once, in no diff or command
+    for f in ("/etc/llmhost/open-webui.env", "/etc/systemd/system/open-webui.service"):
+        assert password not in sh(h, f"cat {f}")
+    assert sh(h, "stat -c '%a %U' /etc/llmhost/open-webui.admin.env").split() == ["600", "root"]
+    base = f"http://{h['address']}:8080"
+    assert http(base + "/api/v1/auths/signup", {"name": "Eve", "email": "eve@example.invalid",
+                                                "password": "eve's password 42"})[0] == 403
+    code, body = http(base + "/api/v1/auths/signin", {"email": "admin@llmhost.home.arpa", "password": password})
+    assert code == 200 and body["role"] == "admin", body
+    before = sh(h, "sha256sum /etc/llmhost/open-webui.admin.env")
+    again = run_deploy(env_extra=GENERATED)
+    assert again.returncode == 0 and password not in again.stdout, again.stdout[-3000:]
+    assert re.search(r"Grand total\s+\d+\s+-", again.stdout), again.stdout[-3000:]
+    assert sh(h, "sha256sum /etc/llmhost/open-webui.admin.env") == before  # not rotated
+    h["password"] = password
+
+
+def browse(h: dict, shot: str, steps) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=[
+            "--no-proxy-server", "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        page = browser.new_page()
+        try:
+            page.goto(f"http://{h['address']}:8080/auth", wait_until="networkidle", timeout=120_000)
+            page.fill("input[type=email]", ADMIN["email"])
+            page.fill("input[type=password]", h["password"])
+            page.keyboard.press("Enter")
+            page.locator("#chat-input").wait_for(timeout=90_000)
+            page.keyboard.press("Escape")  # a "what's new" dialog, if any
+            steps(page)
+        finally:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+            browser.close()
+
+
+def say(page, text: str, answers: int) -> None:
+    from playwright.sync_api import expect
+
+    page.locator("#chat-input").click()
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Hello from the llmhost stand-in").nth(answers - 1)).to_be_visible(timeout=120_000)
+
+
+def settle(h: dict, seconds: int = 20) -> list[dict]:
+    """The log once Open WebUI's background tasks after the last answer are in (no new line for a while)."""
+    last, stable = None, 0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and stable < seconds:
+        now = sh(h, f"cat {LOG} 2>/dev/null || true")
+        stable = stable + 2 if now == last else 0
+        last = now
+        time.sleep(2)
+    return [json.loads(line) for line in (last or "").splitlines() if line.strip()]
+
+
+def test_a_real_browser_chats_two_turns_and_asks_about_a_document_and_nothing_is_refused(h, tmp_path):
+    assert "password" in h, "needs the admin of the test above"
+    sh(h, f": > {LOG}")
+    doc = tmp_path / "lighthouse.txt"
+    doc.write_text("Lighthouse notes. The keeper painted the lighthouse door ultramarine-42 in the spring.\n")
+
+    def steps(page):
+        say(page, "Which host are you?", 1)
+        say(page, "And what do you run on?", 2)
+        page.locator("input[type=file]").first.set_input_files(str(doc))
+        page.get_by_text("lighthouse.txt").first.wait_for(timeout=120_000)
+        time.sleep(5)  # the upload's processing (embedding) before the question
+        say(page, "What colour is the lighthouse door?", 3)
+
+    browse(h, "openwebui-chat.png", steps)
+    reqs = settle(h)
+    kinds = [kind(r) for r in reqs]
+    assert kinds.count("chat") >= 3, kinds
+    assert {"title", "follow_ups"} <= set(kinds), kinds
+    assert not [r for r in reqs if r.get("tools")], "Open WebUI sent tools that vLLM without a parser refuses"
+    assert all(r.get("stream") for r in reqs if kind(r) == "chat")
+    assert any("ultramarine-42" in json.dumps(r) for r in reqs if kind(r) == "chat")  # the passage reached it
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"openwebui-{VERSION}-requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reqs))
+    fixture = FIXTURES / "requests.jsonl"
+    if os.environ.get("LLMHOST_RECORD"):
+        FIXTURES.mkdir(parents=True, exist_ok=True)
+        fixture.write_text("".join(json.dumps(r) + "\n" for r in reqs))
+    recorded = [json.loads(line) for line in fixture.read_text().splitlines()]
+    assert shape(reqs) == shape(recorded)  # the same kinds of request with the same keys as the recording
+
+
+def test_open_webuis_default_native_function_calling_sends_tools_the_backend_refuses(h):
+    """Without the deploy's DEFAULT_MODEL_PARAMS (Open WebUI's own default: native function calling) every chat
+    carries its builtin tools, which vLLM without a tool parser refuses (the stand-in answers as vLLM does: 400).
+    Recorded once as the counter-example the GPU proof replays; the deploy's file is restored afterwards."""
+    env = "/etc/llmhost/open-webui.env"
+    sh(h, f"cp {env} /root/open-webui.env.keep && sed -i '/^DEFAULT_MODEL_PARAMS=/d' {env} && "
+          "systemctl restart open-webui.service")
+    try:
+        sh(h, f": > {LOG}")
+
+        def steps(page):
+            page.locator("#chat-input").click()
+            page.keyboard.type("Which host are you?")
+            page.keyboard.press("Enter")
+            time.sleep(20)
+
+        browse(h, "openwebui-native-tools.png", steps)
+        reqs = settle(h, 10)
+    finally:
+        sh(h, f"cp /root/open-webui.env.keep {env} && systemctl restart open-webui.service")
+    chats = [r for r in reqs if kind(r) == "chat"]
+    assert chats and all(r.get("tools") for r in chats), [kind(r) for r in reqs]
+    names = sorted(t["function"]["name"] for t in chats[0]["tools"])
+    print(f"native function calling: {len(names)} builtin tools, {len(json.dumps(chats[0]['tools']))} bytes of JSON")
+    (ARTIFACTS / f"openwebui-{VERSION}-native-requests.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in chats))
+    fixture = FIXTURES / "native-requests.jsonl"
+    if os.environ.get("LLMHOST_RECORD"):
+        fixture.write_text("".join(json.dumps(r) + "\n" for r in chats[:1]))
+    recorded = json.loads(fixture.read_text().splitlines()[0])
+    assert names == sorted(t["function"]["name"] for t in recorded["tools"])
+    again = run_deploy(env_extra=GENERATED)
+    assert re.search(r"Grand total\s+\d+\s+-", again.stdout), again.stdout[-3000:]
