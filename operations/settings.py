@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from operations.versions import DEFAULT_ERA, ERAS, era
+from operations.versions import DEFAULT_ERA, ERAS, SERVER_BRANCHES, TRANSITIONAL_BRANCHES, era
 
 
 class SettingsError(ValueError):
@@ -32,6 +32,9 @@ SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", 
                "/usr/share", "/var", "/var/lib", "/var/log", "/var/cache", "/var/tmp", "/etc/systemd"}
 ROOTS = ("install_root", "data_root", "config_root")
 REPO_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+PEP440_RE = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")  # an exact release, no ranges
+DEBIAN_VERSION_RE = re.compile(r"^(\d+:)?\d[A-Za-z0-9.+~]*(-[A-Za-z0-9.+~]+)?$")
 
 
 class Settings(BaseModel):
@@ -63,7 +66,9 @@ class Settings(BaseModel):
                                               description="Requirements of the small weights-fetcher venv.")
 
     # --- NVIDIA driver / CUDA / container toolkit --------------------------------------------------------
-    nvidia_driver_branch: int = Field(580, ge=470, description="Driver branch; 580 is the long-term branch.")
+    nvidia_driver_branch: int = Field(580, description="Ubuntu -server driver branch (operations/versions.py "
+                                      "SERVER_BRANCHES; transitional ones are refused with the branch they pull); "
+                                      "580 is the long-term branch.")
     nvidia_driver_flavour: Literal["auto", "open", "proprietary"] = Field(
         "auto", description="Kernel module flavour; auto = open for Turing (sm_75) and newer.")
     nvidia_reboot: bool = Field(True, description="Reboot when the driver package changed and the loaded module differs.")
@@ -236,6 +241,11 @@ class Settings(BaseModel):
         norm = os.path.normpath(v) if v.startswith("/") else v
         if not v.startswith("/"):
             raise ValueError(f"{v!r} is not an absolute path; use e.g. /opt/llmhost")
+        if norm.startswith(("/home/", "/root/")):
+            raise ValueError(f"{v!r} is inside a user's home: the units run with ProtectHome=yes and could not read "
+                             "it; use e.g. /opt/llmhost, /var/lib/llmhost, /etc/llmhost")
+        if not re.match(r"^/[A-Za-z0-9._/-]+$", norm):
+            raise ValueError(f"{v!r} has characters a unit path cannot carry as is: use letters, digits and . _ - /")
         if norm in SYSTEM_DIRS:
             raise ValueError(f"{v!r} is a system directory that llmhost would take over (owner, mode 700/750); "
                              "use a directory of its own, e.g. /opt/llmhost, /var/lib/llmhost, /etc/llmhost")
@@ -269,12 +279,67 @@ class Settings(BaseModel):
             raise ValueError(f"{v!r} is not an email address")
         return v
 
+    @field_validator("nvidia_driver_branch")
+    @classmethod
+    def _known_branch(cls, v: int) -> int:
+        if v in TRANSITIONAL_BRANCHES:
+            raise ValueError(f"{v}-server is a transitional package to {TRANSITIONAL_BRANCHES[v]}-server on Ubuntu "
+                             f"(LP #2146602): its user space would never match the loaded module; set "
+                             f"nvidia_driver_branch={TRANSITIONAL_BRANCHES[v]}")
+        if v not in SERVER_BRANCHES:
+            raise ValueError(f"{v} is not one of Ubuntu's -server driver branches llmhost knows "
+                             f"({', '.join(map(str, sorted(SERVER_BRANCHES)))}); 580 is the long-term branch")
+        return v
+
+    @field_validator("uv_version", "router_litellm_version", "openwebui_version")
+    @classmethod
+    def _exact_version(cls, v: str) -> str:
+        if not PEP440_RE.match(v):
+            raise ValueError(f"{v!r} is not an exact release version (e.g. 0.9.5): pin one release, not a name or range")
+        return v
+
+    @field_validator("container_toolkit_version")
+    @classmethod
+    def _debian_version(cls, v: str | None) -> str | None:
+        if v is not None and not DEBIAN_VERSION_RE.match(v):
+            raise ValueError(f"{v!r} is not a Debian package version (e.g. 1.17.8-1)")
+        return v
+
+    @field_validator("http_proxy")
+    @classmethod
+    def _proxy_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[A-Za-z0-9.\-\[\]:@%_]+(:\d+)?/?$", v):
+            raise ValueError(f"{v!r} is not an http(s) proxy URL (e.g. http://10.0.0.1:3128)")
+        return v
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _absolute_file(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or v.endswith("/") or " " in v):
+            raise ValueError(f"{v!r} is not an absolute file path on the host (e.g. /usr/local/share/ca.crt)")
+        return v
+
     @field_validator("openwebui_python", "vllm_python")
     @classmethod
     def _python_shape(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^3\.\d+$", v):
             raise ValueError(f"{v!r} is not a Python '3.X' version")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        """No string setting may carry a control character: a newline in a value that reaches a unit, an env file
+        or a shell would write a line of its own there (an ExecStartPre= from the inventory)."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                values = value if isinstance(value, list) else list(value.items()) if isinstance(value, dict) else [value]
+                for v in values:
+                    for part in (v if isinstance(v, tuple) else (v,)):
+                        if isinstance(part, str) and CONTROL_RE.search(part):
+                            raise ValueError(f"{name} contains a control character ({CONTROL_RE.search(part).group()!r}):"
+                                             " remove it (newlines, tabs and escapes cannot reach a unit or a shell)")
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -22,9 +22,15 @@ CUDA_MIN_DRIVER: dict[str, str] = {
     "13.0": "580.65.06",
 }
 
+# Ubuntu's -server driver branches (canonical/nvidia-graphics-drivers, Launchpad): the ones llmhost installs, and
+# the transitional ones whose packages now pull another branch (590-server -> 595-server, LP #2146602).
+SERVER_BRANCHES = frozenset({470, 535, 550, 570, 580, 595})
+TRANSITIONAL_BRANCHES = {590: 595}
+
 # The newest driver of a branch satisfies the runtimes up to this version.
 BRANCH_MAX_CUDA: dict[int, str] = {525: "12.0", 530: "12.1", 535: "12.2", 545: "12.3", 550: "12.4",
-                                   555: "12.5", 560: "12.6", 565: "12.7", 570: "12.8", 575: "12.9", 580: "13.0"}
+                                   555: "12.5", 560: "12.6", 565: "12.7", 570: "12.8", 575: "12.9", 580: "13.0",
+                                   595: "13.0"}
 
 
 @dataclass(frozen=True)

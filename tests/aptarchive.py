@@ -1,6 +1,6 @@
 """A local apt archive of named STAND-IN packages for the driver lifecycle (issue 9), built with Debian's own tools.
 
-They carry Ubuntu's package names, versions and dependency structure for the 580-server branch (and a 590 one):
+They carry Ubuntu's package names, versions and dependency structure for the 580-server branch (and a 595 one):
 user-space packages, per-kernel-ABI module packages holding a placeholder nvidia.ko under /lib/modules/<abi>/, the
 linux-modules-nvidia-* metapackages (GA -generic and HWE -generic-hwe-24.04), kernel image ABI packages and the
 linux-image-generic / -generic-hwe-24.04 metapackages. Nothing in them is NVIDIA's or Ubuntu's code: each .deb holds
@@ -45,7 +45,7 @@ def kernel(pool: Path, abi: str, version: str) -> None:
 def driver(pool: Path, branch: int, nv: str, abis: dict[str, str], metas: dict[str, str]) -> None:
     """User space at nv, one module package per kernel ABI (abi -> kernel version) and the metapackages
     (meta flavour suffix -> the ABI it follows)."""
-    other = 590 if branch == 580 else 580
+    other = 595 if branch == 580 else 580
     deb(pool, f"nvidia-kernel-common-{branch}-server", nv, conflicts=f"nvidia-kernel-common-{other}-server")
     deb(pool, f"nvidia-headless-no-dkms-{branch}-server-open", nv, depends=f"nvidia-kernel-common-{branch}-server",
         conflicts=f"nvidia-headless-no-dkms-{other}-server-open")

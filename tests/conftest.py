@@ -125,9 +125,9 @@ def fake_apply(offline_hf_home):
     scripted or with success): (returncode, the commands it was asked to run, output). Unlike a dry run this
     evaluates every ``_if`` at execution time, as on a real host."""
 
-    def run(scenario: str, data: dict | None = None):
+    def run(scenario: str, data: dict | None = None, env_extra: dict | None = None):
         env = {**os.environ, "HF_HOME": str(offline_hf_home), "HF_HUB_OFFLINE": "1", "LLMHOST_FAKE": scenario,
-               "LLMHOST_FAKE_DATA": repr(data or {})}
+               "LLMHOST_FAKE_DATA": repr(data or {}), **(env_extra or {})}
         p = subprocess.run(PYINFRA + ["-y", "--debug", "tests/fake_hosts.py", "deploy.py"], cwd=REPO, env=env,
                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
         out = p.stdout + p.stderr

@@ -184,12 +184,18 @@ def converged() -> dict:
     for d in {os.path.dirname(p) for p in rendered}:  # parent directories exist (else pyinfra plans a mkdir)
         matchers[re.compile(re.escape(d) + r"(?=\s|$)")] = [
             f"user=root group=root mode=drwxr-xr-x atime=0 mtime=0 ctime=0 size=4096 '{d}'"]
+    given = os.environ.get(s.openwebui_admin_password_env)  # a password from the controller: compared by sha256
+    if given:
+        admin = f"{s.config_root}/open-webui.admin.env"
+        matchers[re.compile(r"sha256sum " + re.escape(admin) + r"\b")] = [
+            f"{hashlib.sha256(f'WEBUI_ADMIN_PASSWORD={given}'.encode() + bytes([10])).hexdigest()}  {admin}"]
     for path in (f"{s.config_root}/vllm.secret.env", f"{s.config_root}/open-webui.secret.env",
                  f"{s.config_root}/open-webui.admin.env"):
         matchers[re.compile(re.escape(path) + r"\b")] = [
             f"user=root group=root mode=-rw------- atime=0 mtime=0 ctime=0 size=10 '{path}'"]
     venvs = {f"{s.install_root}/vllm": venv_id(s.vllm_python_version, vllm_service.vllm_requirements(s)
-                                                + [vllm_service.uv_cutoffs(s)], s.pip_index_url, s.pip_find_links),
+                                                + [f"{vllm_service.uv_cutoffs(s)} {vllm_service.COMPILE}"], s.pip_index_url,
+                                                s.pip_find_links),
              f"{s.install_root}/open-webui": venv_id(s.openwebui_python, [f"open-webui=={s.openwebui_version}",
                                                                          *s.openwebui_extra_requirements, ""],
                                                      s.pip_index_url, s.pip_find_links)}

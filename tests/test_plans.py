@@ -116,3 +116,28 @@ def test_a_converged_host_executed_restarts_nothing_and_rewrites_no_secret(fake_
     assert not [c for c in cmds if c.startswith(("systemctl restart", "systemctl start", "systemctl reload"))], \
         [c for c in cmds if c.startswith("systemctl")]
     assert not [c for c in cmds if "reboot" in c or c.startswith("umask 077")]
+
+
+def test_a_fresh_host_gets_its_admin_password_made_on_the_host_root_only(fake_apply):
+    """Executed against a fresh @fake host, no password from the controller: the password is made by the host's own
+    CSPRNG inside the command, into a 0600 file under umask 077, never on a command line as a value."""
+    rc, cmds, out = fake_apply("fresh-2204", env_extra={"LLMHOST_ADMIN_PASSWORD": ""})
+    assert rc == 0, out[-3000:]
+    path = "/etc/llmhost/open-webui.admin.env"
+    assert ("umask 077 && { [ -s /etc/llmhost/open-webui.admin.env ] || printf 'WEBUI_ADMIN_PASSWORD=%s\\n' "
+            "\"$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')\" > /etc/llmhost/open-webui.admin.env; "
+            "} && chmod 600 /etc/llmhost/open-webui.admin.env") in cmds
+    shown = f"sed -n 's/^WEBUI_ADMIN_PASSWORD=//p' {path}"  # read once at the end of the run, to be shown once
+    assert cmds.count(shown) == 1
+    assert not [c for c in cmds if path in c and "WEBUI_ADMIN_PASSWORD=" in c and c != shown and "umask 077" not in c]
+
+
+def test_a_password_from_the_controller_is_uploaded_root_only_and_never_printed(fake_apply):
+    secret = "controller-given admin password 42"
+    rc, cmds, out = fake_apply("fresh-2204", env_extra={"LLMHOST_ADMIN_PASSWORD": secret})
+    assert rc == 0, out[-3000:]
+    path = "/etc/llmhost/open-webui.admin.env"
+    assert f"install -d -m 700 /etc/llmhost && touch {path} && chmod 600 {path}" in cmds
+    assert f"chown root:root {path} && chmod 600 {path}" in cmds
+    assert secret not in out  # not in a command, a diff or pyinfra's output
+    assert not [c for c in cmds if c.startswith("sed -n 's/^WEBUI_ADMIN_PASSWORD=")]  # the user knows it: not shown

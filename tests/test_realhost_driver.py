@@ -100,9 +100,9 @@ def publish(env: dict, stage: str) -> None:
         aptarchive.kernel(pool, NEW, "6.11.0-30.30")
         aptarchive.deb(pool, "linux-image-generic-hwe-24.04", "6.11.0-30.30", depends=f"linux-image-{NEW}")
         aptarchive.driver(pool, 580, "580.95.05-0ubuntu1", {NEW: "6.11.0-30.30"}, {"generic-hwe-24.04": NEW})
-        aptarchive.deb(pool, "nvidia-utils-580-server", "580.105.08-0ubuntu1", conflicts="nvidia-utils-590-server")
-    if stage == "590":
-        aptarchive.driver(pool, 590, "590.44.01-0ubuntu1", {run: "1.0", NEW: "6.11.0-30.30"},
+        aptarchive.deb(pool, "nvidia-utils-580-server", "580.105.08-0ubuntu1", conflicts="nvidia-utils-595-server")
+    if stage == "595":
+        aptarchive.driver(pool, 595, "595.58.03-0ubuntu1", {run: "1.0", NEW: "6.11.0-30.30"},
                           {"generic-hwe-24.04": NEW})
     aptarchive.index(pool)
 
@@ -219,22 +219,22 @@ def test_container_toolkit_pin_change_goes_through_the_holds(env):
 
 def test_branch_change_goes_through_the_holds(env):
     h = env["h"]
-    publish(env, "590")
+    publish(env, "595")
     sh(h, "apt-get update -qq")
-    p = deploy(env, nvidia_driver_branch=590)
+    p = deploy(env, nvidia_driver_branch=595)
     assert p.returncode == 0, p.stdout[-4000:]
     assert "Release the holds of the previous driver branch" in p.stdout
     pk = installed(env)
-    assert "nvidia-utils-590-server" in pk and "nvidia-utils-580-server" not in pk
-    assert "linux-modules-nvidia-590-server-open-generic-hwe-24.04" in pk
+    assert "nvidia-utils-595-server" in pk and "nvidia-utils-580-server" not in pk
+    assert "linux-modules-nvidia-595-server-open-generic-hwe-24.04" in pk
     assert [x for x in sh(h, "apt-mark showhold").split() if "container" not in x] == [
-        "nvidia-headless-no-dkms-590-server-open", "nvidia-utils-590-server"]
-    # On a real box the reboot that follows boots the new kernel, which has its 590 module. This container keeps
+        "nvidia-headless-no-dkms-595-server-open", "nvidia-utils-595-server"]
+    # On a real box the reboot that follows boots the new kernel, which has its 595 module. This container keeps
     # running its one kernel, whose 580 module left with the 580 branch: the next run sees that and repairs it.
-    second = deploy(env, nvidia_driver_branch=590)
+    second = deploy(env, nvidia_driver_branch=595)
     assert second.returncode == 0, second.stdout[-4000:]
-    assert f"linux-modules-nvidia-590-server-open-{env['running']}" in installed(env)
-    assert changes(deploy(env, nvidia_driver_branch=590).stdout) == 0
+    assert f"linux-modules-nvidia-595-server-open-{env['running']}" in installed(env)
+    assert changes(deploy(env, nvidia_driver_branch=595).stdout) == 0
 
 
 SUDO_PW = "a sudo password 42"
@@ -244,7 +244,7 @@ def _as_me(env: dict, extra_env: dict, **data) -> subprocess.CompletedProcess:
     """The README's route for a real box: LLMHOST_HOST=me@box, LLMHOST_SSH_KEY, LLMHOST_SUDO_PASSWORD."""
     inv = json.loads((REPO / ".cache/testhost/inventory.json").read_text())[0][1]
     settings = {k: v for k, v in inv.items() if not k.startswith("ssh_")}
-    settings.update(driver_standin_archive=env["url"], cuda_runfile_url=env["runfile"], nvidia_driver_branch=590,
+    settings.update(driver_standin_archive=env["url"], cuda_runfile_url=env["runfile"], nvidia_driver_branch=595,
                     cuda_runfile_sha256=env["sha256"],
                     hf_endpoint=f"http://127.0.0.1:{hub.PORT}", **data)
     cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py",

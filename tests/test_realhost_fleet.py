@@ -136,7 +136,7 @@ def test_kill_9_of_one_backend_is_absorbed_by_the_router(fleet):
     TIMES["20_chats_during_kill9_s"] = round(time.monotonic() - t0, 1)
     assert all(code == 200 for code, _ in answers), [a for a in answers if a[0] != 200][:3]
     assert all("llmhost-t2" in text or "llmhost-t1" in text for _, text in answers)
-    deadline = time.monotonic() + 60  # systemd brings the killed one back (Restart=on-failure, RestartSec=5)
+    deadline = time.monotonic() + 300  # a give-up bound, not a timing claim: systemd brings the killed one back (Restart=on-failure, RestartSec=5)
     while sh(gpu1, "systemctl is-active vllm", check=False).strip() != "active":
         assert time.monotonic() < deadline, "vllm on llmhost-t1 did not come back"
         time.sleep(0.5)

@@ -305,3 +305,53 @@ def test_https_puts_open_webui_on_loopback_behind_caddy_with_its_url_and_origin(
     caddy = render("Caddyfile.j2", **https_proxy.caddyfile_vars(public))
     assert "email me@example.org" in caddy and "tls internal" not in caddy
     assert not [l for l in lines(render("open-webui.env.j2", **openwebui_service.env_vars(ctx()))) if "WEBUI_URL" in l]
+
+
+def family_ctx(config_name: str, **settings) -> Context:
+    import json
+    from pathlib import Path
+
+    from operations.versions import model_family
+
+    cfg = json.loads((Path(__file__).parent / "fixtures/models" / config_name / "config.json").read_text())
+    c = ctx(**settings)
+    c.family = model_family(cfg)
+    return c
+
+
+def test_vllm_env_for_the_default_era_whole_file():
+    """Every line of vllm.env, written by hand: offline, no telemetry, every compile cache under data_root (the
+    unit's PrivateTmp=yes makes /tmp new at each start), FlashInfer's JIT sampler off (0.26.0's lock has FlashInfer;
+    the unit has no ninja or nvcc), no CUDA_HOME (0.26.0 bundles CUDA 13; the host's toolkit is 12.1), no secret."""
+    env = [l for l in lines(render("vllm.env.j2", **vllm_service.env_vars(ctx()))) if l and not l.startswith("#")]
+    assert env == ["HF_HUB_OFFLINE=1", "HF_HOME=/var/lib/llmhost/vllm/hf", "VLLM_NO_USAGE_STATS=1", "DO_NOT_TRACK=1",
+                   "VLLM_CONFIG_ROOT=/var/lib/llmhost/vllm/config", "VLLM_CACHE_ROOT=/var/lib/llmhost/vllm/cache",
+                   "XDG_CACHE_HOME=/var/lib/llmhost/vllm/cache", "TRITON_CACHE_DIR=/var/lib/llmhost/vllm/cache/triton",
+                   "TORCHINDUCTOR_CACHE_DIR=/var/lib/llmhost/vllm/cache/inductor",
+                   "FLASHINFER_WORKSPACE_BASE=/var/lib/llmhost/vllm/cache", "VLLM_USE_FLASHINFER_SAMPLER=0"]
+    old = lines(render("vllm.env.j2", **vllm_service.env_vars(ctx(vllm_version="0.6.3.post1"))))
+    assert "VLLM_USE_FLASHINFER_SAMPLER=0" not in old  # 0.6.3.post1's lock has no FlashInfer
+
+
+def test_tool_calling_flags_follow_the_model_family():
+    """Llama 3.0 (the default model): no tool parser, and Open WebUI set to prompt-based function calling, so it
+    sends no `tools` that vLLM would refuse. Llama 3.1: vLLM's llama3_json parser, Open WebUI's native tools."""
+    l30, l31 = family_ctx("llama-3-8b-instruct-gptq"), family_ctx("llama-3.1-8b-instruct")
+    start30 = next(l for l in vllm_unit(l30) if l.startswith("ExecStart="))
+    start31 = next(l for l in vllm_unit(l31) if l.startswith("ExecStart="))
+    assert "tool" not in start30
+    assert start31.endswith(" --enable-auto-tool-choice --tool-call-parser=llama3_json")
+    env30 = lines(render("open-webui.env.j2", **openwebui_service.env_vars(l30)))
+    env31 = lines(render("open-webui.env.j2", **openwebui_service.env_vars(l31)))
+    assert 'DEFAULT_MODEL_PARAMS={"function_calling":"legacy"}' in env30
+    assert not [l for l in env31 if l.startswith("DEFAULT_MODEL_PARAMS")]
+
+
+def test_the_first_admin_is_named_in_the_env_and_its_password_only_in_a_root_only_file():
+    c = ctx(openwebui_admin_email="me@home.example")
+    env = lines(render("open-webui.env.j2", **openwebui_service.env_vars(c)))
+    assert "WEBUI_ADMIN_EMAIL=me@home.example" in env and "ENABLE_SIGNUP=false" in env
+    assert not [l for l in env if "PASSWORD" in l]
+    unit = webui_unit(c)
+    assert "EnvironmentFile=/etc/llmhost/open-webui.admin.env" in unit
+    assert not [l for l in unit if "PASSWORD" in l]

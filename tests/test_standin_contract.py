@@ -1,0 +1,116 @@
+"""The stand-in speaks vLLM's contract (issue 17): for every request recorded from Open WebUI 0.12.4 (a real browser
+on the test host, tests/fixtures/openwebui/0.12.4/) and the probes of the GPU proof, the stand-in started with the
+deploy's own vLLM flags answers what vLLM 0.26.0 answered on the GPU host with the same flags
+(tests/fixtures/gpu-host/vllm-0.26.0-replay/replay.json): the same status, the same refusal message for tools
+without a parser, a refusal (never an answer) where vLLM refused a prompt beyond max_model_len. A future Open WebUI
+pin whose requests vLLM would refuse fails the real tier's browser test on the stand-in, as it would on a GPU box."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import http
+
+REPO = Path(__file__).resolve().parent.parent
+REPLAY = REPO / "tests/fixtures/gpu-host/vllm-0.26.0-replay"
+OPENWEBUI = REPO / "tests/fixtures/openwebui/0.12.4"
+KEY = "contract-test-key"
+
+
+def gpu_answers() -> dict:
+    return json.loads((REPLAY / "replay.json").read_text())["deploy-rtx3060"]
+
+
+def deploy_flags() -> list[str]:
+    """The flags vLLM ran with on the GPU host, from the rendered ExecStart (after --port 8000, less the dummy
+    loader that only the proof adds)."""
+    argv = json.loads((REPLAY / "runs.json").read_text())[0]["argv"]
+    flags = argv[argv.index("--port") + 2:]
+    return [f for f in flags if f not in ("--load-format", "dummy")]
+
+
+@pytest.fixture(scope="module")
+def standin():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = json.loads((REPLAY / "runs.json").read_text())[0]["served"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "testing/standin/openai_standin.py"), "--host", "127.0.0.1",
+                             "--port", str(port), "--model", model, *deploy_flags()],
+                            env={"VLLM_API_KEY": KEY, "PATH": "/usr/bin:/bin"})
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if http(base + "/health")[0] == 200:
+                break
+        except Exception:
+            time.sleep(0.1)
+    yield base, model
+    proc.terminate()
+    proc.wait()
+
+
+def test_the_gpu_answered_every_open_webui_request_of_the_deploy(standin):
+    """What the GPU run gave (the note lists it): every request Open WebUI sends with the deploy's settings 200 and
+    complete; its default native-tools request 400. Read here so the contract below has its reference."""
+    rows = gpu_answers()["replay"]
+    owui = [r for r in rows if r["fixture"] == "requests.jsonl"]
+    assert len(owui) == len(OPENWEBUI.joinpath("requests.jsonl").read_text().splitlines())
+    assert all(r["status"] == 200 and (r["done"] if r["stream"] else r["finish"]) for r in owui)
+
+
+def test_the_standin_answers_each_recorded_request_as_vllm_did(standin):
+    base, model = standin
+    fixtures = {name: [json.loads(line) for line in (OPENWEBUI / name).read_text().splitlines()]
+                for name in ("requests.jsonl", "native-requests.jsonl")}
+    checked = 0
+    for row in gpu_answers()["replay"]:
+        if row["fixture"] in fixtures:
+            body = {**fixtures[row["fixture"]][row["n"]], "model": model, "stream": False}
+        elif row["fixture"] == "too-long":
+            body = {"model": model, "messages": [{"role": "user", "content": "hello " * row["n"]}]}
+        else:  # the sampling chats
+            body = {"model": model, "messages": [{"role": "user", "content": "Say hello to the gpu server."}]}
+        code, answer = http(base + "/v1/chat/completions", body, token=KEY)
+        assert code == row["status"], (row, answer)
+        if code != 200:
+            assert answer["error"]["type"] == row["error"]["type"] and answer["error"]["code"] == row["error"]["code"]
+            if row["fixture"] == "native-requests.jsonl":
+                assert answer["error"]["message"] == row["error"]["message"]
+            else:
+                assert answer["error"]["message"].startswith("This model's maximum context length is 8192 tokens.")
+        checked += 1
+    assert checked == len(gpu_answers()["replay"]) >= 12
+
+
+def test_with_a_tool_parser_the_standin_accepts_tools_as_vllm_does(standin):
+    """The other side of the contract: --enable-auto-tool-choice --tool-call-parser (a family with tool calling)
+    and the same 36-tool request is accepted."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(REPO / "testing/standin/openai_standin.py"), "--port", str(port),
+                             "--model", "m", "--max-model-len=131072", "--enable-auto-tool-choice",
+                             "--tool-call-parser=llama3_json"], env={"PATH": "/usr/bin:/bin"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if http(base + "/health")[0] == 200:
+                    break
+            except Exception:
+                time.sleep(0.1)
+        native = json.loads((OPENWEBUI / "native-requests.jsonl").read_text().splitlines()[0])
+        assert len(native["tools"]) == 36
+        code, _ = http(base + "/v1/chat/completions", {**native, "model": "m", "stream": False})
+        assert code == 200
+    finally:
+        proc.terminate()
+        proc.wait()
