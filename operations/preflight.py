@@ -224,6 +224,13 @@ def _check() -> Context:
     if host.get_fact(RebootRequired):
         ctx.warnings.append("the host has a pending reboot (/var/run/reboot-required): llmhost reboots only for a "
                             "driver change; reboot when convenient")
+    if ctx.serves_webui:
+        try:
+            room = versions.conversation_room(p.max_model_len, s.openwebui_version, bool(fam.tool_call_parser))
+        except ValueError as exc:
+            _fail(f"model_repo={s.model_repo}: {exc}")
+        logger.info(f"{host.print_prefix}Open WebUI's own prompt takes up to "
+                    f"{p.max_model_len - room} tokens of {p.max_model_len}: {room} left for the conversation")
     logger.info(f"{host.print_prefix}{p.table()}")
     for w in ctx.warnings:
         logger.warning(f"{host.print_prefix}warning: {w}")

@@ -134,6 +134,40 @@ def family_args(family: Family) -> list[str]:
     return args + ([f"--reasoning-parser={family.reasoning_parser}"] if family.reasoning_parser else [])
 
 
+# What Open WebUI adds to the prompts it sends, from its requests recorded at the stand-in while a real browser chatted
+# (tests/fixtures/openwebui/<version>/, tests/test_realhost_openwebui.py; tests/test_eras.py recomputes these from the
+# recording): its longest own prompt text (the follow-up, title, tags, query task templates and the RAG template,
+# in characters, less the conversation), the max_tokens of its title task, and the builtin tool schemas native
+# function calling puts into every chat turn.
+OPENWEBUI_PROMPTS: dict[str, dict[str, int]] = {"0.12.4": dict(template_chars=1700, title_max_tokens=1000,
+                                                                tools_chars=25904)}
+CHARS_PER_TOKEN = 3  # conservative: Llama-3's tokenizer runs at 3-4.5 characters per token over English and JSON
+MIN_CONVERSATION_TOKENS = 1024
+
+
+def openwebui_prompt_tokens(openwebui_version: str, native_tools: bool) -> int:
+    """Tokens Open WebUI's own prompt takes of a context: its longest task prompt plus the title's answer, and with
+    native function calling its tool schemas on top (each chat turn carries them)."""
+    o = OPENWEBUI_PROMPTS.get(openwebui_version) or OPENWEBUI_PROMPTS[max(OPENWEBUI_PROMPTS)]
+    own = -(-o["template_chars"] // CHARS_PER_TOKEN) + o["title_max_tokens"]
+    return own + (-(-o["tools_chars"] // CHARS_PER_TOKEN) if native_tools else 0)
+
+
+def conversation_room(max_model_len: int, openwebui_version: str, native_tools: bool) -> int:
+    """What is left of max_model_len for the conversation once Open WebUI's own prompt is in; ValueError below
+    MIN_CONVERSATION_TOKENS."""
+    room = max_model_len - openwebui_prompt_tokens(openwebui_version, native_tools)
+    if room < MIN_CONVERSATION_TOKENS:
+        raise ValueError(f"max_model_len {max_model_len} leaves {room} tokens for the conversation after Open WebUI "
+                         f"{openwebui_version}'s own prompt ({openwebui_prompt_tokens(openwebui_version, native_tools)}"
+                         " tokens: its task templates, the title's 1000-token answer"
+                         + (", its builtin tool schemas" if native_tools else "") + f"); at least "
+                         f"{MIN_CONVERSATION_TOKENS} are needed: raise vllm_max_model_len (or vllm_gpu_memory_utilization)"
+                         + (" or set vllm_tool_call_parser=none (prompt-based function calling, no schemas)"
+                            if native_tools else ""))
+    return room
+
+
 def check_act_order(vllm_version: str, desc_act: bool) -> None:
     """A GPTQ checkpoint quantized with act-order (desc_act) needs an era that honours g_idx."""
     if desc_act and not era(vllm_version).act_order:
