@@ -97,7 +97,7 @@ def test_readme_lists_every_setting_as_the_model_documents_it():
 
     from operations.settings import markdown_table
 
-    assert markdown_table() in (Path(__file__).parent.parent / "README.md").read_text()
+    assert markdown_table() in (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
 
 
 def test_inventory_with_two_hosts_sharing_a_name_is_refused(tmp_path):
@@ -191,3 +191,13 @@ def test_strings_that_reach_units_and_shells_are_refused_by_shape(data, message)
     with pytest.raises(SettingsError) as err:
         Settings.from_host_data(data)
     assert message in str(err.value) and "\n" not in str(err.value).rstrip("\n").split(": ", 1)[0]
+
+
+def test_the_front_door_is_short_and_names_the_commands():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert len(readme.encode()) <= 16 * 1024
+    for command in ("pyinfra inventories/home.py deploy.py", "make deploy", "make test", "docs/reference.md",
+                    "docs/settings.md"):
+        assert command in readme, command
