@@ -87,6 +87,9 @@ SCENARIOS = {
     "smi-disagrees": dict(data={"gpu_memory_mib": 24000}, responses=responses(smi=SMI_3060)),
     # A bare Ubuntu 22.04 box with an RTX 3060 and no driver yet (the card is declared for the planner).
     "fresh-2204": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="22.04")),
+    "fresh-docker": dict(data={"gpu_card": "rtx-3060-12gb"}, responses={**responses(version="22.04"),
+                                                                        re.compile(r"command -v dockerd"): [
+                                                                            "/usr/bin/dockerd"]}),
     "fresh-2404": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="24.04")),
     # Ubuntu 24.04 booted into the HWE kernel (desktop point releases): the HWE modules package, and only it.
     "fresh-2404-hwe": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="24.04", kernel=_HWE_2404)),
@@ -156,7 +159,8 @@ def converged() -> dict:
     module = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025"
     out = responses(version="24.04", smi=SMI_3060, module=module, probe='{"ok": true, "models": ["m"], '
                     '"completion": "hi", "webui_health": 200, "gpus": "NVIDIA GeForce RTX 3060"}')
-    s = Settings(**extra)
+    # converged-upgrade: the host converged on the default pins, this run asks for other ones (an upgrade)
+    s = Settings(**(extra if scenario == "converged" else {}))
     gpu = GpuSpec(cuda_visible_mib("NVIDIA GeForce RTX 3060", 12288), 8.6, 1, "NVIDIA GeForce RTX 3060")
     ctx = Context(s, "ubuntu", "24.04", "580.95.05", {}, plan(ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), gpu,
                                                                s.vllm_version), s.model_revision, "open",
@@ -211,13 +215,16 @@ def converged() -> dict:
     matchers["--property UnitFileState"] = ["Id=vllm.service", "UnitFileState=enabled", "",
                                             "Id=open-webui.service", "UnitFileState=enabled", "",
                                             "Id=llmhost-webui-backup.timer", "UnitFileState=enabled"]
+    db = f"{s.data_root}/open-webui/webui.db"  # Open WebUI has data: an upgrade must back it up first
+    matchers[re.compile(re.escape(db) + r"\b")] = [
+        f"user=llmhost-webui group=llmhost-webui mode=-rw-r----- atime=0 mtime=0 ctime=0 size=4096 '{db}'"]
     matchers[re.compile(re.escape(bvars["backups"]) + r"(?=\s|$)")] = [
         f"user=llmhost-webui group=llmhost-webui mode=drwx------ atime=0 mtime=0 ctime=0 size=4096 '{bvars['backups']}'"]
     return {**matchers, **out}
 
 
-if os.environ.get("LLMHOST_FAKE") == "converged":
-    SCENARIOS["converged"] = dict(data={}, responses=converged())
+if os.environ.get("LLMHOST_FAKE") in ("converged", "converged-upgrade"):
+    SCENARIOS[os.environ["LLMHOST_FAKE"]] = dict(data={}, responses=converged())
 
 
 spec = SCENARIOS[scenario]

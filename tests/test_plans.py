@@ -141,3 +141,11 @@ def test_a_password_from_the_controller_is_uploaded_root_only_and_never_printed(
     assert f"chown root:root {path} && chmod 600 {path}" in cmds
     assert secret not in out  # not in a command, a diff or pyinfra's output
     assert not [c for c in cmds if c.startswith("sed -n 's/^WEBUI_ADMIN_PASSWORD=")]  # the user knows it: not shown
+
+
+def test_a_converged_host_does_not_show_the_admin_password_again(fake_apply):
+    """The generated password is shown once, by the run that made it: a re-run neither rewrites nor reads it."""
+    rc, cmds, out = fake_apply("converged", env_extra={"LLMHOST_ADMIN_PASSWORD": ""})
+    assert rc == 0, out[-3000:]
+    assert not [c for c in cmds if "WEBUI_ADMIN_PASSWORD" in c], [c for c in cmds if "admin" in c]
+    assert not [c for c in cmds if c.startswith(("systemctl restart", "systemctl start"))]
