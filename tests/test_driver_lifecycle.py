@@ -50,13 +50,15 @@ def test_kernel_without_a_matching_metapackage_is_refused_before_any_change(fake
     assert "Starting operation" not in out
 
 
-def test_lost_module_is_reported_and_repaired(fake_plan):
-    rc, plan, out = fake_plan("lost-module")
-    assert rc == 0, out
+def test_lost_module_is_reported_and_repaired(fake_apply):
+    """Executed: the running kernel's own modules package is installed and the module loaded, in that order."""
+    rc, cmds, out = fake_apply("lost-module")
+    assert rc == 0, out[-3000:]
     assert "the running kernel 6.8.0-50-generic has no nvidia module" in out
-    op = "NVIDIA driver | Install the nvidia module for the running kernel 6.8.0-50-generic"
-    assert op in changed(plan)
-    assert "NVIDIA driver | Load the nvidia module" in names(plan)
+    install = next(i for i, c in enumerate(cmds) if "apt-get" in c and " install " in c
+                   and "linux-modules-nvidia-580-server-open-6.8.0-50-generic" in c)
+    load = next(i for i, c in enumerate(cmds) if "modprobe nvidia" in c)
+    assert install < load
 
 
 def test_user_space_held_modules_follow_the_kernel():
@@ -85,16 +87,20 @@ def test_recorded_gpu_host_kernel_facts_parse():
     assert NvidiaModuleForKernel().process([]) == ""
 
 
-def test_proxy_and_ca_reach_apt_and_the_runfile(fake_plan):
-    rc, plan, out = fake_plan("fresh-2404", {"http_proxy": "http://10.0.0.1:3128", "ca_bundle": "/etc/corp-ca.pem"})
-    assert rc == 0, out
-    ch = changed(plan)
-    assert "Downloads through the proxy | apt through http_proxy" in ch
-    assert "Downloads through the proxy | ca_bundle in the system store (apt, curl)" in ch
+def test_proxy_and_ca_reach_apt_and_the_runfile(fake_apply):
+    """Executed on a 24.04 host: apt's proxy file, the CA in the system store, and the CUDA runfile fetched through
+    the proxy against its pinned sha256 before the installer runs."""
+    rc, cmds, out = fake_apply("fresh-2404", {"http_proxy": "http://10.0.0.1:3128", "ca_bundle": "/etc/corp-ca.pem"})
+    assert rc == 0, out[-3000:]
     from operations.download_proxy import apt_proxy_conf
 
     assert apt_proxy_conf("http://10.0.0.1:3128").splitlines()[1:] == [
         'Acquire::http::Proxy "http://10.0.0.1:3128";', 'Acquire::https::Proxy "http://10.0.0.1:3128";']
+    fetch = [c for c in cmds if "cuda_12.1.1_530.30.02_linux.run" in c and ("curl" in c or "wget" in c)]
+    assert fetch and all("http://10.0.0.1:3128" in c for c in fetch), fetch
+    check = next(i for i, c in enumerate(cmds) if "d74022d41d80105319dfa21beea39b77a5b9919539c0487a05caaf2446d6a70e" in c)
+    run = next(i for i, c in enumerate(cmds) if "--toolkit --silent --override" in c)
+    assert check < run
 
 
 def test_no_proxy_no_change(fake_plan):
@@ -104,11 +110,17 @@ def test_no_proxy_no_change(fake_plan):
     assert not any(n.startswith("Downloads through the proxy") for n in changed(plan))
 
 
-def test_container_toolkit_pin_change_goes_through_the_holds(fake_plan):
-    rc, plan, out = fake_plan("fresh-2204", {"container_toolkit_version": "1.17.8-1"})
-    assert rc == 0, out
-    assert ("NVIDIA container toolkit | Container toolkit 1.17.8-1 (four packages together, held)"
-            in changed(plan))
+def test_container_toolkit_pin_change_goes_through_the_holds(fake_apply):
+    """Executed: the four packages at the pin, in one apt call that may move held packages, then held again."""
+    rc, cmds, out = fake_apply("fresh-2204", {"container_toolkit_version": "1.17.8-1"})
+    assert rc == 0, out[-3000:]
+    pkgs = "nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1"
+    assert (f"apt-mark unhold {pkgs} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+            "--no-install-recommends --allow-downgrades nvidia-container-toolkit=1.17.8-1 "
+            "nvidia-container-toolkit-base=1.17.8-1 libnvidia-container-tools=1.17.8-1 libnvidia-container1=1.17.8-1 "
+            f"&& apt-mark hold {pkgs}") in cmds
+    assert not [c for c in cmds if "apt-get install" in c and "nvidia-container-toolkit " in c + " "
+                and "=1.17.8-1" not in c]  # never the unpinned newest
 
 
 def _run_check(tmp_path, module_line: str | None, smi_ok: bool):

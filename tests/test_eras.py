@@ -19,20 +19,6 @@ GPTQ_IN_CFG = json.loads((MODELS / "llama-3-8b-instruct-gptq-qc" / "config.json"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_era_table_rows():
-    old, new = versions.ERAS["0.6.3.post1"], versions.ERAS["0.26.0"]
-    assert (old.torch, old.cuda, old.min_driver, old.memory_model) == ("2.4.0", "12.1", "530.30.02", "v0")
-    assert (new.torch, new.cuda, new.min_driver, new.memory_model) == ("2.11.0", "13.0", "580.65.06", "v1")
-    assert new.min_compute_capability == 7.5 and old.min_compute_capability == 7.0
-    assert old.exclude_newer == "2024-10-20T00:00:00Z" and dict(old.exclude_newer_package) == {
-        "pyairports": "2026-01-01T00:00:00Z"}
-    assert new.exclude_newer == "2026-07-27T00:00:00Z"
-    assert "--disable-log-requests" in old.serve_args and "--disable-log-requests" not in new.serve_args
-    for e in versions.ERAS.values():
-        assert (REPO / "tests" / "fixtures" / e.help_fixture).is_file()
-    assert Settings().vllm_version == versions.DEFAULT_ERA == "0.26.0"
-
-
 def test_uv_cutoffs_come_from_the_era():
     from operations.vllm_service import uv_cutoffs, vllm_requirements
 

@@ -1,3 +1,4 @@
+import re
 """Whole-deploy plans with pyinfra's @fake connector (nothing runs anywhere): what each kind of host would get."""
 
 from tests.conftest import changed, conditional, names
@@ -46,10 +47,19 @@ def test_driver_library_mismatch_is_reported_with_the_fix(fake_plan):
     assert "Driver/library version mismatch" in out and "Reboot the host" in out
 
 
-def test_vllm_pin_upgrade_plans_a_new_venv(fake_plan):
-    rc, plan, out = fake_plan("fresh-2204", {"vllm_version": "0.6.3.post1"})
-    assert rc == 0, out
-    assert "vLLM service | vLLM 0.6.3.post1 venv" in changed(plan)
+def test_vllm_pin_upgrade_builds_a_new_venv_beside_the_old_and_switches_only_vllm(fake_apply):
+    """A converged host asked for another vLLM pin: its era's venv is built beside the serving one (blue/green),
+    the link moves after the install, vLLM restarts; Open WebUI's venv is not touched."""
+    rc, cmds, out = fake_apply("converged-upgrade", data={"vllm_version": "0.6.3.post1"})
+    assert rc == 0, out[-3000:]
+    build = [c for c in cmds if " venv --quiet --python 3.11 /opt/llmhost/vllm/venvs/" in c]
+    assert len(build) == 1 and "vllm==0.6.3.post1" not in build[0]  # the requirements file holds the lock
+    target = re.search(r"(/opt/llmhost/vllm/venvs/[0-9a-f]{12})", build[0]).group(1)
+    switch = f"ln -sfn {target} /opt/llmhost/vllm/current.new && mv -T /opt/llmhost/vllm/current.new /opt/llmhost/vllm/current"
+    assert cmds.index(switch) > cmds.index(build[0])
+    assert "systemctl restart vllm.service" in cmds
+    assert not [c for c in cmds if "/opt/llmhost/open-webui/venvs/" in c and " venv " in c]
+    assert "systemctl restart open-webui.service" not in cmds
 
 
 def test_recorded_h200_host_replayed(fake_plan):
@@ -63,17 +73,6 @@ def test_recorded_h200_host_replayed(fake_plan):
     assert "--max-num-seqs=256" in out and "--max-model-len=8192" in out
 
 
-def test_recorded_real_dry_run_output_shows_units_and_no_secret():
-    """The committed `pyinfra @local deploy.py --dry --diff` output from the real H200 host."""
-    from pathlib import Path
-
-    text = (Path(__file__).parent / "fixtures" / "gpu-host" / "dryrun.txt").read_text()
-    assert text.rstrip().endswith("exit=0")
-    assert "Will create /etc/systemd/system/vllm.service" in text
-    assert "NVIDIA driver | NVIDIA driver (left alone)" in text
-    assert "VLLM_API_KEY=" not in text and "WEBUI_SECRET_KEY=" not in text
-
-
 def test_verify_rechecks_after_a_change_even_when_the_host_looked_healthy(fake_plan):
     """The probe says all is well before the run, but units change: verify must wait for the services again."""
     rc, plan, out = fake_plan("driver-installed")
@@ -83,9 +82,11 @@ def test_verify_rechecks_after_a_change_even_when_the_host_looked_healthy(fake_p
     assert "Verify | The same again after this run's changes (a service restarted)" in conditional(plan)
 
 
-def test_open_webui_on_an_address_the_host_has_is_accepted(fake_plan):
-    rc, plan, out = fake_plan("fresh-2204", {"openwebui_host": "192.168.1.50"})
+def test_open_webui_on_an_address_the_host_has_is_accepted_and_bound_there(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204", {"openwebui_host": "192.168.1.50"}, diff=True)
     assert rc == 0, out[-2000:]
+    assert "serve --host 192.168.1.50 --port 8080" in out  # the unit's ExecStart in the diff
+    assert "openwebui_host=192.168.1.50: Open WebUI is reachable from the network" in out
 
 
 def test_a_converged_host_restarts_nothing(fake_plan):

@@ -62,17 +62,6 @@ def test_v1_planner_matches_each_term_of_the_logged_breakdown(log):
     assert est["kv_tokens"] == pytest.approx(got["kv_tokens"], rel=0.05)
 
 
-def test_gptq_loads_quantized_with_both_config_shapes():
-    """Surprise (a): 14.96 GiB was the dummy loader with no checkpoint; with the checkpoint's header vLLM 0.26.0
-    sees which layers are quantized and loads 5.35 GiB, for quantization_config in config.json (no flag) and for
-    quantize_config.json only (--quantization=gptq_marlin, the planner's flag for that shape)."""
-    in_config = parse(REC / "cal-gptq-in-config-u030.log")
-    file_only = parse(REC / "deploy-h200.log")
-    assert "quantization" not in in_config["flags"] and file_only["flags"]["quantization"] == "gptq_marlin"
-    assert in_config["weights"] == file_only["weights"] == pytest.approx(5.35, abs=0.01)
-    assert parse(REC / "cal-llama31-bf16-u090-32k.log")["weights"] == pytest.approx(15.0, abs=0.01)
-
-
 def test_the_commands_that_ran_are_what_the_deploy_renders_today():
     """The recorded deploy-* argv is the deploy's ExecStart plus --load-format dummy (and, for the RTX 3060, the
     utilization scaled to the same bytes on the H200). A planner or unit change makes this fail: re-run the proof."""
@@ -85,18 +74,6 @@ def test_the_commands_that_ran_are_what_the_deploy_renders_today():
         if name.endswith("3060"):
             expect = [a.replace("--gpu-memory-utilization=0.90", "--gpu-memory-utilization=0.0757") for a in expect]
         assert ran == expect
-
-
-def test_both_deploy_commands_started_and_answered_with_the_key():
-    summary = {json.loads(l)["name"]: json.loads(l) for rec in (REC, REC_TP2)
-               for l in (rec / "summary.jsonl").read_text().splitlines()}
-    for name in ("deploy-h200", "deploy-rtx3060", "deploy-h200x2-tp2"):
-        r = summary[name]
-        assert r["healthy_s"] and r["healthy_s"] < 300, name
-        assert r["models_no_key"] == 401 and r["models_with_key"] == 200
-        assert r["model_ids"] == ["astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"]
-        assert r["chat_status"] == 200 and r["chat"]["usage"]["completion_tokens"] == 16
-        assert [b["ok"] for b in r["bench"]] == [1, 16]
 
 
 def test_every_flag_the_deploy_passes_exists_in_the_recorded_help_of_its_era():
