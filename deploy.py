@@ -6,7 +6,7 @@
 deploy.py only composes the components, in the order of the product: downloads (proxy, CA), base (users,
 directories, tools, probe), NVIDIA driver, CUDA, container toolkit, weights, vLLM, vLLM's firewall (fleets), the
 router (fleets), Open WebUI, HTTPS (opt-in), metrics (opt-in), verify. Preflight validates every setting, the fleet, and plans vLLM's flags before any
-change; each host plays the roles its inventory groups give it (operations/fleet.py).
+change; each host plays the roles its inventory groups give it (operations/core/fleet.py).
 """
 
 from operations import (base, container_toolkit, cuda_toolkit, download_proxy, model_weights, nvidia_driver,

@@ -8,9 +8,9 @@ from typing import Any
 
 from pyinfra.api.exceptions import DeployError
 
-from operations.settings import Settings
-from operations.tuning import Plan
-from operations.versions import FAMILIES, Family
+from operations.core.settings import Settings
+from operations.core.tuning import Plan
+from operations.core.versions import FAMILIES, Family
 
 
 def hf_snapshot(cache: str, repo: str, commit: str) -> str:
@@ -55,7 +55,7 @@ class Context:
     modules_package: str = ""  # the NVIDIA modules metapackage for the running kernel's flavour
     running_kernel: str = ""
     kernel_missing_module: str = ""  # the ABI modules package to install when the running kernel has no nvidia.ko
-    roles: frozenset = frozenset({"vllm", "webui"})  # from the inventory groups (operations/fleet.py)
+    roles: frozenset = frozenset({"vllm", "webui"})  # from the inventory groups (operations/core/fleet.py)
     backends: list = field(default_factory=list)  # fleet.Backend: the vLLM hosts this UI host sends to
     clients: list = field(default_factory=list)  # other hosts' addresses this GPU host's vLLM admits
     family: Family = FAMILIES["other"]  # the model's family (tool-call parser), from its config.json

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from operations.context import LlmhostError
-from operations.settings import Settings
+from operations.core.settings import Settings
 
 
 def read_json(repo: str, revision: str | None, filename: str, endpoint: str | None, token: str | None,

@@ -13,7 +13,7 @@ from pyinfra.operations import apt, files, server
 from operations.context import Context
 from operations.facts import AptHolds, DpkgVersion
 from operations.shared_ops import gpu_step_applies, held, skipped
-from operations.versions import driver_packages, other_branch_holds
+from operations.core.versions import driver_packages, other_branch_holds
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
 // driver upgrade under a loaded module gives "Driver/library version mismatch").

@@ -17,13 +17,13 @@ from pyinfra.facts.files import File
 from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
 from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
-from operations import fleet, versions
+from operations.core import fleet, versions
 from operations.context import Context, LlmhostError
 from operations.hub import check_embedding, model_config
 from operations.facts import (DiskFreeMib, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
                               NvidiaModuleForKernel, NvidiaSmi, PciNvidiaGpus, PortOwners, SecureBoot)
-from operations.settings import Settings, SettingsError
-from operations.tuning import GpuSpec, ModelSpec, PlanError, plan
+from operations.core.settings import Settings, SettingsError
+from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
 
 
 

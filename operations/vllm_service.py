@@ -13,13 +13,13 @@ from operations import python_venv
 from operations.context import Context
 from operations.shared_ops import generated_secret, secret_file, skipped
 from operations.render import template
-from operations.versions import family_args
+from operations.core.versions import family_args
 
 START_TIMEOUT = 900
 
 
 def vllm_requirements(s) -> list[str]:
-    """Every package of vLLM's venv at its era's lock (operations/locks/vllm-<pin>.txt: vllm==pin, what the era
+    """Every package of vLLM's venv at its era's lock (operations/core/locks/vllm-<pin>.txt: vllm==pin, what the era
     needs besides, e.g. 0.6.x's setuptools, and all their dependencies as of the release), so the venv a user gets
     is the one the GPU proof ran."""
     return s.era.locked_requirements()

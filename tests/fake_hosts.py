@@ -151,9 +151,9 @@ def converged() -> dict:
     from operations.context import Context
     from operations.python_venv import venv_id
     from operations.render import render
-    from operations.settings import Settings
-    from operations.tuning import GpuSpec, ModelSpec, plan
-    from operations.versions import cuda_visible_mib, model_family
+    from operations.core.settings import Settings
+    from operations.core.tuning import GpuSpec, ModelSpec, plan
+    from operations.core.versions import cuda_visible_mib, model_family
     from tests.test_eras import GPTQ_CFG, GPTQ_Q
 
     module = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025"

@@ -7,7 +7,7 @@ against the real test host and checks its state is byte-identical afterwards.
 
 import pytest
 
-from operations.settings import Settings, SettingsError
+from operations.core.settings import Settings, SettingsError
 
 BASE = {"gpu_card": "rtx-3060-12gb"}
 
@@ -95,7 +95,7 @@ def test_host_refused_before_any_change(fake_plan, scenario, data, message):
 def test_readme_lists_every_setting_as_the_model_documents_it():
     from pathlib import Path
 
-    from operations.settings import markdown_table
+    from operations.core.settings import markdown_table
 
     assert markdown_table() in (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
 
@@ -186,7 +186,7 @@ def test_unreachable_hub_is_one_line_not_a_traceback(fake_plan):
 ])
 def test_strings_that_reach_units_and_shells_are_refused_by_shape(data, message):
     """Issue 20 part 5: each refused before anything touches a host, with one line naming the setting."""
-    from operations.settings import Settings, SettingsError
+    from operations.core.settings import Settings, SettingsError
 
     with pytest.raises(SettingsError) as err:
         Settings.from_host_data(data)

@@ -4,7 +4,7 @@ Plans on scripted @fake hosts; expected package names written by hand from Ubunt
 NOT here: the same against real apt / dpkg holds / unattended-upgrades (the stand-in archive of issue 9 is not
 built yet)."""
 
-from operations import versions
+from operations.core import versions
 from tests.conftest import changed, names
 
 
@@ -63,7 +63,7 @@ def test_lost_module_is_reported_and_repaired(fake_apply):
 
 def test_user_space_held_modules_follow_the_kernel():
     from operations.nvidia_driver import UNATTENDED_BLACKLIST
-    from operations.versions import driver_packages, userspace_packages
+    from operations.core.versions import driver_packages, userspace_packages
 
     assert userspace_packages(580, "open") == ["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"]
     pk = driver_packages(580, "open", "linux-modules-nvidia-580-server-open-generic-hwe-24.04")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from operations import versions
-from operations.settings import Settings
-from operations.tuning import GpuSpec, ModelSpec, PlanError, plan, quantization_flag
+from operations.core import versions
+from operations.core.settings import Settings
+from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan, quantization_flag
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 GPTQ_CFG = json.loads((MODELS / "llama-3-8b-instruct-gptq" / "config.json").read_text())
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_uv_cutoffs_come_from_the_era():
-    from operations.vllm_service import uv_cutoffs, vllm_requirements
+    from operations.vllm_service import uv_cutoffs
 
     assert uv_cutoffs(Settings()) == "--exclude-newer 2026-07-27T00:00:00Z"
     old = Settings(vllm_version="0.6.3.post1")
@@ -113,19 +113,19 @@ CLI_BAD = [
 @pytest.mark.parametrize("args,message", CLI_BAD, ids=[" ".join(a) for a, _ in CLI_BAD])
 def test_planner_cli_bad_input_is_one_json_error_and_exit_2(args, message):
     cfg = str(MODELS / "llama-3-8b-instruct-gptq" / "config.json")
-    p = subprocess.run([sys.executable, "-m", "operations.tuning", "--config", cfg, *args, "--json"],
+    p = subprocess.run([sys.executable, "-m", "operations.plan_cli", "--config", cfg, *args, "--json"],
                        capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
     out = json.loads(p.stdout)
     assert list(out) == ["error"] and message in out["error"]
-    plain = subprocess.run([sys.executable, "-m", "operations.tuning", "--config", cfg, *args],
+    plain = subprocess.run([sys.executable, "-m", "operations.plan_cli", "--config", cfg, *args],
                            capture_output=True, text=True, cwd=REPO)
     assert plain.returncode == 2 and plain.stdout == "" and len(plain.stderr.strip().splitlines()) == 1
 
 
 def test_planner_cli_missing_config_file():
-    p = subprocess.run([sys.executable, "-m", "operations.tuning", "--config", "/nonexistent/config.json",
+    p = subprocess.run([sys.executable, "-m", "operations.plan_cli", "--config", "/nonexistent/config.json",
                         "--gpu", "h200", "--json"], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "cannot read the model config" in json.loads(p.stdout)["error"]

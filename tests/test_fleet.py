@@ -2,8 +2,8 @@
 
 import pytest
 
-from operations.fleet import Backend, FleetError, Member, backends, check, clients, roles
-from operations.settings import Settings
+from operations.core.fleet import Backend, FleetError, Member, backends, check, clients, roles
+from operations.core.settings import Settings
 
 REV_A, REV_B = "a" * 40, "b" * 40
 KEY = {"vllm_api_key_env": "LLMHOST_VLLM_API_KEY"}
@@ -134,7 +134,7 @@ def test_multinode_traffic_must_stay_on_a_private_network():
 
 
 def test_each_stage_is_planned_with_its_share_of_the_layers():
-    from operations.tuning import GpuSpec, ModelSpec, plan
+    from operations.core.tuning import GpuSpec, ModelSpec, plan
     from tests.test_eras import GPTQ_CFG, GPTQ_Q
 
     model = ModelSpec.from_config(GPTQ_CFG, GPTQ_Q)

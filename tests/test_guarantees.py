@@ -60,7 +60,7 @@ def test_an_explicit_context_that_fits_the_weights_but_not_one_sequence_is_refus
     import json
     from pathlib import Path
 
-    from operations.tuning import GpuSpec, ModelSpec, PlanError, plan
+    from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
 
     d = Path(__file__).parent / "fixtures/models/llama-3-8b-instruct-gptq"
     m = ModelSpec.from_config(json.loads((d / "config.json").read_text()),

@@ -357,7 +357,7 @@ def test_unit_exposure_is_at_most_5(host, unit):
 @pytest.mark.parametrize("version", ["0.26.0", "0.6.3.post1"])
 def test_each_era_lock_resolves_on_the_test_host(host, version):
     """vLLM cannot run here (no GPU); each era's pin must resolve with its cut-off, as the deploy's uv does."""
-    from operations.settings import Settings
+    from operations.core.settings import Settings
     from operations.vllm_service import uv_cutoffs, vllm_requirements
 
     s = Settings(gpu_card="rtx-3060-12gb", vllm_version=version)
@@ -374,7 +374,7 @@ def test_each_era_lock_resolves_on_the_test_host(host, version):
 @pytest.mark.skipif(not os.environ.get("LLMHOST_SLOW"), reason="opt-in (LLMHOST_SLOW=1): installs vLLM for real")
 def test_slow_vllm_installs_for_real_and_imports(host):
     """The same uv install the deploy runs for vLLM (pinned, resolved as of its release), then `import vllm`."""
-    from operations.settings import Settings
+    from operations.core.settings import Settings
     from operations.vllm_service import uv_cutoffs, vllm_requirements
 
     s = Settings(gpu_card="rtx-3060-12gb", vllm_python="3.11")  # the test host has no 3.12 and no route to fetch one

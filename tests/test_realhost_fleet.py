@@ -18,7 +18,7 @@ import time
 import pytest
 
 from testing import hub, testhost
-from tests.conftest import ADMIN, admin_token, REPO, http, require_test_host
+from tests.conftest import REPO, admin_token, http, require_test_host
 
 pytestmark = pytest.mark.realhost
 KEY = "fleet-test-key-0123456789abcdef0123456789abcdef"  # the fleet's shared vLLM key (a test value)

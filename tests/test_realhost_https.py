@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ADMIN, admin_token, REPO, deploy as run_deploy, on_host as sh
+from tests.conftest import ADMIN, REPO, deploy as run_deploy, on_host as sh
 
 pytestmark = pytest.mark.realhost
 DOMAIN = "llm.home.arpa"

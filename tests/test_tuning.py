@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from operations import tuning, versions
-from operations.tuning import GpuSpec, ModelSpec, PlanError, plan
+from operations import plan_cli
+from operations.core import tuning, versions
+from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 
@@ -126,7 +127,7 @@ def test_multi_gpu_uses_tensor_parallel_only_when_needed():
 
 
 def test_cli_json_has_the_documented_keys(capsys):
-    rc = tuning.main(["--config", str(MODELS / "llama-3-8b-instruct-gptq" / "config.json"),
+    rc = plan_cli.main(["--config", str(MODELS / "llama-3-8b-instruct-gptq" / "config.json"),
                       "--gpu", "rtx-3060-12gb", "--json", "--max-model-len", "4096"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
@@ -137,7 +138,7 @@ def test_cli_json_has_the_documented_keys(capsys):
 
 
 def test_cli_refusal_exits_2(capsys):
-    rc = tuning.main(["--config", str(MODELS / "llama-3-8b-instruct-gptq" / "config.json"),
+    rc = plan_cli.main(["--config", str(MODELS / "llama-3-8b-instruct-gptq" / "config.json"),
                       "--gpu-memory-mib", "4096", "--json"])
     assert rc == 2
     assert "does not fit" in json.loads(capsys.readouterr().out)["error"]
@@ -155,7 +156,7 @@ def test_cli_reads_the_model_from_a_hub(tmp_path):
     try:
         env = {**os.environ, "HF_ENDPOINT": st["endpoint"], "HF_HOME": str(tmp_path)}
         env.pop("HF_HUB_OFFLINE", None)
-        p = subprocess.run([sys.executable, "-m", "operations.tuning", "--model", f"{st['repo']}@{st['commit']}",
+        p = subprocess.run([sys.executable, "-m", "operations.plan_cli", "--model", f"{st['repo']}@{st['commit']}",
                             "--gpu", "rtx-3060-12gb", "--json"], cwd=Path(__file__).parent.parent, env=env,
                            capture_output=True, text=True, timeout=120)
     finally:
@@ -170,7 +171,7 @@ def test_every_flag_the_deploy_passes_exists_in_the_pinned_vllm():
     """The help text of vLLM 0.6.3.post1's api_server, recorded from a real install on the test host."""
     import re
 
-    from operations.settings import Settings
+    from operations.core.settings import Settings
     from operations.vllm_service import exec_start
 
     help_text = (Path(__file__).parent / "fixtures" / "vllm-0.6.3.post1-api-server-help.txt").read_text()

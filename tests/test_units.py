@@ -9,8 +9,8 @@ import pytest
 from operations import openwebui_service, vllm_service
 from operations.context import Context
 from operations.render import render
-from operations.settings import Settings
-from operations.tuning import GpuSpec, ModelSpec, plan
+from operations.core.settings import Settings
+from operations.core.tuning import GpuSpec, ModelSpec, plan
 from tests.test_eras import GPTQ_CFG, GPTQ_Q
 
 SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
@@ -179,7 +179,7 @@ def test_a_broken_database_is_still_kept_byte_for_byte(tmp_path):
 
 
 def fleet_ui_ctx() -> Context:
-    from operations.fleet import Backend
+    from operations.core.fleet import Backend
 
     c = ctx(vllm_api_key_env="LLMHOST_VLLM_API_KEY")
     c.roles = frozenset({"webui"})
@@ -311,7 +311,7 @@ def family_ctx(config_name: str, **settings) -> Context:
     import json
     from pathlib import Path
 
-    from operations.versions import model_family
+    from operations.core.versions import model_family
 
     cfg = json.loads((Path(__file__).parent / "fixtures/models" / config_name / "config.json").read_text())
     c = ctx(**settings)

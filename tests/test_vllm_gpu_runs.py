@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from operations import tuning, versions
+from operations.core import tuning, versions
 
 REC = Path(__file__).parent / "fixtures" / "gpu-host" / "vllm-0.26.0"
 REC_TP2 = Path(__file__).parent / "fixtures" / "gpu-host" / "vllm-0.26.0-tp2"  # the two-GPU H200 host

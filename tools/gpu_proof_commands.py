@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from operations import tuning, versions  # noqa: E402
-from operations.settings import Settings  # noqa: E402
+from operations.core import tuning, versions  # noqa: E402
+from operations.core.settings import Settings  # noqa: E402
 from operations import vllm_service  # noqa: E402
 from operations.context import Context  # noqa: E402
 from operations.render import render  # noqa: E402

@@ -1,7 +1,7 @@
 """The GPU proof of issue 17, run on the GPU host (no network, no systemd as PID 1): what a user's box runs.
 
 - vLLM's venv from the era's lock: a plain venv (no system site-packages) with every wheel of
-  operations/locks/vllm-0.26.0.txt installed --no-index --no-deps from the carried pieces, FlashInfer included;
+  operations/core/locks/vllm-0.26.0.txt installed --no-index --no-deps from the carried pieces, FlashInfer included;
   only torch and the CUDA wheels torch itself depends on are the host's own (same versions as the lock, linked in
   by a .pth). `pip list` of that venv is recorded and compared with the lock.
 - The rendered unit's environment and nothing else: `runuser -u llmhost-vllm -- env -i` with what systemd gives a
@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RES = Path("/tmp/res")
 VENV = Path("/opt/llmhost/vllm/venvs/lock-0.26.0")
-LOCK = REPO / "operations/locks/vllm-0.26.0.txt"
+LOCK = REPO / "operations/core/locks/vllm-0.26.0.txt"
 USER = "llmhost-vllm"
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # torch's own wheels: the host's (same versions as the lock); everything else comes from the lock's pieces

@@ -1,11 +1,11 @@
-"""Rewrite the settings table in the docs from operations/settings.py (the test checks the two agree)."""
+"""Rewrite the settings table in the docs from operations/core/settings.py (the test checks the two agree)."""
 
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from operations.settings import markdown_table  # noqa: E402
+from operations.core.settings import markdown_table  # noqa: E402
 
 path = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/settings.md")
 text = path.read_text()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from operations.settings import Settings
+from operations.core.settings import Settings
 
 GPU_GROUP, UI_GROUP = "gpu_hosts", "ui_hosts"
 LOOPBACK = ("127.0.0.1", "::1")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from operations.versions import DEFAULT_ERA, ERAS, SERVER_BRANCHES, TRANSITIONAL_BRANCHES, era
+from operations.core.versions import DEFAULT_ERA, ERAS, SERVER_BRANCHES, TRANSITIONAL_BRANCHES, era
 
 
 class SettingsError(ValueError):
@@ -66,7 +66,7 @@ class Settings(BaseModel):
                                               description="Requirements of the small weights-fetcher venv.")
 
     # --- NVIDIA driver / CUDA / container toolkit --------------------------------------------------------
-    nvidia_driver_branch: int = Field(580, description="Ubuntu -server driver branch (operations/versions.py "
+    nvidia_driver_branch: int = Field(580, description="Ubuntu -server driver branch (operations/core/versions.py "
                                       "SERVER_BRANCHES; transitional ones are refused with the branch they pull); "
                                       "580 is the long-term branch.")
     nvidia_driver_flavour: Literal["auto", "open", "proprietary"] = Field(
@@ -91,7 +91,7 @@ class Settings(BaseModel):
                               "(gated repos); written only to a root-only file on the host.")
 
     # --- vLLM ----------------------------------------------------------------------------------------------
-    vllm_version: str = Field(DEFAULT_ERA, description="vLLM pin; one of the eras in operations/versions.py "
+    vllm_version: str = Field(DEFAULT_ERA, description="vLLM pin; one of the eras in operations/core/versions.py "
                               f"({', '.join(ERAS)}): each fixes its torch, wheel CUDA, minimum driver and compute "
                               "capability, dependency cut-off, memory model and the --help its flags are checked "
                               "against.")
@@ -136,7 +136,7 @@ class Settings(BaseModel):
                                         "and --disable-custom-all-reduce for vLLM. vLLM itself turns custom all-reduce "
                                         "off where its P2P test fails; set this only when that is not enough.")
     vllm_tool_call_parser: str = Field("auto", pattern=r"^[a-z0-9_-]+$", description="Tool calling: 'auto' takes "
-                                       "the parser of the model's family (operations/versions.py FAMILIES: Llama "
+                                       "the parser of the model's family (operations/core/versions.py FAMILIES: Llama "
                                        "3.1+ llama3_json, Qwen2.5 hermes, Llama 3.0 none), 'none' turns it off, "
                                        "or one of vLLM's --tool-call-parser names. Without a parser Open WebUI is "
                                        "set to prompt-based function calling (it would send tools vLLM refuses).")

@@ -1,0 +1,81 @@
+"""llmhost-plan: the flag planner on its own (a card and a model's config.json, local or from a hub)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
+from operations.core.versions import CARDS, DEFAULT_ERA
+
+
+def load_model_config(config: str | None = None, model: str | None = None, endpoint: str | None = None,
+                      token: str | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """config.json (+ quantize_config.json) from a local path, or from the hub with huggingface_hub."""
+    if config:
+        path = Path(config)
+        qpath = path.with_name("quantize_config.json")
+        return json.loads(path.read_text()), (json.loads(qpath.read_text()) if qpath.exists() else None)
+    from operations.hub import read_json
+
+    repo, _, rev = (model or "").partition("@")
+    cfg = read_json(repo, rev or None, "config.json", endpoint, token)
+    if cfg is None:
+        raise PlanError(f"{repo}@{rev or 'main'} has no config.json")
+    return cfg, read_json(repo, rev or None, "quantize_config.json", endpoint, token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="llmhost-plan", description="Derive vLLM flags for a card and a model.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="local config.json (quantize_config.json beside it is read too)")
+    src.add_argument("--model", help="REPO[@REV] fetched with huggingface_hub (HF_ENDPOINT / HF_TOKEN honoured)")
+    card = p.add_mutually_exclusive_group(required=True)
+    card.add_argument("--gpu", choices=sorted(CARDS), help="a common card")
+    card.add_argument("--gpu-memory-mib", type=int, help="CUDA-visible memory of one GPU in MiB")
+    p.add_argument("--compute-capability", type=float, default=8.6)
+    p.add_argument("--gpu-count", type=int, default=1)
+    p.add_argument("--tensor-parallel-size", type=int)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--reserved-mib", type=int, default=0)
+    p.add_argument("--min-concurrency", type=float, default=2.0)
+    p.add_argument("--vllm-version", default=DEFAULT_ERA)
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    want_json = "--json" in (argv if argv is not None else sys.argv[1:])
+
+    def fail(msg: str) -> int:
+        print(json.dumps({"error": msg}) if want_json else f"error: {msg}", file=sys.stdout if want_json else sys.stderr)
+        return 2
+
+    p.error = lambda msg: sys.exit(fail(f"{msg} (see --help)"))  # argparse's own errors: one line, exit 2
+    a = p.parse_args(argv)
+    try:
+        from operations.core.versions import era
+        try:
+            era(a.vllm_version)
+        except ValueError as exc:
+            raise PlanError(str(exc).replace("vllm_version=", "--vllm-version ")) from None
+        cfg, qcfg = load_model_config(a.config, a.model)
+        if a.gpu:
+            gpu = GpuSpec.from_card(a.gpu, a.gpu_count)
+        else:
+            gpu = GpuSpec(a.gpu_memory_mib, a.compute_capability, a.gpu_count, f"{a.gpu_memory_mib} MiB")
+        result = plan(ModelSpec.from_config(cfg, qcfg), gpu, a.vllm_version, max_model_len=a.max_model_len,
+                      gpu_memory_utilization=a.gpu_memory_utilization, max_num_seqs=a.max_num_seqs,
+                      reserved_mib=a.reserved_mib, min_concurrency=a.min_concurrency,
+                      tensor_parallel_size=a.tensor_parallel_size)
+    except PlanError as exc:
+        return fail(str(exc))
+    except (OSError, ValueError) as exc:  # missing/unreadable/invalid config file, hub errors
+        return fail(f"cannot read the model config: {exc}")
+    print(json.dumps(result.to_json()) if a.json else result.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
