@@ -24,6 +24,13 @@ def completion_marker(directory: str, repo: str, commit: str) -> str:
     return f"{directory}/.complete-{repo.replace('/', '--')}-{commit}"
 
 
+def snapshots_to_prune(snapshots: list[dict], keep: int, serving: tuple[str, str]) -> list[dict]:
+    """The snapshots beyond ``keep``: the serving one (repo, commit) always stays and counts as one, then the most
+    recently fetched others (markers' mtime)."""
+    others = sorted((d for d in snapshots if (d["repo"], d["commit"]) != serving), key=lambda d: -d["mtime"])
+    return others[max(keep - 1, 0):]
+
+
 @dataclass(frozen=True)
 class Api:
     """The OpenAI-compatible API that clients on a host use: its base URL (no /v1), the readiness path, and where its

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import re
 
 from pyinfra.api import FactBase
@@ -346,6 +348,40 @@ class SnapshotFiles(FactBase):
 
     def process(self, output):
         return first_line(output) or "absent"
+
+
+class ModelSnapshots(FactBase):
+    """The complete snapshots under a models directory, from their completion markers: one dict each with repo,
+    commit, bytes (the files the marker lists) and mtime (when the fetch finished).
+
+    Sample output::
+
+        {"bytes": 5735411712, "commit": "ee9e2f9003ae49425a29e73a29b59dffc8870a83", "mtime": 1764626400, "repo": "astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"}
+    """
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self, models_dir: str) -> str:
+        read = ("import glob, json, os, sys\n"
+                "for m in sorted(glob.glob(os.path.join(sys.argv[1], '.complete-*'))):\n"
+                "    try:\n"
+                "        d = json.load(open(m))\n"
+                "    except (OSError, ValueError):\n"
+                "        continue\n"
+                "    print(json.dumps(dict(repo=d['repo'], commit=d['commit'], bytes=sum(d['files'].values()), "
+                "mtime=int(os.path.getmtime(m))), sort_keys=True))")
+        return f"[ -d {models_dir} ] && python3 -c \"{read}\" {models_dir} || true"
+
+    def process(self, output):
+        out = []
+        for line in output:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
 
 
 class EnvValuesMatch(FactBase):

@@ -18,9 +18,9 @@ from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
 from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
 from operations.core import fleet, versions
-from operations.context import Context, LlmhostError
+from operations.context import Context, LlmhostError, snapshots_to_prune
 from operations.hub import check_embedding, model_config
-from operations.facts import (DiskFreeMib, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
+from operations.facts import (DiskFreeMib, ModelSnapshots, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
                               NvidiaModuleForKernel, NvidiaSmi, PciNvidiaGpus, PortOwners, SecureBoot)
 from operations.core.settings import Settings, SettingsError
 from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
@@ -217,9 +217,12 @@ def _check() -> Context:
                   clients=fleet.clients(me, members), family=fam)
     if (s.gpu_host and os_id == "ubuntu") or s.driver_standin_archive:
         _kernel_modules(ctx, smi)
-    if not host.get_fact(File, path=ctx.snapshot_marker) and free < need:
-        _fail(f"{free} MiB free under {s.data_root}, the weights need {size / 2**20:.0f} MiB plus "
-              f"min_free_disk_gib={s.min_free_disk_gib}: free disk space or move data_root")
+    freed = sum(d["bytes"] for d in snapshots_to_prune(host.get_fact(ModelSnapshots, models_dir=ctx.models_dir),
+                                                         s.models_keep, (s.model_repo, commit))) / 2**20
+    if not host.get_fact(File, path=ctx.snapshot_marker) and free + freed < need:
+        _fail(f"{free} MiB free under {s.data_root}" + (f" (+{freed:.0f} MiB that pruning older snapshots frees, "
+              f"models_keep={s.models_keep})" if freed else "") + f", the weights need {size / 2**20:.0f} MiB plus "
+              f"min_free_disk_gib={s.min_free_disk_gib}: free disk space, lower models_keep or move data_root")
 
     if host.get_fact(RebootRequired):
         ctx.warnings.append("the host has a pending reboot (/var/run/reboot-required): llmhost reboots only for a "

@@ -155,3 +155,27 @@ def test_the_fetchers_marker_lists_files_in_subdirectories_and_the_check_accepts
     assert listed == {"1_Pooling/config.json": 32, "config.json": 2, "modules.json": 2}
     out = subprocess.run(["sh", "-c", SnapshotFiles().command(str(marker))], capture_output=True, text=True).stdout
     assert SnapshotFiles().process(out.splitlines()) == "complete"
+
+
+def test_model_snapshots_reads_each_complete_marker_and_skips_broken_ones(tmp_path):
+    """ModelSnapshots' command run for real: a marker per complete snapshot (the fetcher's format), the bytes of its
+    files summed; an unreadable marker and other files are ignored."""
+    import json
+
+    from operations.context import snapshots_to_prune
+    from operations.facts import ModelSnapshots
+
+    for commit, files in (("a" * 40, {"config.json": 10, "model.safetensors": 1000}), ("b" * 40, {"config.json": 7})):
+        (tmp_path / f".complete-org--m-{commit}").write_text(json.dumps(
+            {"repo": "org/m", "commit": commit, "path": "/x", "files": files}))
+    (tmp_path / ".complete-org--m-broken").write_text("{not json")
+    (tmp_path / "hub").mkdir()
+    out = subprocess.run(["sh", "-c", ModelSnapshots().command(str(tmp_path))], capture_output=True, text=True)
+    got = ModelSnapshots().process(out.stdout.splitlines())
+    assert sorted((d["commit"][0], d["bytes"]) for d in got) == [("a", 1010), ("b", 7)]
+    assert ModelSnapshots().process(subprocess.run(["sh", "-c", ModelSnapshots().command(str(tmp_path / "none"))],
+                                                   capture_output=True, text=True).stdout.splitlines()) == []
+    # serving b, keep 1: a goes; keep 2: nothing goes; the serving one never goes
+    assert [d["commit"][0] for d in snapshots_to_prune(got, 1, ("org/m", "b" * 40))] == ["a"]
+    assert snapshots_to_prune(got, 2, ("org/m", "b" * 40)) == []
+    assert [d["commit"][0] for d in snapshots_to_prune(got, 1, ("org/m", "c" * 40))] == ["a", "b"]

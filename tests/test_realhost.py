@@ -322,6 +322,40 @@ def test_full_disk_during_download_is_a_clear_error_and_never_marked_complete(ho
     assert totals(pyinfra().stdout)[1] == 0
 
 
+def test_switching_models_fetches_restarts_vllm_once_keeps_chats_and_prunes_beyond_models_keep(host):
+    """Issue 20 part 3: model_revision changed on a re-run: the new snapshot is fetched, vLLM restarts once (Open
+    WebUI and its data stay), switching back needs no download (models_keep=2 kept it), then zero changes;
+    models_keep=1 then deletes the snapshot that is not serving (huggingface_hub's cache cleaner), never the serving one."""
+    st = json.loads((REPO / ".cache/hub/state.json").read_text())
+    org, name = st["repo"].split("/")
+    marker = "/var/lib/llmhost/models/.complete-{}--{}-{}".format(org, name, "{}")
+    snap = f"/var/lib/llmhost/models/hub/models--{org}--{name}/snapshots/{{}}"
+    base = f"http://{host['address']}:8080"
+    token = admin_token(base)
+    code, chat = http(base + "/api/v1/chats/new", {"chat": {"title": "before the switch", "messages": []}},
+                      token=token)
+    assert code == 200, chat
+    webui_pid, vllm_pid = main_pid(host, "open-webui"), main_pid(host, "vllm")
+    p = pyinfra(data={"model_revision": st["commit_big"]})
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert sh(host, f"ls {marker.format(st['commit_big'])}").strip()
+    assert st["commit_big"][:12] in sh(host, "grep -o 'snapshots/[0-9a-f]*' /etc/systemd/system/vllm.service")
+    assert main_pid(host, "vllm") != vllm_pid and main_pid(host, "open-webui") == webui_pid
+    assert p.stdout.count("vLLM restarted (only when") == 1
+    back = pyinfra()  # the default revision again: still there, no download
+    assert back.returncode == 0 and "llmhost-fetch-model" not in back.stdout, back.stdout[-3000:]
+    assert totals(pyinfra().stdout)[1] == 0
+    code, chats = http(base + "/api/v1/chats/", token=token)
+    assert "before the switch" in [c["title"] for c in chats], chats
+    assert sh(host, f"ls -d {snap.format(st['commit_big'])}").strip()  # models_keep=2: the previous one stays
+    p = pyinfra(data={"models_keep": 1})
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert sh(host, f"ls -d {snap.format(st['commit_big'])} {marker.format(st['commit_big'])} 2>/dev/null",
+              check=False).strip() == ""
+    assert sh(host, f"ls {snap.format(st['commit'])}/config.json").strip()  # the serving one is kept
+    assert totals(pyinfra(data={"models_keep": 1}).stdout)[1] == 0
+
+
 def test_hf_token_is_stored_root_only_and_never_shown(host):
     token = "hf_llmhostTESTtoken" + os.urandom(8).hex()
     p = pyinfra(env_extra={"HF_TOKEN": token})

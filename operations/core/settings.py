@@ -86,6 +86,9 @@ class Settings(BaseModel):
     model_repo: str = Field("astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", description="Hugging Face repo id.")
     model_revision: str = Field("ee9e2f9003ae49425a29e73a29b59dffc8870a83",
                                 description="Pinned 40-hex commit of model_repo.")
+    models_keep: int = Field(2, ge=1, description="Model snapshots kept under data_root/models after a switch: the "
+                             "serving one and the most recently fetched others (2: the previous one stays for a "
+                             "rollback); older ones are deleted, and preflight's disk check counts what that frees.")
     hf_endpoint: str = Field("https://huggingface.co", description="Hub or mirror (HF_ENDPOINT).")
     hf_token_env: str = Field("HF_TOKEN", description="Controller environment variable holding the HF token "
                               "(gated repos); written only to a root-only file on the host.")
