@@ -156,3 +156,17 @@ def test_a_context_too_small_for_open_webuis_prompt_is_refused():
         versions.conversation_room(8192, "0.12.4", True)  # 36 tool schemas do not leave room in 8192
     with pytest.raises(ValueError, match="raise vllm_max_model_len"):
         versions.conversation_room(2048, "0.12.4", False)
+
+
+def test_an_act_order_checkpoint_is_refused_on_an_era_that_ignores_g_idx(monkeypatch):
+    """The default checkpoint has desc_act: true; every era llmhost installs honours it. An era recorded with
+    act_order=False (vLLM 0.30 removed GPTQ act-order) refuses it with the fix; a checkpoint without it passes."""
+    import dataclasses
+
+    versions.check_act_order("0.26.0", True)
+    monkeypatch.setitem(versions.ERAS, "0.30.0", dataclasses.replace(versions.ERAS["0.26.0"], vllm="0.30.0",
+                                                                     act_order=False))
+    with pytest.raises(ValueError, match="desc_act .* vllm_version=0.30.0 ignores g_idx"):
+        versions.check_act_order("0.30.0", True)
+    versions.check_act_order("0.30.0", False)
+    assert json.loads((MODELS / "llama-3-8b-instruct-gptq" / "quantize_config.json").read_text())["desc_act"] is True
