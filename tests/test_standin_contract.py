@@ -36,15 +36,13 @@ def deploy_flags() -> list[str]:
     return [f for f in flags if f not in ("--load-format", "dummy")]
 
 
-@pytest.fixture(scope="module")
-def standin():
+def start_standin(*args: str, env: dict | None = None):
+    """The stand-in on a free loopback port with these arguments, once /health answers: (process, base URL)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    model = json.loads((REPLAY / "runs.json").read_text())[0]["served"]
     proc = subprocess.Popen([sys.executable, str(REPO / "testing/standin/openai_standin.py"), "--host", "127.0.0.1",
-                             "--port", str(port), "--model", model, *deploy_flags()],
-                            env={"VLLM_API_KEY": KEY, "PATH": "/usr/bin:/bin"})
+                             "--port", str(port), *args], env={"PATH": "/usr/bin:/bin", **(env or {})})
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -52,6 +50,13 @@ def standin():
                 break
         except Exception:
             time.sleep(0.1)
+    return proc, base
+
+
+@pytest.fixture(scope="module")
+def standin():
+    model = json.loads((REPLAY / "runs.json").read_text())[0]["served"]
+    proc, base = start_standin("--model", model, *deploy_flags(), env={"VLLM_API_KEY": KEY})
     yield base, model
     proc.terminate()
     proc.wait()
@@ -84,20 +89,9 @@ def test_the_standin_answers_each_recorded_request_as_vllm_did(standin):
 def test_with_a_tool_parser_the_standin_accepts_tools_as_vllm_does(standin):
     """The other side of the contract: --enable-auto-tool-choice --tool-call-parser (a family with tool calling)
     and the same 36-tool request is accepted."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(REPO / "testing/standin/openai_standin.py"), "--port", str(port),
-                             "--model", "m", "--max-model-len=131072", "--enable-auto-tool-choice",
-                             "--tool-call-parser=llama3_json"], env={"PATH": "/usr/bin:/bin"})
+    proc, base = start_standin("--model", "m", "--max-model-len=131072", "--enable-auto-tool-choice",
+                               "--tool-call-parser=llama3_json")
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if http(base + "/health")[0] == 200:
-                    break
-            except Exception:
-                time.sleep(0.1)
         native = json.loads((OPENWEBUI / "native-requests.jsonl").read_text().splitlines()[0])
         assert len(native["tools"]) == 36
         code, _ = http(base + "/v1/chat/completions", {**native, "model": "m", "stream": False})

@@ -94,3 +94,23 @@ def test_the_tp2_command_that_ran_is_what_the_deploy_renders_with_two_gpus():
                                 vllm_tensor_parallel_size=2)["exec_start"].split()
     assert "--tensor-parallel-size=2" in rendered
     assert parse(REC_TP2 / "deploy-h200x2-tp2.log")["argv"] == rendered + ["--load-format", "dummy"]
+
+
+def test_the_replayed_command_and_environment_are_what_the_deploy_renders_today():
+    """Issue 17's GPU proof ran the deploy's RTX 3060 ExecStart and vllm.env (tests/fixtures/gpu-host/
+    vllm-0.26.0-replay): a change to the planner, the unit, the env template or the lock makes this fail — run the
+    proof again (tools/gpu_proof_commands.py --replay, tools/gpu_device.sh lockstage/replay)."""
+    import tools.gpu_proof_commands as g
+
+    run = json.loads((Path(__file__).parent / "fixtures/gpu-host/vllm-0.26.0-replay/runs.json").read_text())[0]
+    now = g.deploy_command(tuning.GpuSpec.from_card("rtx-3060-12gb"))
+    expect = [a.replace("--gpu-memory-utilization=0.90", "--gpu-memory-utilization=0.0757")
+              for a in now["exec_start"].split()] + ["--load-format", "dummy"]
+    assert run["argv"] == expect and run["env"] == now["env"]
+    log = (Path(__file__).parent / "fixtures/gpu-host/vllm-0.26.0-replay/deploy-rtx3060-cold.log").read_text()
+    assert log.splitlines()[0] == "# argv: " + " ".join(expect)
+    frozen = (Path(__file__).parent / "fixtures/gpu-host/vllm-0.26.0-replay/pip-freeze.txt").read_text()
+    lock = versions.ERAS["0.26.0"].locked_requirements()
+    norm = lambda line: line.lower().replace("_", "-")  # noqa: E731  (pip list prints the distribution's own spelling)
+    have = {norm(line).split("==")[0]: norm(line) for line in frozen.splitlines()}
+    assert [r for r in lock if have.get(r.split("==")[0]) != r] == ["cuda-pathfinder==1.6.0"]  # the host torch's 1.8.1

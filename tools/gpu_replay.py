@@ -31,9 +31,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_vllm_proof import http  # noqa: E402  (one HTTP helper for both GPU proofs)
 
 REPO = Path(__file__).resolve().parent.parent
 RES = Path("/tmp/res")
@@ -104,7 +105,8 @@ def tokenizer_json(dest: Path, tokenizer_config: dict) -> None:
 
 
 def model_dir(run: dict) -> None:
-    from gpu_vllm_proof import gptq_header  # the header-only safetensors with the checkpoint's tensor names
+    # the header-only safetensors with the checkpoint's tensor names
+    from gpu_vllm_proof import gptq_header
 
     d = Path(run["model_dir"])
     d.mkdir(parents=True, exist_ok=True)
@@ -124,18 +126,6 @@ def unit_env(run: dict) -> list[str]:
     for text in (run["env"], Path("/etc/llmhost/vllm.secret.env").read_text()):
         env += [l for l in text.splitlines() if l.strip() and not l.startswith("#") and "=" in l]
     return env
-
-
-def http(method, url, body=None, key=None, timeout=600, stream=False):
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None, method=method)
-    req.add_header("Content-Type", "application/json")
-    if key:
-        req.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def summarize(status: int, text: str, streamed: bool) -> dict:
@@ -257,5 +247,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     main()
