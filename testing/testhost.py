@@ -181,6 +181,10 @@ def boot(n: int, image: Path, key: Path, gateways: list[str], fleet: bool = Fals
         cmd.append(f"--network-veth-extra=vf-{name}:fleet0")
     if Path("/opt/wheels").is_dir():
         cmd.append("--bind-ro=/opt/wheels")
+    # One uv cache for every test host of this machine (uv locks it for concurrent use): each host still builds
+    # its venvs with uv exactly as the deploy says, but a wheel crosses the proxy once per machine, not per host.
+    (IMAGES / "uv-cache").mkdir(parents=True, exist_ok=True)
+    cmd.append(f"--bind={IMAGES / 'uv-cache'}:/var/cache/llmhost/uv")
     log = open(STATE / f"{name}.console.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
