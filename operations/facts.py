@@ -350,6 +350,48 @@ class SnapshotFiles(FactBase):
         return first_line(output) or "absent"
 
 
+class GpuMemoryHeld(FactBase):
+    """GPU memory other processes hold (a desktop's display server, compositor and browser; another CUDA program),
+    MiB on the busiest GPU: nvidia-smi's memory.used (graphics and compute processes both count there) less what the
+    processes of llmhost's own vllm.service hold (its cgroup's PIDs among the compute apps), with the other compute
+    apps named. Recorded on the GPU host: tests/fixtures/gpu-host/smi-memory/.
+
+    Sample output::
+
+        gpu 0, 143771, 3691
+        app 435, python3, 3682
+    """
+
+    @staticmethod
+    def default():
+        return {"used_mib": 0, "own_mib": 0, "others_mib": 0, "apps": []}
+
+    def command(self) -> str:
+        return ("if command -v nvidia-smi >/dev/null 2>&1; then "
+                "nvidia-smi --format=csv,noheader,nounits --query-gpu=index,memory.total,memory.used 2>/dev/null "
+                "| sed 's/^/gpu /'; "
+                "nvidia-smi --format=csv,noheader,nounits --query-compute-apps=pid,process_name,used_memory 2>/dev/null "
+                "| sed 's/^/app /'; "
+                "cg=$(systemctl show -p ControlGroup --value vllm.service 2>/dev/null); "
+                "[ -n \"$cg\" ] && [ -f \"/sys/fs/cgroup$cg/cgroup.procs\" ] && sed 's/^/own /' \"/sys/fs/cgroup$cg/cgroup.procs\"; "
+                "fi; true")
+
+    def process(self, output):
+        used, apps, own = 0, [], set()
+        for line in output:
+            kind, _, rest = line.strip().partition(" ")
+            parts = [p.strip() for p in rest.split(",")]
+            if kind == "gpu" and len(parts) == 3 and parts[2].isdigit():
+                used = max(used, int(parts[2]))
+            elif kind == "app" and len(parts) == 3 and parts[0].isdigit() and parts[2].isdigit():
+                apps.append({"pid": int(parts[0]), "name": parts[1], "mib": int(parts[2])})
+            elif kind == "own" and rest.strip().isdigit():
+                own.add(int(rest.strip()))
+        own_mib = sum(a["mib"] for a in apps if a["pid"] in own)
+        return {"used_mib": used, "own_mib": own_mib, "others_mib": max(used - own_mib, 0),
+                "apps": [a for a in apps if a["pid"] not in own]}
+
+
 class ModelSnapshots(FactBase):
     """The complete snapshots under a models directory, from their completion markers: one dict each with repo,
     commit, bytes (the files the marker lists) and mtime (when the fetch finished).

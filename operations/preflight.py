@@ -20,7 +20,7 @@ from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 from operations.core import fleet, versions
 from operations.context import Context, LlmhostError, snapshots_to_prune
 from operations.hub import check_embedding, model_config
-from operations.facts import (DiskFreeMib, ModelSnapshots, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
+from operations.facts import (DiskFreeMib, GpuMemoryHeld, ModelSnapshots, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
                               NvidiaModuleForKernel, NvidiaSmi, PciNvidiaGpus, PortOwners, SecureBoot)
 from operations.core.settings import Settings, SettingsError
 from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
@@ -56,6 +56,28 @@ def _gpu(s: Settings, smi: dict[str, Any]) -> GpuSpec:
         _fail("no driver reports the GPU yet: declare it with gpu_card (e.g. 'rtx-3060-12gb') or gpu_memory_mib "
               "so that vLLM's flags can be planned")
     return declared
+
+
+HELD_HEADROOM_MIB = 256  # what a desktop's processes may grow by between this run and vLLM's start
+
+
+def _held_by_others(s: Settings, smi: dict[str, Any]) -> tuple[int, str]:
+    """GPU memory that processes other than llmhost's vLLM hold (a desktop session, another CUDA program): vLLM
+    0.26 refuses to start when free memory is below utilization x total, so the plan keeps that much (plus a
+    headroom) free. Returns (vllm_reserved_mib to plan with, a description of who holds it or '')."""
+    if smi["status"] != "ok":
+        return s.vllm_reserved_mib, ""
+    held = host.get_fact(GpuMemoryHeld)
+    if not held["others_mib"]:
+        return s.vllm_reserved_mib, ""
+    who = ", ".join(f"{a['name']} pid {a['pid']} {a['mib']} MiB" for a in held["apps"]) or "graphics processes"
+    what = f"{held['others_mib']} MiB ({who})"
+    need = held["others_mib"] + HELD_HEADROOM_MIB
+    if s.vllm_reserved_mib >= need:
+        return s.vllm_reserved_mib, what
+    logger.info(f"{host.print_prefix}other processes hold {what} of the GPU: planned with {need} MiB kept free "
+                f"(vllm_reserved_mib={s.vllm_reserved_mib} raised to what they hold + {HELD_HEADROOM_MIB} MiB)")
+    return need, what
 
 
 def _family(s: Settings, cfg: dict) -> versions.Family:
@@ -201,13 +223,16 @@ def _check() -> Context:
         versions.check_act_order(s.vllm_version, bool((cfg.get("quantization_config") or qcfg or {}).get("desc_act")))
     except ValueError as exc:
         _fail(f"model_repo={s.model_repo}: {exc}" if "desc_act" in str(exc) else str(exc))
+    reserved, held = _held_by_others(s, smi)
     try:
         p = plan(ModelSpec.from_config(cfg, qcfg), gpu, s.vllm_version, max_model_len=s.vllm_max_model_len,
                  gpu_memory_utilization=s.vllm_gpu_memory_utilization, max_num_seqs=s.vllm_max_num_seqs,
-                 reserved_mib=s.vllm_reserved_mib, min_concurrency=s.vllm_min_concurrency,
+                 reserved_mib=reserved, min_concurrency=s.vllm_min_concurrency,
                  tensor_parallel_size=s.vllm_tensor_parallel_size, pipeline_parallel_size=s.vllm_nnodes)
     except PlanError as exc:
-        _fail(f"model_repo={s.model_repo}: {exc}")
+        _fail(f"model_repo={s.model_repo}: {exc}" + (f" (other processes hold {held} of the GPU: close them, or "
+                                                     "lower vllm_gpu_memory_utilization / vllm_max_model_len)"
+                                                     if held else ""))
 
     free = host.get_fact(DiskFreeMib, path=s.data_root)
     size = size or int(p.weights_gib * 2**30)  # a hub that does not report sizes: the planner's estimate

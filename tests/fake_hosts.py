@@ -6,6 +6,7 @@ Each scenario maps a command substring to what that host would print. Used as an
 
 import ast
 import os
+from pathlib import Path
 import re
 
 SMI_3060 = "0, NVIDIA GeForce RTX 3060, 12288, 8.6, 580.95.05, 00000000:01:00.0"
@@ -138,6 +139,11 @@ SCENARIOS = {
 
 if os.environ.get("LLMHOST_FAKE") == "recorded-h200":
     SCENARIOS["recorded-h200"] = dict(data={}, responses=recorded_gpu_host())
+if os.environ.get("LLMHOST_FAKE") == "recorded-h200-busy":  # another process held 3682 MiB (recorded there)
+    _busy = (Path(__file__).parent / "fixtures/gpu-host/smi-memory/smi-other-process.txt").read_text().splitlines()
+    _gpu, _app = _busy[1].split(", "), _busy[3].split(", ")
+    SCENARIOS["recorded-h200-busy"] = dict(data={}, responses={**recorded_gpu_host(), "nvidia-smi --format": [
+        f"gpu {_gpu[0]}, {_gpu[2]}, {_gpu[3]}", f"app {_app[1]}, {_app[2]}, {_app[3]}"]})
 
 scenario = os.environ.get("LLMHOST_FAKE", "fresh-2204")
 extra = ast.literal_eval(os.environ.get("LLMHOST_FAKE_DATA", "{}"))  # test-only overrides, a dict literal

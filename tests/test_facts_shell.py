@@ -179,3 +179,24 @@ def test_model_snapshots_reads_each_complete_marker_and_skips_broken_ones(tmp_pa
     assert [d["commit"][0] for d in snapshots_to_prune(got, 1, ("org/m", "b" * 40))] == ["a"]
     assert snapshots_to_prune(got, 2, ("org/m", "b" * 40)) == []
     assert [d["commit"][0] for d in snapshots_to_prune(got, 1, ("org/m", "c" * 40))] == ["a", "b"]
+
+
+def test_gpu_memory_held_runs_nvidia_smi_as_recorded(tmp_path):
+    """The fact's command against an nvidia-smi that prints what the GPU host's printed for these queries
+    (tests/fixtures/gpu-host/smi-memory/smi-other-process.txt): the memory.used of the GPU, the compute app."""
+    from pathlib import Path
+
+    from operations.facts import GpuMemoryHeld
+
+    rec = (Path(__file__).parent / "fixtures/gpu-host/smi-memory/smi-other-process.txt").read_text().splitlines()
+    gpu, app = rec[1].split(", "), rec[3].split(", ")
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncase \"$*\" in\n"
+                   f"*--query-gpu=index,memory.total,memory.used*) echo '{gpu[0]}, {gpu[2]}, {gpu[3]}';;\n"
+                   f"*--query-compute-apps=pid,process_name,used_memory*) echo '{app[1]}, {app[2]}, {app[3]}';;\n"
+                   "esac\n")
+    smi.chmod(0o755)
+    out = subprocess.run(["sh", "-c", GpuMemoryHeld().command()], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
+    assert GpuMemoryHeld().process(out.splitlines()) == {
+        "used_mib": 3691, "own_mib": 0, "others_mib": 3691, "apps": [{"pid": 435, "name": "python3", "mib": 3682}]}

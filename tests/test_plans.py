@@ -150,3 +150,19 @@ def test_a_converged_host_does_not_show_the_admin_password_again(fake_apply):
     assert rc == 0, out[-3000:]
     assert not [c for c in cmds if "WEBUI_ADMIN_PASSWORD" in c], [c for c in cmds if "admin" in c]
     assert not [c for c in cmds if c.startswith(("systemctl restart", "systemctl start"))]
+
+
+def test_memory_other_processes_hold_is_kept_free_or_the_run_is_refused(fake_plan):
+    """Issue 20 part 2, on the GPU host's own recording (a python3 holding 3682 MiB; memory.used 3691 MiB): the plan
+    keeps that much plus 256 MiB free; an explicit utilization that would not leave it free is refused before any
+    change, naming the process."""
+    rc, plan, out = fake_plan("recorded-h200-busy")
+    assert rc == 0, out[-3000:]
+    assert ("other processes hold 3691 MiB (python3 pid 435 3682 MiB) of the GPU: planned with 3947 MiB kept free"
+            in out)
+    rc, plan, out = fake_plan("recorded-h200-busy", {"vllm_gpu_memory_utilization": 0.99})
+    assert rc != 0
+    assert "vllm_gpu_memory_utilization=0.99 plus vllm_reserved_mib=3947 exceed the card's" in out
+    assert "other processes hold 3691 MiB (python3 pid 435 3682 MiB) of the GPU: close them" in out
+    rc, plan, out = fake_plan("recorded-h200")  # the same host idle: nothing reserved
+    assert rc == 0 and "other processes hold" not in out
