@@ -1,6 +1,12 @@
 """A Hugging Face-compatible hub on this machine for download tests: olah (a real HF mirror server, offline mode)
 serving a small model repo that the tests make as a plain git repository.
 
+Pedigree: the server is olah itself (PyPI, pinned), not a reimplementation; the client that reads it is the real
+huggingface_hub snapshot_download of the deploy's fetcher, so the protocol on the wire is Hugging Face's
+(revision, tree, resolve with X-Repo-Commit / ETag; REFERENCE §6). The repos are made here: the model's config.json
+is the default model's (tests/fixtures/models/llama-3-8b-instruct-gptq), the weights are small random files, and
+olah's own refusal of an unknown revision (500, not the Hub's 404) is what the tests see.
+
     python -m testing.hub up     # writes .cache/hub/state.json: endpoint, repo, commit, pid
 """
 

@@ -6,6 +6,14 @@ linux-modules-nvidia-* metapackages (GA -generic and HWE -generic-hwe-24.04), ke
 linux-image-generic / -generic-hwe-24.04 metapackages. Nothing in them is NVIDIA's or Ubuntu's code: each .deb holds
 a text file saying it is a stand-in. dpkg-deb builds them, apt-ftparchive indexes them (Origin: llmhost-standin, so
 unattended-upgrades can be pointed at it). Served over HTTP on the test host's gateway so apt goes through the proxy.
+
+Pedigree: names and the metapackage -> per-ABI -> kernel image structure follow Ubuntu's packages as read from
+canonical/nvidia-graphics-drivers and linux-restricted-modules (REFERENCE §3, §8, §9); apt, dpkg and Debian's
+unattended-upgrades are the real ones. Known gap (issue 18, open): Ubuntu's version locks are not carried yet (the
+headless metapackage's `nvidia-kernel-common-580-server (<= X-1), (>= X)` bounds, the `(= version)` libs, the
+per-version firmware package, the virtual `nvidia-kernel-common-580-server-X`), so these stand-ins accept
+combinations Ubuntu's archive would refuse. The CUDA runfile stand-in (RUNFILE) copies one behaviour of NVIDIA's
+12.1.1 runfile: it refuses gcc newer than 12 without --override (REFERENCE §8).
 """
 
 from __future__ import annotations

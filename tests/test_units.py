@@ -3,6 +3,7 @@ written here by hand: loopback vLLM, signup off, auth on, hardening present, sec
 command line, readiness on /health, restart policy."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -257,6 +258,17 @@ def test_gpu_sampler_writes_node_exporter_textfile_from_nvidia_smi(tmp_path):
     smi = bin_dir / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho '0, NVIDIA GeForce RTX 3060, 97, 10650, 12288, 71, [N/A]'\n")
     os.chmod(smi, 0o755)
+    subprocess.run([str(script)], check=True, env=env)
+    # The GPU host's own answer to the sampler's query (recorded: tests/fixtures/gpu-host/smi-memory/), power included
+    recorded = (Path(__file__).parent / "fixtures/gpu-host/smi-memory/smi-sampler-query.txt").read_text().splitlines()
+    smi.write_text(f"#!/bin/sh\necho '{recorded[1]}'\n")
+    subprocess.run([str(script)], check=True, env=env)
+    h200 = 'gpu="0",name="NVIDIA H200"'
+    assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines() == [
+        "llmhost_gpu_up 1", f"llmhost_gpu_utilization_percent{{{h200}}} 0.0",
+        f"llmhost_gpu_memory_used_mib{{{h200}}} 0.0", f"llmhost_gpu_memory_total_mib{{{h200}}} 143771.0",
+        f"llmhost_gpu_temperature_celsius{{{h200}}} 34.0", f"llmhost_gpu_power_watts{{{h200}}} 103.81"]
+    smi.write_text("#!/bin/sh\necho '0, NVIDIA GeForce RTX 3060, 97, 10650, 12288, 71, [N/A]'\n")  # hand-written: [N/A]
     subprocess.run([str(script)], check=True, env=env)
     labels = 'gpu="0",name="NVIDIA GeForce RTX 3060"'
     assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines() == [
