@@ -23,7 +23,8 @@ def probe_vars(ctx: Context) -> dict:
     return dict(api=base, api_health=api.health, key_file=api.key_file, key_var=api.key_var, webui=ctx.serves_webui,
                 webui_connect=ctx.connect(s.openwebui_host), webui_port=s.openwebui_port,
                 served_model_name=s.served_model_name, gpu_host=s.gpu_host and ctx.serves_vllm,
-                admin_file=f"{s.config_root}/open-webui.admin.env", admin_email=s.openwebui_admin_email)
+                admin_file=f"{s.config_root}/open-webui.admin.env", admin_email=s.openwebui_admin_email,
+                token_file=f"{s.config_root}/open-webui.probe-token")
 
 
 @deploy("Base")

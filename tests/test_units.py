@@ -367,3 +367,62 @@ def test_the_first_admin_is_named_in_the_env_and_its_password_only_in_a_root_onl
     unit = webui_unit(c)
     assert "EnvironmentFile=/etc/llmhost/open-webui.admin.env" in unit
     assert not [l for l in unit if "PASSWORD" in l]
+
+
+def test_the_probe_signs_in_to_open_webui_once_and_keeps_its_token(tmp_path):
+    """Open WebUI 0.12.4 allows 15 sign-ins per email in 3 minutes (routers/auths.py signin_rate_limiter), then 429:
+    a probe that signed in at every look failed verify on a busy test host. It signs in once, keeps the token
+    root-only, and signs in again only when the kept token is refused."""
+    import json
+    import os
+    import stat
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from operations import base
+
+    calls = {"signin": 0, "chat": 0}
+    valid = {"t1"}
+
+    class OpenWebUI(BaseHTTPRequestHandler):  # the two endpoints the probe uses, as far as the probe reads them
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path == "/api/v1/auths/signin":
+                calls["signin"] += 1
+                body = json.dumps({"token": f"t{calls['signin']}"}).encode()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+            elif self.headers.get("Authorization", "").removeprefix("Bearer ") not in valid:
+                self.send_response(401)
+                self.end_headers()
+            else:
+                calls["chat"] += 1
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n')
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), OpenWebUI)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    c = ctx()
+    v = base.probe_vars(c)
+    admin, token = tmp_path / "open-webui.admin.env", tmp_path / "open-webui.probe-token"
+    admin.write_text("WEBUI_ADMIN_PASSWORD=pw\n")
+    v.update(admin_file=str(admin), token_file=str(token), webui_connect="127.0.0.1", webui_port=srv.server_port)
+    (tmp_path / "probe_mod.py").write_text(render("llmhost-probe.py.j2", **v))
+    code = f"import json, sys; sys.path.insert(0, {str(tmp_path)!r}); import probe_mod; print(json.dumps(probe_mod.webui_chat()))"
+    run = lambda: json.loads(subprocess.run(["python3", "-c", code], capture_output=True,  # noqa: E731
+                                            text=True, check=True).stdout.splitlines()[-1])
+    try:
+        assert run() == ["hi", None] and run() == ["hi", None] and run() == ["hi", None]
+        assert calls == {"signin": 1, "chat": 3}
+        assert stat.S_IMODE(os.stat(token).st_mode) == 0o600 and token.read_text().strip() == "t1"
+        valid.clear()
+        valid.add("t2")  # the kept token is refused (expired, or the data restored): one new sign-in
+        assert run() == ["hi", None] and calls["signin"] == 2
+    finally:
+        srv.shutdown()
