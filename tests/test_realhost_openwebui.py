@@ -76,15 +76,18 @@ def test_the_deploy_creates_the_admin_and_nobody_else_can_claim_the_server(h):
     h["password"] = password
 
 
-def browse(h: dict, shot: str, steps) -> None:
+def browse(h: dict, shot: str, steps, url: str | None = None, args: tuple = (), env: dict | None = None) -> None:
+    """Debian's headless Chromium signs in to Open WebUI as the admin (at ``url``, default its plain HTTP port),
+    runs ``steps(page)``, and leaves a screenshot in .cache/artifacts/."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=[
-            "--no-proxy-server", "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), env=env, args=[
+            "--no-proxy-server", "--disable-background-networking", "--disable-component-update", "--no-first-run",
+            *args])
         page = browser.new_page()
         try:
-            page.goto(f"http://{h['address']}:8080/auth", wait_until="networkidle", timeout=120_000)
+            page.goto(url or f"http://{h['address']}:8080/auth", wait_until="networkidle", timeout=120_000)
             page.fill("input[type=email]", ADMIN["email"])
             page.fill("input[type=password]", h["password"])
             page.keyboard.press("Enter")
@@ -224,8 +227,6 @@ def test_https_in_front_of_open_webui_on_loopback(h, tmp_path_factory):
     assert '"role":"admin"' in r.stdout.replace(" ", ""), r.stdout + r.stderr
     h["ca"] = str(ca)
     again = deploy(https_domain=DOMAIN, https_internal_ca=True)
-    import re
-
     m = re.search(r"Grand total\s+\d+\s+(\S+)", again.stdout)
     assert m and m.group(1) == "-", again.stdout[-3000:]
 
@@ -233,33 +234,13 @@ def test_https_in_front_of_open_webui_on_loopback(h, tmp_path_factory):
 def test_a_real_browser_over_https_signs_in_and_sees_the_streamed_answer(h, tmp_path_factory):
     """A headless Chromium that trusts only Caddy's internal root (an NSS db) signs in over HTTPS and sees the
     streamed answer; the screenshot is kept in .cache/artifacts/https-chat.png."""
-    from playwright.sync_api import expect, sync_playwright
-
     home = tmp_path_factory.mktemp("browser-home")
     nssdb = home / ".pki" / "nssdb"
     nssdb.mkdir(parents=True)
     subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
     subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "caddy-local", "-i", h["ca"]],
                    check=True)  # the browser trusts Caddy's internal CA, nothing else is relaxed
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browse(h, "https-chat.png", lambda page: say(page, "Which host are you?", 1), url=f"https://{DOMAIN}/auth",
+           args=(f"--host-resolver-rules=MAP {DOMAIN} {h['address']}",), env={**os.environ, "HOME": str(home)})
     shot = ARTIFACTS / "https-chat.png"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), env={**os.environ, "HOME": str(home)},
-                                     args=[f"--host-resolver-rules=MAP {DOMAIN} {h['address']}", "--no-proxy-server"])
-        page = browser.new_page()
-        try:
-            page.goto(f"https://{DOMAIN}/auth", wait_until="networkidle", timeout=90_000)
-            page.fill("input[type=email]", ADMIN["email"])
-            page.fill("input[type=password]", h["password"])
-            page.keyboard.press("Enter")
-            box = page.locator("#chat-input")
-            box.wait_for(timeout=60_000)
-            page.keyboard.press("Escape")  # a "what's new" dialog, if any
-            box.click()
-            page.keyboard.type("Which host are you?")
-            page.keyboard.press("Enter")
-            expect(page.get_by_text("Hello from the llmhost stand-in").first).to_be_visible(timeout=60_000)
-        finally:
-            page.screenshot(path=str(shot), full_page=True)
-            browser.close()
     assert shot.stat().st_size > 10_000

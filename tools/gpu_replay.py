@@ -64,10 +64,11 @@ def build_venv() -> None:
     site = Path(torch.__file__).parent.parent
     own = VENV / "host-torch"
     own.mkdir(exist_ok=True)
+    staged = {w.split("-")[0].lower() for w in os.listdir("/tmp/stage")}  # the wheels the lock's pieces brought
     for entry in site.iterdir():
         base = entry.name.split("-")[0].lower()
-        if base in HOST_OWN or (entry.name.endswith(".dist-info") and (
-                base.startswith("nvidia_") and base not in [w.split("-")[0].lower() for w in os.listdir("/tmp/stage")])):
+        if base in HOST_OWN or (entry.name.endswith(".dist-info") and base.startswith("nvidia_")
+                                and base not in staged):
             (own / entry.name).symlink_to(entry)
     pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
     (VENV / "lib" / pyver / "site-packages" / "llmhost-host-torch.pth").write_text(str(own) + "\n")
