@@ -4,7 +4,7 @@ configured by ``nvidia-ctk`` (it merges daemon.json) with a Docker restart only 
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import deploy, operation
+from pyinfra.api import deploy
 from pyinfra.facts.files import FindInFile
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server, systemd
@@ -12,32 +12,12 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from operations.context import Context
-from operations.facts import AptHolds, DpkgVersion
-from operations.shared_ops import gpu_step_applies, held, skipped
+from operations.shared_ops import gpu_step_applies, held, pinned_and_held, skipped
 
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 BASE = "https://nvidia.github.io/libnvidia-container"
 PACKAGES = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
             "libnvidia-container1"]
-
-
-@operation()
-def pinned_and_held(packages: list[str], version: str):
-    """Ensure every one of ``packages`` is installed at exactly ``version`` and on hold.
-
-    + packages: packages that move together (nvidia-container-toolkit and its three libraries)
-    + version: the Debian version, e.g. ``1.17.8-1``
-
-    Held packages cannot be changed by apt, so a pin change unholds, installs the four together and holds again in
-    one command (a failure leaves apt's own state, and the next run tries again)."""
-    installed = {p: host.get_fact(DpkgVersion, package=p) for p in packages}
-    holds = host.get_fact(AptHolds)
-    if all(v == version for v in installed.values()) and all(p in holds for p in packages):
-        host.noop(f"{' '.join(packages)} at {version}, held")
-        return
-    pins = " ".join(f"{p}={version}" for p in packages)
-    yield (f"apt-mark unhold {' '.join(packages)} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-           f"--no-install-recommends --allow-downgrades {pins} && apt-mark hold {' '.join(packages)}")
 
 
 @deploy("NVIDIA container toolkit")
@@ -57,7 +37,7 @@ def ensure(ctx: Context):
         apt.update(name="Refresh apt after adding the toolkit repo", _if=any_changed(repo, key))
     if s.container_toolkit_version:
         pinned_and_held(name=f"Container toolkit {s.container_toolkit_version} (four packages together, held)",
-                        packages=PACKAGES, version=s.container_toolkit_version)
+                        versions={p: s.container_toolkit_version for p in PACKAGES})
     else:
         apt.packages(name="Install the container toolkit (four packages together)", packages=PACKAGES,
                      no_recommends=True)

@@ -10,6 +10,7 @@ from pyinfra.api.exceptions import DeployError
 
 from operations.core.settings import Settings
 from operations.core.tuning import Plan
+from operations.core.driver_set import DriverSet
 from operations.core.versions import FAMILIES, Family
 
 
@@ -59,7 +60,9 @@ class Context:
     model_commit: str
     flavour: str
     warnings: list[str] = field(default_factory=list)
-    modules_package: str = ""  # the NVIDIA modules metapackage for the running kernel's flavour
+    modules_package: str = ""  # the NVIDIA modules metapackage that follows kernel_meta
+    kernel_meta: str = ""  # the linux-image metapackage of the kernel that boots next
+    driver_set: DriverSet | None = None  # kernel, modules and user space at one driver version (None: apt knows none)
     running_kernel: str = ""
     kernel_missing_module: str = ""  # the ABI modules package to install when the running kernel has no nvidia.ko
     roles: frozenset = frozenset({"vllm", "webui"})  # from the inventory groups (operations/core/fleet.py)

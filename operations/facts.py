@@ -275,33 +275,75 @@ class DpkgVersion(FactBase):
 
 
 class KernelImages(FactBase):
-    """The running kernel and the installed linux-image metapackages with the kernel image each depends on.
+    """The running kernel, the kernel that boots next (the newest /boot/vmlinuz-*, the boot loader's default on
+    Ubuntu), and the installed linux-image metapackages with the kernel image each depends on.
 
     Sample output::
 
         running=6.8.0-48-generic
+        next=6.11.0-29-generic
         linux-image-generic-hwe-24.04 6.11.0-29.29~24.04.1 linux-image-6.11.0-29-generic, linux-firmware
         linux-image-generic 6.8.0-48.48 linux-image-6.8.0-48-generic
     """
 
     @staticmethod
     def default():
-        return {"running": "", "meta": {}}
+        return {"running": "", "next": "", "meta": {}}
 
-    def command(self) -> str:
-        return ("echo running=$(uname -r); dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version} ${Depends}\\n' "
-                "'linux-image-generic*' 'linux-image-lowlatency*' 'linux-image-virtual*' 2>/dev/null "
-                "| sed -n 's/^ii *//p' || true")
+    def command(self, running: str = "") -> str:
+        # running: TEST ONLY (driver_standin_kernel): the kernel a container is taken to run instead of uname -r
+        return (f"echo running={running or '$(uname -r)'}; echo next=$(ls /boot 2>/dev/null | "
+                "sed -n 's/^vmlinuz-//p' | sort -V | tail -n1); dpkg-query -W -f='${db:Status-Abbrev} ${Package} "
+                "${Version} ${Depends}\\n' 'linux-image-generic*' 'linux-image-lowlatency*' 'linux-image-virtual*' "
+                "2>/dev/null | sed -n 's/^[ih]i *//p' || true")
 
     def process(self, output):
-        out = {"running": "", "meta": {}}
+        out = {"running": "", "next": "", "meta": {}}
         for line in output:
-            if line.startswith("running="):
-                out["running"] = line.split("=", 1)[1].strip()
+            if line.startswith(("running=", "next=")):
+                key, value = line.split("=", 1)
+                out[key] = value.strip()
             elif line.strip():
                 name, _ver, *deps = line.split(None, 2) + [""]
                 images = re.findall(r"linux-image-(\d[\w.~+-]*)", deps[0] if deps else "")
                 out["meta"][name] = images[0] if images else ""
+        out["next"] = out["next"] or out["running"]
+        return out
+
+
+class AptVersions(FactBase):
+    """Every version apt knows of each package (the archive's and the installed one), in apt's order (newest
+    first), with its Depends: {package: [{"version", "depends"}]}.
+
+    Sample output::
+
+        Package: linux-modules-nvidia-580-server-open-generic
+        Version: 6.8.0-90.91+2
+        Depends: linux-modules-nvidia-580-server-open-6.8.0-90-generic (= 6.8.0-90.91+2)
+    """
+
+    @staticmethod
+    def default():
+        return {}
+
+    def command(self, packages: list[str]) -> str:
+        names = " ".join(packages)
+        return (f"for p in {names}; do apt-cache show \"$p\" 2>/dev/null | grep -E '^(Package|Version|Depends):'; "
+                "done; true")
+
+    def process(self, output):
+        out: dict[str, list[dict]] = {}
+        current = None
+        for line in output:
+            key, _, value = line.partition(":")
+            value = value.strip()
+            if key == "Package":
+                current = {"version": "", "depends": ""}
+                out.setdefault(value, []).append(current)
+            elif current is not None and key == "Version":
+                current["version"] = value
+            elif current is not None and key == "Depends":
+                current["depends"] = value
         return out
 
 
@@ -317,10 +359,11 @@ class NvidiaModuleForKernel(FactBase):
     def default():
         return ""
 
-    def command(self) -> str:
+    def command(self, kernel: str = "") -> str:
         # modinfo needs kmod and depmod's index; the module file itself is the fallback evidence.
-        return ("modinfo -k \"$(uname -r)\" -F version nvidia 2>/dev/null || "
-                "find /lib/modules/\"$(uname -r)\" -name 'nvidia.ko*' -printf 'present\\n' -quit 2>/dev/null || true")
+        k = kernel or "$(uname -r)"
+        return (f"modinfo -k \"{k}\" -F version nvidia 2>/dev/null || "
+                f"find /lib/modules/\"{k}\" -name 'nvidia.ko*' -printf 'present\\n' -quit 2>/dev/null || true")
 
     def process(self, output):
         return first_line(output)

@@ -1,5 +1,6 @@
-"""The NVIDIA driver: a pinned branch from Ubuntu's archive, prebuilt signed modules, held, kept out of
-unattended-upgrades, nouveau blacklisted; reboot only when the driver changed."""
+"""The NVIDIA driver: a pinned branch from Ubuntu's archive, prebuilt signed modules; the kernel, its modules and
+the user space held and moved together by the deploy (operations/core/driver_set.py says why), kept out of
+unattended-upgrades, nouveau blacklisted; reboot only when the set moved."""
 
 from __future__ import annotations
 
@@ -12,18 +13,21 @@ from pyinfra.operations import apt, files, server
 
 from operations.context import Context
 from operations.facts import AptHolds, DpkgVersion
-from operations.shared_ops import gpu_step_applies, held, skipped
-from operations.core.versions import driver_packages, other_branch_holds
+from operations.shared_ops import gpu_step_applies, held, pinned_and_held, skipped
+from operations.core.driver_set import other_branch_holds, userspace_packages
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
-// driver upgrade under a loaded module gives "Driver/library version mismatch").
+// driver upgrade under a loaded module gives "Driver/library version mismatch"; a kernel's NVIDIA
+// modules are built against one driver version, so kernel, modules and driver move together).
+// The kernel and modules metapackages and the driver's user space are also held (apt-mark showhold).
 Unattended-Upgrade::Package-Blacklist {
     "nvidia-";
     "libnvidia-";
     "cuda-";
+    "linux-modules-nvidia-";
+    "linux-objects-nvidia-";
+    "linux-signatures-nvidia-";
 };
-// Not listed: the kernel and linux-modules-nvidia-*: the modules metapackage follows the kernel metapackage, so a
-// security kernel arrives together with its signed nvidia module.
 """
 
 NOUVEAU_BLACKLIST = "# llmhost: the NVIDIA driver owns the card\nblacklist nouveau\noptions nouveau modeset=0\n"
@@ -41,11 +45,13 @@ def driver_check(utils_package: str) -> str:
 
 
 def loaded_module_differs(ctx: Context, package: str):
-    """At execution time (after the install): does the loaded module differ from the installed package?"""
+    """At execution time (after the install): does the loaded module differ from the installed package, or does
+    another kernel than the running one boot with it?"""
 
     def check() -> bool:
         installed = host.get_fact(DpkgVersion, package=package).split("-")[0]
-        return installed != ctx.module.get("version")
+        boot = ctx.driver_set.boot if ctx.driver_set else ctx.running_kernel
+        return installed != ctx.module.get("version") or boot != ctx.running_kernel
 
     return check
 
@@ -55,7 +61,9 @@ def ensure(ctx: Context):
     s = ctx.s
     if not gpu_step_applies(ctx, "NVIDIA driver"):
         return
-    packages = driver_packages(s.nvidia_driver_branch, ctx.flavour, ctx.modules_package)
+    user = userspace_packages(s.nvidia_driver_branch, ctx.flavour)
+    packages = [*user, ctx.modules_package]
+    hold = [ctx.kernel_meta, ctx.modules_package, *user]
     present = host.get_fact(DebPackages)
     from_deb = any(p in present for p in packages) or any(k.startswith("nvidia-utils-") for k in present)
     if ctx.working_driver and not from_deb:
@@ -77,26 +85,35 @@ def ensure(ctx: Context):
     if other:  # held packages cannot be replaced: apt would stop with "held broken packages"
         server.shell(name=f"Release the holds of the previous driver branch ({len(other)} packages)",
                      commands=[f"apt-mark unhold {' '.join(other)}"])
-    # apt-get update only when something is missing: a converged host stays a noop however old its apt lists are.
-    install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules: {packages[-1]})",
-                           packages=packages, no_recommends=True,
-                           update=any(p not in present for p in packages), cache_time=3600)
-    held(name="Hold the user-space driver packages", packages=packages[:2])
+    dset = ctx.driver_set
+    if dset:
+        install = pinned_and_held(
+            name=f"Kernel {dset.boot}, its {ctx.flavour} modules and the {s.nvidia_driver_branch} driver "
+                 f"{dset.driver} together (held)", versions=dset.pins, hold=hold)
+    else:  # apt has not read an archive with these packages yet (a fresh box): the newest set, then held
+        install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules: "
+                                    f"{ctx.modules_package})", packages=packages, no_recommends=True,
+                               update=any(p not in present for p in packages), cache_time=3600)
+        held(name="Hold the kernel and modules metapackages and the user-space driver", packages=hold)
     if ctx.kernel_missing_module:
-        # The running kernel lost its module (a kernel update without it): install the module built for exactly
-        # this kernel and load it; no reboot is needed for that.
-        repair = apt.packages(name=f"Install the nvidia module for the running kernel {ctx.running_kernel}",
-                              packages=[ctx.kernel_missing_module], no_recommends=True, update=True,
-                              cache_time=3600)
+        # The running kernel lost its module (a kernel update without it): the set above pins it back; without a
+        # set, install the package built for exactly this kernel. Load it: no reboot is needed for that.
+        repair = install if dset else apt.packages(
+            name=f"Install the nvidia module for the running kernel {ctx.running_kernel}",
+            packages=[ctx.kernel_missing_module], no_recommends=True, update=True, cache_time=3600)
         if not s.driver_standin_archive:
             server.shell(name="Load the nvidia module", commands=["modprobe nvidia"], _if=repair.did_change)
     if s.driver_standin_archive:
         skipped(name="Load / reboot (skipped: TEST ONLY stand-in archive)",
                 reason="driver_standin_archive: a container cannot load kernel modules or boot another kernel")
     elif s.nvidia_reboot:
-        reboot = server.reboot(name="Reboot into the new driver (it changed)", reboot_timeout=600,
-                               _if=[install.did_change, loaded_module_differs(ctx, packages[1])])
+        if dset and dset.no_module:
+            skipped(name="Reboot (withheld)", reason=f"the kernel {dset.no_module} would boot without an nvidia "
+                                                     "module: reboot by hand after removing it or once its module is in")
+            return
+        reboot = server.reboot(name="Reboot into the new kernel / driver (the set moved)", reboot_timeout=600,
+                               _if=[install.did_change, loaded_module_differs(ctx, user[1])])
         server.shell(name="Driver answers after the reboot (nvidia-smi; loaded module = installed package)",
-                     commands=[driver_check(packages[1])], _if=reboot.did_change)
+                     commands=[driver_check(user[1])], _if=reboot.did_change)
     else:
         skipped(name="Reboot (disabled)", reason="nvidia_reboot=False: reboot by hand if the driver changed")

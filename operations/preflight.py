@@ -7,20 +7,20 @@ which stops pyinfra before it executes a single operation on any host.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
 from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
-from operations.core import fleet, versions
+from operations.core import driver_set, fleet, versions
 from operations.context import Context, LlmhostError, snapshots_to_prune
 from operations.hub import check_embedding, model_config
-from operations.facts import (DiskFreeMib, GpuMemoryHeld, ModelSnapshots, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
+from operations.facts import (AptVersions, DiskFreeMib, GpuMemoryHeld, ModelSnapshots, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
                               NvidiaModuleForKernel, NvidiaSmi, PciNvidiaGpus, PortOwners, SecureBoot)
 from operations.core.settings import Settings, SettingsError
 from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
@@ -266,23 +266,43 @@ def _check() -> Context:
 
 
 def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
-    """Which NVIDIA modules package fits the running kernel, whether that kernel still has a module, and whether
-    the installed driver answers (every run: a driver from the debs must be the one loaded)."""
+    """The driver set (operations/core/driver_set.py): the kernel that boots next, its modules metapackage, and the
+    one driver version the module and the user space share; whether the running kernel still has a module; and
+    whether the installed driver answers (every run: a driver from the debs must be the one loaded)."""
     s = ctx.s
-    kernels = host.get_fact(KernelImages)
+    kernels = host.get_fact(KernelImages, running=s.driver_standin_kernel or "")
     ctx.running_kernel = kernels["running"]
     installed = host.get_fact(DpkgVersion, package=f"nvidia-utils-{s.nvidia_driver_branch}-server").split("-")[0]
     from_deb = bool(installed)
     if ctx.working_driver and not from_deb:
         return  # a working driver from elsewhere is left alone (see nvidia_driver)
     try:
-        ctx.modules_package = versions.modules_package(s.nvidia_driver_branch, ctx.flavour, kernels["running"],
-                                                       kernels["meta"], sorted(host.get_fact(DebPackages)))
+        driver_set.check_kernel(kernels["next"])
+        ctx.kernel_meta = driver_set.kernel_metapackage(kernels["meta"], kernels["next"], kernels["running"])
     except ValueError as exc:
         _fail(str(exc))
-    if from_deb and not host.get_fact(NvidiaModuleForKernel):
-        ctx.kernel_missing_module = versions.abi_modules_package(s.nvidia_driver_branch, ctx.flavour,
-                                                                 kernels["running"])
+    branch, flavour = s.nvidia_driver_branch, ctx.flavour
+    ctx.modules_package = driver_set.modules_package(branch, flavour, ctx.kernel_meta)
+    names = [ctx.kernel_meta, ctx.modules_package, *driver_set.userspace_packages(branch, flavour)]
+    known = host.get_fact(AptVersions, packages=names)
+    abis = {kernels["next"], kernels["running"]} | {
+        m.group(1) for v in known.get(ctx.kernel_meta, []) if (m := re.search(r"linux-image-(\d[^\s,|()]*)", v["depends"]))}
+    known.update(host.get_fact(AptVersions, packages=sorted(driver_set.abi_modules_package(branch, flavour, a)
+                                                            for a in abis if a)))
+    ctx.driver_set = driver_set.driver_set(branch, flavour, ctx.kernel_meta, kernels["next"], known,
+                                             keep=(kernels["running"],))
+    if ctx.driver_set and not ctx.driver_set.pins:
+        _fail(f"no NVIDIA {branch} driver in the archive fits the kernel {kernels['next']}: "
+              + "; ".join(ctx.driver_set.waits) + ". Run apt update, or boot a kernel that has its "
+              f"{ctx.modules_package}, then re-run")
+    if ctx.driver_set:
+        ctx.warnings += ctx.driver_set.waits
+        if ctx.driver_set.no_module:
+            ctx.warnings.append(f"the kernel {ctx.driver_set.no_module} boots next and has no nvidia {branch} module "
+                                f"at driver {ctx.driver_set.driver} in the archive: do not reboot into it; remove it "
+                                f"(apt remove linux-image-{ctx.driver_set.no_module}) or wait for its module")
+    if from_deb and not host.get_fact(NvidiaModuleForKernel, kernel=kernels["running"]):
+        ctx.kernel_missing_module = driver_set.abi_modules_package(branch, flavour, kernels["running"])
         ctx.warnings.append(f"the running kernel {kernels['running']} has no nvidia module (a kernel update without "
                             f"it): this run installs {ctx.kernel_missing_module} and loads it")
     elif from_deb and s.gpu_host and not s.driver_standin_archive:

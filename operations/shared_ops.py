@@ -12,7 +12,7 @@ from pyinfra.api import FileUploadCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
 from operations.context import Context
-from operations.facts import AptHolds, SnapshotFiles
+from operations.facts import AptHolds, DpkgVersion, SnapshotFiles
 
 # A secret made by the host's own CSPRNG inside the command: it never crosses the wire, a command line or a log.
 NEW_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -68,6 +68,29 @@ def held(packages: list[str]):
         host.noop(f"already held: {' '.join(packages)}")
         return
     yield f"apt-mark hold {' '.join(missing)}"
+
+
+@operation()
+def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None):
+    """Ensure each package is installed at exactly its version, and ``hold`` (default: the pinned packages) on hold.
+
+    + versions: package -> Debian version (packages that move together: the container toolkit's four; a kernel,
+      its NVIDIA modules and the driver's user space)
+    + hold: the packages to hold afterwards (apt then never moves them; the others follow by their Depends)
+
+    Held packages cannot be changed by apt, so a change unholds, installs the set in one apt call (which may
+    downgrade, and removes what conflicts with it) and holds again (a failure leaves apt's own state, and the next
+    run tries again)."""
+    hold = list(versions) if hold is None else hold
+    installed = {p: host.get_fact(DpkgVersion, package=p) for p in versions}
+    holds = host.get_fact(AptHolds)
+    pins = " ".join(f"{p}={v}" for p, v in versions.items())
+    if all(installed[p] == v for p, v in versions.items()) and all(p in holds for p in hold):
+        host.noop(f"{pins}, held")
+        return
+    release = hold + [p for p in versions if p in holds and p not in hold]
+    yield (f"apt-mark unhold {' '.join(release)} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+           f"--no-install-recommends --allow-downgrades {pins} && apt-mark hold {' '.join(hold)}")
 
 
 @operation()

@@ -120,7 +120,8 @@ SCENARIOS = {
               ("nvidia-utils-580-server", "580.95.05-0ubuntu0.22.04.1"),
               ("linux-modules-nvidia-580-server-open-generic", "5.15.0-126.136+1"),
               ("linux-image-generic", "5.15.0.126.125")],
-        holds=["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"],
+        holds=["linux-image-generic", "linux-modules-nvidia-580-server-open-generic",
+               "nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"],
         files=["/etc/apt/apt.conf.d/51llmhost-nvidia", "/etc/modprobe.d/llmhost-blacklist-nouveau.conf"],
         probe='{"ok": true, "models": ["m"], "completion": "hi", "webui_health": 200, "gpus": "NVIDIA GeForce RTX 3060"}')),
     # Installed from the debs (580.95.05) but the old module (580.82.07) is still loaded: a reboot is pending.

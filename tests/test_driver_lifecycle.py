@@ -4,7 +4,9 @@ Plans on scripted @fake hosts; expected package names written by hand from Ubunt
 NOT here: the same against real apt / dpkg holds / unattended-upgrades (the stand-in archive of issue 9 is not
 built yet)."""
 
-from operations.core import versions
+import pytest
+
+from operations.core import driver_set
 from tests.conftest import changed, names
 
 
@@ -15,22 +17,91 @@ def test_ga_kernel_gets_the_generic_modules_package(fake_plan):
         in changed(plan)
 
 
-def test_hwe_kernel_gets_the_hwe_modules_package_and_only_it():
+def test_modules_package_follows_the_metapackage_of_the_kernel_that_boots_next():
     metas = {"linux-image-generic": "6.8.0-48-generic", "linux-image-generic-hwe-24.04": "6.11.0-29-generic"}
-    assert versions.modules_package(580, "open", "6.11.0-29-generic", metas) == \
-        "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
-    # booted into the GA kernel on the same box: the GA package
-    assert versions.modules_package(580, "proprietary", "6.8.0-48-generic", metas) == \
+    hwe = driver_set.kernel_metapackage(metas, "6.11.0-29-generic")
+    assert hwe == "linux-image-generic-hwe-24.04"
+    assert driver_set.modules_package(580, "open", hwe) == "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
+    # booted into the GA kernel, the HWE one installed but older than nothing: the newest image boots next
+    assert driver_set.kernel_metapackage(metas, "6.8.0-48-generic") == "linux-image-generic"
+    assert driver_set.modules_package(580, "proprietary", "linux-image-generic") == \
         "linux-modules-nvidia-580-server-generic"
-    # running an older HWE kernel than the metapackage's (update installed, not rebooted yet): still the HWE one
-    assert versions.modules_package(580, "open", "6.11.0-19-generic",
-                                    {"linux-image-generic-hwe-24.04": "6.11.0-29-generic"}) == \
-        "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
-    # both metapackages, neither kernel running yet: the flavour already installed (any branch) is kept
-    both = {"linux-image-generic": "6.8.0-50-generic", "linux-image-generic-hwe-24.04": "6.11.0-30-generic"}
-    assert versions.modules_package(590, "open", "6.11.0-29-generic", both,
-                                    ["linux-modules-nvidia-580-server-open-generic-hwe-24.04", "nvidia-utils-580-server"]) \
-        == "linux-modules-nvidia-590-server-open-generic-hwe-24.04"
+    # a newer image installed by hand, without a metapackage: the running kernel's metapackage
+    assert driver_set.kernel_metapackage(metas, "6.12.9-99-generic", "6.11.0-29-generic") == hwe
+    # two metapackages for one kernel: the greatest name, as ubuntu-drivers (kerneldetection.py) picks
+    two = {"linux-image-generic-6.14": "6.14.0-36-generic", "linux-image-generic-hwe-24.04": "6.14.0-36-generic"}
+    assert driver_set.kernel_metapackage(two, "6.14.0-36-generic") == "linux-image-generic-hwe-24.04"
+    # virtual kernels are -generic ones: the -generic modules (ubuntu-drivers, LP #2085962)
+    assert driver_set.modules_package(580, "open", "linux-image-virtual") == "linux-modules-nvidia-580-server-open-generic"
+
+
+def test_cloud_kernels_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"the kernel 6.8.0-1019-aws is a cloud kernel \(-aws\).*Install "
+                                         r"linux-image-generic"):
+        driver_set.check_kernel("6.8.0-1019-aws")
+    driver_set.check_kernel("6.8.0-48-lowlatency")  # lowlatency has its modules
+
+
+# An archive as AptVersions reads it (newest first), written by hand in Ubuntu's shapes (REFERENCE §9):
+# metapackages (= version) on one kernel's package, which bounds nvidia-kernel-common to one driver.
+K, M, U = "linux-image-generic", "linux-modules-nvidia-580-server-open-generic", "nvidia-utils-580-server"
+H = "nvidia-headless-no-dkms-580-server-open"
+A, B, C = "6.8.0-50-generic", "6.8.0-51-generic", "6.8.0-52-generic"
+
+
+def per_abi(abi: str) -> str:
+    return f"linux-modules-nvidia-580-server-open-{abi}"
+
+
+def mod(version: str, x: str) -> dict:
+    return {"version": version, "depends": f"linux-image-X | linux-image-unsigned-X, nvidia-kernel-common-580-server "
+                                           f"(<= {x}-1), nvidia-kernel-common-580-server (>= {x})"}
+
+
+def archive(stage: str) -> dict:
+    x1, x2 = "580.95.05", "580.105.08"
+    arch = {K: [{"version": "6.8.0-50.50", "depends": f"linux-image-{A}"}],
+            M: [{"version": "6.8.0-50.50+1", "depends": f"{per_abi(A)} (= 6.8.0-50.50+1)"}],
+            per_abi(A): [mod("6.8.0-50.50+1", x1)],
+            U: [{"version": f"{x1}-0ubuntu1", "depends": ""}], H: [{"version": f"{x1}-0ubuntu1", "depends": ""}]}
+    if stage in ("a", "b", "c"):  # (a) a point release alone
+        arch[U].insert(0, {"version": f"{x2}-0ubuntu1", "depends": ""})
+        arch[H].insert(0, {"version": f"{x2}-0ubuntu1", "depends": ""})
+    if stage in ("b", "c"):  # (b) modules respun for A against x2, then a security kernel B built against x2
+        arch[M].insert(0, {"version": "6.8.0-50.50+2", "depends": f"{per_abi(A)} (= 6.8.0-50.50+2)"})
+        arch[per_abi(A)].insert(0, mod("6.8.0-50.50+2", x2))
+        arch[K].insert(0, {"version": "6.8.0-51.51", "depends": f"linux-image-{B}"})
+        arch[M].insert(0, {"version": "6.8.0-51.51+1", "depends": f"{per_abi(B)} (= 6.8.0-51.51+1)"})
+        arch[per_abi(B)] = [mod("6.8.0-51.51+1", x2)]
+    if stage == "c":  # (c) kernel C in -security, its modules not published yet
+        arch[K].insert(0, {"version": "6.8.0-52.52", "depends": f"linux-image-{C}"})
+    return arch
+
+
+def test_driver_set_moves_kernel_module_and_user_space_together():
+    converged = driver_set.driver_set(580, "open", K, A, archive("ga"), keep=(A,))
+    assert converged.pins == {K: "6.8.0-50.50", M: "6.8.0-50.50+1", per_abi(A): "6.8.0-50.50+1",
+                              H: "580.95.05-0ubuntu1", U: "580.95.05-0ubuntu1"}
+    assert (converged.boot, converged.driver, converged.waits, converged.no_module) == (A, "580.95.05", [], "")
+    # (a) the point release alone: no module is built against it, so nothing moves and the driver waits
+    a = driver_set.driver_set(580, "open", K, A, archive("a"), keep=(A,))
+    assert a.pins == converged.pins
+    assert a.waits == [f"driver 580.105.08 waits: no module for kernel {A} built against it yet"]
+    # (b) the security kernel B, its module and the user space at 580.105.08; the running kernel's respun module
+    b = driver_set.driver_set(580, "open", K, A, archive("b"), keep=(A,))
+    assert b.pins == {K: "6.8.0-51.51", M: "6.8.0-51.51+1", per_abi(B): "6.8.0-51.51+1", per_abi(A): "6.8.0-50.50+2",
+                      H: "580.105.08-0ubuntu1", U: "580.105.08-0ubuntu1"}
+    assert (b.boot, b.driver, b.waits) == (B, "580.105.08", [])
+    # (c) kernel C has no module yet: it waits, named; B's set is the newest coherent one
+    c = driver_set.driver_set(580, "open", K, A, archive("c"), keep=(A,))
+    assert c.pins == b.pins
+    assert c.waits == [f"kernel {C} (linux-image-generic 6.8.0-52.52) waits: the archive has no {M} for it yet"]
+    # C installed anyway (by hand, or by unattended-upgrades before llmhost held the metapackage): it boots next
+    # and no module for it exists, so it is named
+    late = driver_set.driver_set(580, "open", K, C, archive("c"), keep=(A,))
+    assert (late.boot, late.no_module) == (C, C)
+    # nothing of the metapackage in apt's lists (apt update has not run): no set, the caller installs by name
+    assert driver_set.driver_set(580, "open", K, A, {}) is None
 
 
 def test_hwe_host_plan_installs_the_hwe_modules(fake_plan):
@@ -39,13 +110,13 @@ def test_hwe_host_plan_installs_the_hwe_modules(fake_plan):
     assert ("NVIDIA driver | Install the 580 driver (open modules: "
             "linux-modules-nvidia-580-server-open-generic-hwe-24.04)") in changed(plan)
     assert not any(n.endswith("(open modules: linux-modules-nvidia-580-server-open-generic)") for n in names(plan))
-    assert "NVIDIA driver | Hold the user-space driver packages" in changed(plan)
+    assert "NVIDIA driver | Hold the kernel and modules metapackages and the user-space driver" in changed(plan)
 
 
 def test_kernel_without_a_matching_metapackage_is_refused_before_any_change(fake_plan):
     rc, plan, out = fake_plan("odd-kernel")
     assert rc != 0
-    assert "no NVIDIA modules package matches the running kernel 6.12.9-custom" in out
+    assert "no NVIDIA modules package matches the kernel 6.12.9-custom" in out
     assert "linux-image-generic (6.8.0-48-generic)" in out
     assert "Starting operation" not in out
 
@@ -63,13 +134,11 @@ def test_lost_module_is_reported_and_repaired(fake_apply):
 
 def test_user_space_held_modules_follow_the_kernel():
     from operations.nvidia_driver import UNATTENDED_BLACKLIST
-    from operations.core.versions import driver_packages, userspace_packages
-
-    assert userspace_packages(580, "open") == ["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"]
-    pk = driver_packages(580, "open", "linux-modules-nvidia-580-server-open-generic-hwe-24.04")
-    assert pk[-1] == "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
+    assert driver_set.userspace_packages(580, "open") == ["nvidia-headless-no-dkms-580-server-open",
+                                                         "nvidia-utils-580-server"]
     blocked = [l.strip().strip('";') for l in UNATTENDED_BLACKLIST.splitlines() if l.strip().startswith('"')]
-    assert blocked == ["nvidia-", "libnvidia-", "cuda-"]
+    assert blocked == ["nvidia-", "libnvidia-", "cuda-", "linux-modules-nvidia-", "linux-objects-nvidia-",
+                       "linux-signatures-nvidia-"]
 
 
 def test_recorded_gpu_host_kernel_facts_parse():
@@ -83,7 +152,7 @@ def test_recorded_gpu_host_kernel_facts_parse():
     running = text[text.index("$ uname -r") + 1]
     assert running == "6.18.44-fc-v657-gpu"
     meta_lines = [l for l in text if l.startswith("linux-image")]
-    assert KernelImages().process([f"running={running}"] + meta_lines) == {"running": running, "meta": {}}
+    assert KernelImages().process([f"running={running}"] + meta_lines) == {"running": running, "next": running, "meta": {}}
     assert NvidiaModuleForKernel().process([]) == ""
 
 
@@ -180,10 +249,10 @@ def test_no_reboot_without_a_driver_change(fake_plan):
     assert rc == 0, out
     assert "NVIDIA driver | Install the 580 driver (open modules: linux-modules-nvidia-580-server-open-generic)" \
         not in changed(plan)
-    reboot = "NVIDIA driver | Reboot into the new driver (it changed)"
+    reboot = "NVIDIA driver | Reboot into the new kernel / driver (the set moved)"
     assert reboot in names(plan)
     assert reboot not in changed(plan) and reboot in conditional(plan)
-    assert "NVIDIA driver | Hold the user-space driver packages" not in changed(plan)
+    assert "NVIDIA driver | Hold the kernel and modules metapackages and the user-space driver" not in changed(plan)
 
 
 REBOOT = "( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &"  # what server.reboot runs (pyinfra 3.10)
@@ -198,7 +267,8 @@ def test_fresh_host_executes_install_hold_reboot_check_in_that_order(fake_apply)
     rc, cmds, out = fake_apply("fresh-2204")
     assert rc == 0, out[-3000:]
     assert cmds.count(REBOOT) == 1, [c for c in cmds if "reboot" in c]
-    hold = "apt-mark hold nvidia-headless-no-dkms-580-server-open nvidia-utils-580-server"
+    hold = ("apt-mark hold linux-image-generic linux-modules-nvidia-580-server-open-generic "
+            "nvidia-headless-no-dkms-580-server-open nvidia-utils-580-server")
     check = [i for i, c in enumerate(cmds) if c.startswith("loaded=$(sed -n ")]
     assert len(check) == 1
     assert cmds.index(INSTALL) < cmds.index(hold) < cmds.index(REBOOT) < check[0] < cmds.index(
@@ -211,5 +281,5 @@ def test_installed_driver_is_never_reinstalled_or_rebooted(fake_apply):
     rc, cmds, out = fake_apply("driver-installed")
     assert rc == 0, out[-3000:]
     assert not [c for c in cmds if "reboot" in c]
-    assert INSTALL not in cmds and not [c for c in cmds if c.startswith("apt-mark hold nvidia-headless")]
+    assert INSTALL not in cmds and not [c for c in cmds if c.startswith("apt-mark hold") and "nvidia-utils" in c]
     assert not [c for c in cmds if c.startswith("loaded=$(sed -n ")]

@@ -9,14 +9,14 @@ def test_fresh_ubuntu_2204_gpu_host_gets_every_component(fake_plan):
     assert rc == 0, out
     ch = changed(plan)
     assert "NVIDIA driver | Install the 580 driver (open modules: linux-modules-nvidia-580-server-open-generic)" in ch
-    assert "NVIDIA driver | Hold the user-space driver packages" in ch
+    assert "NVIDIA driver | Hold the kernel and modules metapackages and the user-space driver" in ch
     assert "NVIDIA driver | Keep NVIDIA/CUDA out of unattended-upgrades" in ch
     assert "CUDA toolkit | Install cuda-toolkit-12-1 (no driver)" in ch
     assert "NVIDIA container toolkit | Install the container toolkit (four packages together)" in ch
     assert any(n.startswith("Model weights | Weights astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit@") for n in ch)
     assert "vLLM service | vllm.service" in ch and "Open WebUI service | open-webui.service" in ch
     # Reboot only if the driver install really changed something: conditional, not planned outright.
-    assert "NVIDIA driver | Reboot into the new driver (it changed)" in conditional(plan)
+    assert "NVIDIA driver | Reboot into the new kernel / driver (the set moved)" in conditional(plan)
     assert not any("runfile" in n for n in names(plan))
 
 

@@ -17,7 +17,7 @@ for _dir in sorted((FIX / "ops").iterdir()):
     globals()[f"TestOp_{_module}_{_op}"] = make_operation_tests("operations", _dir.name, _dir)
 
 
-def test_reboot_only_when_the_loaded_module_differs_from_the_installed_package():
+def test_reboot_only_when_the_loaded_module_or_the_boot_kernel_differs():
     from types import SimpleNamespace
 
     from pyinfra.context import ctx_host, ctx_state
@@ -29,7 +29,13 @@ def test_reboot_only_when_the_loaded_module_differs_from_the_installed_package()
     host = create_host(state, facts={"facts.DpkgVersion": {
         "package=nvidia-utils-580-server": "580.95.05-0ubuntu0.24.04.2"}})
     with ctx_state.use(state), ctx_host.use(host):
-        same = loaded_module_differs(SimpleNamespace(module={"version": "580.95.05"}), "nvidia-utils-580-server")
-        older = loaded_module_differs(SimpleNamespace(module={"version": "570.172.08"}), "nvidia-utils-580-server")
-        none = loaded_module_differs(SimpleNamespace(module={}), "nvidia-utils-580-server")
-        assert (same(), older(), none()) == (False, True, True)
+        def differs(loaded: dict, boot: str = "6.8.0-50-generic") -> bool:
+            ctx = SimpleNamespace(module=loaded, running_kernel="6.8.0-50-generic",
+                                  driver_set=SimpleNamespace(boot=boot))
+            return loaded_module_differs(ctx, "nvidia-utils-580-server")()
+
+        assert differs({"version": "580.95.05"}) is False
+        assert differs({"version": "570.172.08"}) is True
+        assert differs({}) is True
+        # the set moved to a new kernel at the same driver: its module loads only after a reboot into it
+        assert differs({"version": "580.95.05"}, boot="6.8.0-51-generic") is True

@@ -149,6 +149,10 @@ class Settings(BaseModel):
         None, description="TEST ONLY: URL of a stand-in NVIDIA apt archive (tests/aptarchive.py) that lets the "
         "driver, CUDA (runfile) and container-toolkit steps run with real apt on the GPU-less Debian test host "
         "(NVIDIA's own repositories are not added; nothing is loaded or rebooted).")
+    driver_standin_kernel: str | None = Field(
+        None, pattern=r"^\d+\.\d+\.\d+-\d+-[a-z0-9-]+$", description="TEST ONLY (with driver_standin_archive): "
+        "the kernel the test host is taken to run instead of `uname -r` (a container runs the CI box's kernel and "
+        "cannot boot another); a test's \"reboot\" sets it to the kernel the boot loader would take.")
     vllm_exec_start_override: str | None = Field(
         None, description="TEST ONLY: ExecStart for a GPU-less host (an OpenAI-compatible stand-in); may use "
         "{host} {port} {model} {served_model_name} {flags} (the planner's flags).")

@@ -5,7 +5,6 @@ Pure logic, no pyinfra import.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,57 +281,3 @@ def driver_flavour(setting: str, pci_device_ids: list[int]) -> str:
         raise ValueError("nvidia_driver_flavour=open, but this card predates Turing and cannot use the open kernel "
                          "modules: set nvidia_driver_flavour=proprietary (or auto)")
     return setting
-
-
-# --- NVIDIA kernel modules for the running kernel (ubuntu-drivers-common, UbuntuDrivers/detect.py: the modules
-# package follows the flavour of the installed linux-image metapackage) ----------------------------------------
-def modules_package(branch: int, flavour: str, running: str, metas: dict[str, str],
-                    installed: list[str] | tuple[str, ...] = ()) -> str:
-    """linux-modules-nvidia-<branch>-server[-open]-<meta flavour> for the metapackage of the running kernel.
-
-    ``metas`` maps each installed linux-image-* metapackage to the kernel image version it depends on
-    (KernelImages). The GA metapackage (linux-image-generic) gives ...-generic; the HWE one
-    (linux-image-generic-hwe-24.04) gives ...-generic-hwe-24.04, whose modules follow the HWE kernel.
-    In order: the metapackage whose kernel is running; else (a kernel update installed, not yet booted) the flavour
-    of the modules metapackage already installed (any branch); else the only metapackage of the running flavour."""
-    open_ = "-open" if flavour == "open" else ""
-    exact = [m for m, image in metas.items() if image == running]
-    kept = [f"linux-image-{m.group(1)}" for p in installed
-            if (m := re.match(r"linux-modules-nvidia-\d+-server(?:-open)?-((?:generic|lowlatency)[\w.-]*)$", p))
-            and f"linux-image-{m.group(1)}" in metas]
-    kernel_flavour = re.sub(r"^\d[\d.]*-\d+-", "", running)  # 6.8.0-48-generic -> generic
-    same = [m for m in metas if m.removeprefix("linux-image-").split("-hwe-")[0] == kernel_flavour]
-    chosen = exact or kept or (same if len(same) == 1 else [])
-    if len(chosen) != 1:
-        found = ", ".join(f"{m} ({image or '?'})" for m, image in sorted(metas.items())) or "none"
-        raise ValueError(f"no NVIDIA modules package matches the running kernel {running}: linux-image "
-                         f"metapackages found: {found}. Install the metapackage of the kernel you boot (e.g. "
-                         "apt install linux-image-generic-hwe-24.04 for an HWE kernel) or boot the kernel one of "
-                         "them installs, then re-run")
-    return f"linux-modules-nvidia-{branch}-server{open_}-{chosen[0].removeprefix('linux-image-')}"
-
-
-def abi_modules_package(branch: int, flavour: str, running: str) -> str:
-    """The modules package built for exactly the running kernel (what the metapackage depends on)."""
-    return f"linux-modules-nvidia-{branch}-server{'-open' if flavour == 'open' else ''}-{running}"
-
-
-def userspace_packages(branch: int, flavour: str) -> list[str]:
-    """The user-space driver: held, upgraded only by the deploy (a change under a loaded module breaks NVML)."""
-    open_ = "-open" if flavour == "open" else ""
-    return [f"nvidia-headless-no-dkms-{branch}-server{open_}", f"nvidia-utils-{branch}-server"]
-
-
-def driver_packages(branch: int, flavour: str, modules: str) -> list[str]:
-    """Headless server driver with Ubuntu's prebuilt, signed kernel modules (no DKMS, Secure Boot friendly).
-
-    ``modules`` is the modules metapackage of the running kernel's flavour (versions.modules_package): GA kernels
-    get ...-generic, HWE kernels ...-generic-hwe-24.04 (installing ...-generic there would pull the GA kernel and
-    leave the booted HWE kernel without nvidia.ko). It is not held: it follows the kernel metapackage."""
-    return [*userspace_packages(branch, flavour), modules]
-
-
-def other_branch_holds(holds: list[str], branch: int) -> list[str]:
-    """Held NVIDIA driver packages of another branch (they block a branch change)."""
-    return [p for p in holds if re.match(r"(nvidia-|libnvidia-|linux-modules-nvidia-)", p)
-            and re.search(r"-\d{3}(-server)?(-|$)", p) and not re.search(rf"-{branch}(-server)?(-|$)", p)]

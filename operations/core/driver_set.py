@@ -1,0 +1,161 @@
+"""The NVIDIA driver set on Ubuntu: which kernel boots next, which modules package follows it, and the one driver
+version that kernel's module, the user space and the metapackages must share. Pure logic, no pyinfra import.
+
+Ubuntu locks the driver to one upstream version (canonical/nvidia-graphics-drivers, debian/control of 580-server-noble;
+REFERENCE §9): every per-kernel modules package depends on ``nvidia-kernel-common-580-server (<= X-1), (>= X)``, and
+the headless metapackage on the same bounds plus ``(= version)`` libraries. Canonical builds a new kernel's modules
+against the newest driver of the day, so a kernel, its module and the user space can only move together.
+
+The policy (README "Kernel updates"): the kernel and modules metapackages and the user space are held, so
+unattended-upgrades moves none of them; the deploy moves them together, to the newest kernel whose module is in the
+archive at a driver version whose user space is there too, with one reboot. A kernel whose module is not published
+yet waits (it is named), and the host keeps booting the kernel it has a module for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Kernel flavours Ubuntu builds NVIDIA modules for that llmhost installs (linux-restricted-modules); cloud kernels
+# have their own metapackages and images.
+CLOUD_FLAVOURS = ("aws", "azure", "gcp", "gke", "gkeop", "oracle", "ibm", "kvm", "nvidia", "oem")
+
+
+def abi_key(abi: str) -> tuple[int, ...]:
+    """6.11.0-30-generic -> (6, 11, 0, 30): the order the boot loader's menu sorts kernels in."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)-(\d+)", abi)
+    return tuple(int(x) for x in m.groups()) if m else (0,)
+
+
+def kernel_flavour(abi: str) -> str:
+    """6.8.0-48-generic -> generic, 6.8.0-1019-aws -> aws."""
+    return re.sub(r"^\d[\d.]*-\d+-", "", abi)
+
+
+def check_kernel(abi: str) -> None:
+    """Refuse a kernel llmhost has no modules path for (cloud kernels), with the fix."""
+    flavour = kernel_flavour(abi)
+    if flavour.split("-")[0] in CLOUD_FLAVOURS:
+        raise ValueError(f"the kernel {abi} is a cloud kernel (-{flavour}): llmhost installs Ubuntu's NVIDIA modules "
+                         "for generic / lowlatency kernels only. Install linux-image-generic (or "
+                         "linux-image-generic-hwe-24.04), boot it, then re-run")
+
+
+def kernel_metapackage(metas: dict[str, str], boot: str, running: str = "") -> str:
+    """The linux-image metapackage of the kernel that boots next, chosen as ubuntu-drivers does
+    (UbuntuDrivers/kerneldetection.py): of the installed metapackages that depend on that kernel's image, the one
+    with the greatest name (linux-image-generic-hwe-24.04 over linux-image-generic-6.14, both on one kernel); else
+    the running kernel's. ``metas`` maps each installed linux-image-* metapackage to its kernel (KernelImages)."""
+    for abi in (boot, running):
+        same = sorted(m for m, image in metas.items() if image == abi and abi)
+        if same:
+            return same[-1]
+    found = ", ".join(f"{m} ({image or '?'})" for m, image in sorted(metas.items())) or "none"
+    raise ValueError(f"no NVIDIA modules package matches the kernel {boot or running}: linux-image metapackages "
+                     f"found: {found}. Install the metapackage of the kernel you boot (e.g. apt install "
+                     "linux-image-generic-hwe-24.04 for an HWE kernel) or boot the kernel one of them installs, then "
+                     "re-run")
+
+
+def modules_package(branch: int, flavour: str, kernel_meta: str) -> str:
+    """linux-modules-nvidia-<branch>-server[-open]-<meta suffix>; linux-image-virtual's kernels are -generic ones and
+    take the -generic modules (ubuntu-drivers, LP #2085962)."""
+    suffix = kernel_meta.removeprefix("linux-image-")
+    suffix = "generic" if suffix == "virtual" else suffix
+    return f"linux-modules-nvidia-{branch}-server{'-open' if flavour == 'open' else ''}-{suffix}"
+
+
+def abi_modules_package(branch: int, flavour: str, abi: str) -> str:
+    """The modules package built for exactly one kernel (what the modules metapackage depends on)."""
+    return f"linux-modules-nvidia-{branch}-server{'-open' if flavour == 'open' else ''}-{abi}"
+
+
+def userspace_packages(branch: int, flavour: str) -> list[str]:
+    """The user-space driver: held, moved only by the deploy (a change under a loaded module breaks NVML)."""
+    return [f"nvidia-headless-no-dkms-{branch}-server{'-open' if flavour == 'open' else ''}",
+            f"nvidia-utils-{branch}-server"]
+
+
+def other_branch_holds(holds: list[str], branch: int) -> list[str]:
+    """Held NVIDIA driver packages of another branch (they block a branch change)."""
+    return [p for p in holds if re.match(r"(nvidia-|libnvidia-|linux-modules-nvidia-)", p)
+            and re.search(r"-\d{3}(-server)?(-|$)", p) and not re.search(rf"-{branch}(-server)?(-|$)", p)]
+
+
+def upstream(version: str) -> str:
+    """580.126.20-0ubuntu0.24.04.2 -> 580.126.20."""
+    return version.split(":")[-1].split("-")[0]
+
+
+@dataclass
+class DriverSet:
+    """What the deploy installs and holds: ``pins`` (package -> exact version), the kernel that boots with them, the
+    driver version they share, and what waits (kernels or drivers the archive has no coherent set for yet)."""
+    pins: dict[str, str]
+    boot: str
+    driver: str
+    waits: list[str] = field(default_factory=list)
+    no_module: str = ""  # a kernel that would boot without an nvidia module (nothing in the archive fixes it)
+
+
+def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, archive: dict[str, list[dict]],
+               keep: tuple[str, ...] = ()) -> DriverSet | None:
+    """The newest coherent set: a version of ``kernel_meta`` and of its modules metapackage for the same kernel, that
+    kernel's module, and the user space at the driver version the module was built against. The kernel that boots
+    is the newer of that kernel and ``next_boot`` (the newest installed image): it must have a module at that driver
+    too. ``keep``: kernels (the running one) whose module is pinned at that driver too where the archive has it (a
+    lost module comes back; the fallback kernel keeps one). ``archive`` maps package -> its versions in apt's order (newest first; AptVersions), each with its Depends.
+    None when the archive says nothing of the kernel metapackage (apt lists not read yet)."""
+    meta = modules_package(branch, flavour, kernel_meta)
+    user = userspace_packages(branch, flavour)
+    if not archive.get(kernel_meta) or not archive.get(meta):
+        return None
+
+    def module_at(abi: str, driver: str | None, exact: str | None = None) -> dict | None:
+        for v in archive.get(abi_modules_package(branch, flavour, abi), []):
+            m = re.search(rf"nvidia-kernel-common-{branch}-server \(>= ([^)]+)\)", v["depends"])
+            if m and (exact is None or v["version"] == exact) and (driver is None or m.group(1) == driver):
+                return {**v, "driver": m.group(1)}
+        return None
+
+    def userspace_at(driver: str) -> dict[str, str] | None:
+        found = {p: next((v["version"] for v in archive.get(p, []) if upstream(v["version"]) == driver), None)
+                 for p in user}
+        return found if all(found.values()) else None
+
+    waits: list[str] = []
+    for kv in archive[kernel_meta]:
+        image = re.search(r"linux-image-(\d[^\s,|()]*)", kv["depends"])
+        abi = image.group(1) if image else ""
+        mv = next((m for m in archive[meta]
+                   if re.search(rf"{re.escape(abi_modules_package(branch, flavour, abi))} \(= ", m["depends"])), None)
+        exact = re.search(r"\(= ([^)]+)\)", mv["depends"]).group(1) if mv else None
+        module = module_at(abi, None, exact) if mv else None
+        if not module:
+            waits.append(f"kernel {abi} ({kernel_meta} {kv['version']}) waits: the archive has no {meta} for it yet")
+            continue
+        space = userspace_at(module["driver"])
+        if not space:
+            waits.append(f"kernel {abi} waits: its module was built against driver {module['driver']}, whose user "
+                         "space is not in the archive")
+            continue
+        pins = {kernel_meta: kv["version"], meta: mv["version"], abi_modules_package(branch, flavour, abi):
+                module["version"], **space}
+        boot = max(abi, next_boot, key=abi_key) if next_boot else abi
+        no_module = ""
+        if boot != abi:  # a newer kernel installed without the metapackage: its module at the same driver, or none
+            other = module_at(boot, module["driver"])
+            if other:
+                pins[abi_modules_package(branch, flavour, boot)] = other["version"]
+            else:
+                no_module = boot
+        for k in keep:
+            kept = module_at(k, module["driver"]) if k not in (abi, boot) else None
+            if kept:
+                pins[abi_modules_package(branch, flavour, k)] = kept["version"]
+        newest_user = next((v["version"] for v in archive.get(user[1], [])), "")
+        if newest_user and upstream(newest_user) != module["driver"]:
+            waits.append(f"driver {upstream(newest_user)} waits: no module for kernel {abi} built against it yet")
+        return DriverSet(pins, boot, module["driver"], waits, no_module)
+    return DriverSet({}, next_boot, "", waits, next_boot)
