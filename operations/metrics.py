@@ -50,7 +50,8 @@ def ensure(ctx: Context):
     if ctx.serves_vllm and s.gpu_host:
         script = f"{s.install_root}/bin/llmhost-gpu-metrics"
         files.template(create_remote_dir=False, name="GPU sampler (nvidia-smi -> textfile)",
-                       src=template("llmhost-gpu-metrics.py.j2"), dest=script, mode="755", textfile_dir=TEXTFILE_DIR)
+                       src=template("llmhost-gpu-metrics.py.j2"), dest=script, mode="755", textfile_dir=TEXTFILE_DIR,
+                       branch=s.nvidia_driver_branch)
         units = [files.template(create_remote_dir=False, name=unit, src=template(f"{unit}.j2"),
                                 dest=f"/etc/systemd/system/{unit}", mode="644", script=script,
                                 textfile_dir=TEXTFILE_DIR)

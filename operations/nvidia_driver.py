@@ -14,7 +14,7 @@ from pyinfra.operations import apt, files, server
 from operations.context import Context
 from operations.facts import AptHolds, DpkgVersion
 from operations.shared_ops import gpu_step_applies, held, pinned_and_held, skipped
-from operations.core.driver_set import other_branch_holds, userspace_packages
+from operations.core.driver_set import stale_holds, userspace_packages
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
 // driver upgrade under a loaded module gives "Driver/library version mismatch"; a kernel's NVIDIA
@@ -81,9 +81,9 @@ def ensure(ctx: Context):
               dest="/etc/apt/apt.conf.d/51llmhost-nvidia", mode="644")
     files.put(create_remote_dir=False, name="Blacklist nouveau", src=StringIO(NOUVEAU_BLACKLIST),
               dest="/etc/modprobe.d/llmhost-blacklist-nouveau.conf", mode="644")
-    other = other_branch_holds(host.get_fact(AptHolds), s.nvidia_driver_branch)
+    other = stale_holds(host.get_fact(AptHolds), hold)
     if other:  # held packages cannot be replaced: apt would stop with "held broken packages"
-        server.shell(name=f"Release the holds of the previous driver branch ({len(other)} packages)",
+        server.shell(name=f"Release the holds of the previous driver branch or flavour ({len(other)} packages)",
                      commands=[f"apt-mark unhold {' '.join(other)}"])
     dset = ctx.driver_set
     if dset:

@@ -1,23 +1,34 @@
-"""A local apt archive of named STAND-IN packages for the driver lifecycle (issue 9), built with Debian's own tools.
+"""A local apt archive of named STAND-IN packages for the driver lifecycle (issues 9, 18), built with Debian's own tools.
 
-They carry Ubuntu's package names, versions and dependency structure for the 580-server branch (and a 595 one):
-user-space packages, per-kernel-ABI module packages holding a placeholder nvidia.ko under /lib/modules/<abi>/, the
-linux-modules-nvidia-* metapackages (GA -generic and HWE -generic-hwe-24.04), kernel image ABI packages and the
-linux-image-generic / -generic-hwe-24.04 metapackages. Nothing in them is NVIDIA's or Ubuntu's code: each .deb holds
-a text file saying it is a stand-in. dpkg-deb builds them, apt-ftparchive indexes them (Origin: llmhost-standin, so
-unattended-upgrades can be pointed at it). Served over HTTP on the test host's gateway so apt goes through the proxy.
+Derived from Ubuntu's real control data, so names, versions and Depends / Provides / Conflicts / Replaces / Breaks are
+Ubuntu's:
+- the driver's packages are generated from debian/control of canonical/nvidia-graphics-drivers, branches
+  580-server-noble (commit 24d7353e, 580.126.20-0ubuntu0.24.04.2) and 595-server-noble (c505fea2, 595.58.03), kept in
+  tests/fixtures/ubuntu/: the closure of nvidia-headless-no-dkms-<branch>-server[-open] and nvidia-utils, with the
+  upstream version, ${binary:Version} and ${source:Version} put in for the version published; ${...:Depends} and
+  :i386 relations dropped (dpkg fills them from the binaries), and Depends on packages outside the closure
+  (adduser, ocl-icd-libopencl1) dropped. So the headless metapackage depends on
+  `nvidia-kernel-common-580-server (<= X-1), nvidia-kernel-common-580-server (>= X)` and `(= version)` libraries,
+  nvidia-utils on the virtual `nvidia-kernel-common-580-server-X`, kernel-common on `nvidia-firmware-580-server-X`.
+- the kernel side in the shapes of linux-restricted-modules as apt shows them (REFERENCE §9): a per-kernel modules
+  package `linux-modules-nvidia-580-server[-open]-<abi>` on `linux-image-<abi> | linux-image-unsigned-<abi>` and
+  the kernel-common bounds of the driver it was built against (the proprietary one also on
+  `linux-objects-nvidia-580-server-<abi>` and `linux-signatures-nvidia-<abi>` (= version)); the flavour metapackage
+  (-generic, -generic-hwe-24.04, ...) on the per-kernel one (= version); kernel images with /boot/vmlinuz-<abi>;
+  linux-image-* metapackages on one image each (GA, HWE, virtual, a versioned one).
 
-Pedigree: names and the metapackage -> per-ABI -> kernel image structure follow Ubuntu's packages as read from
-canonical/nvidia-graphics-drivers and linux-restricted-modules (REFERENCE §3, §8, §9); apt, dpkg and Debian's
-unattended-upgrades are the real ones. Known gap (issue 18, open): Ubuntu's version locks are not carried yet (the
-headless metapackage's `nvidia-kernel-common-580-server (<= X-1), (>= X)` bounds, the `(= version)` libs, the
-per-version firmware package, the virtual `nvidia-kernel-common-580-server-X`), so these stand-ins accept
-combinations Ubuntu's archive would refuse. The CUDA runfile stand-in (RUNFILE) copies one behaviour of NVIDIA's
-12.1.1 runfile: it refuses gcc newer than 12 without --override (REFERENCE §8).
+Nothing in them is NVIDIA's or Ubuntu's code: each .deb holds a text file saying it is a stand-in, and the
+module package's nvidia.ko is a text file naming the driver version it was "built" against (the proprietary one is
+linked from objects + signature on a real box; here it is in the package). dpkg-deb builds them, apt-ftparchive
+indexes them (Origin: llmhost-standin; a pocket per directory, so unattended-upgrades can be pointed at
+-security only, as Ubuntu's default is). Served over HTTP on the test host's gateway so apt goes through the proxy.
+The CUDA runfile stand-in (RUNFILE) copies one behaviour of NVIDIA's 12.1.1 runfile: it refuses gcc newer than 12
+without --override (REFERENCE §8).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,7 +37,7 @@ NOTE = "llmhost stand-in package (tests/aptarchive.py): not NVIDIA's or Ubuntu's
 
 
 def deb(pool: Path, name: str, version: str, depends: str = "", conflicts: str = "", files: dict | None = None,
-        provides: str = "") -> None:
+        provides: str = "", fields: dict | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "DEBIAN").mkdir()
@@ -38,6 +49,8 @@ def deb(pool: Path, name: str, version: str, depends: str = "", conflicts: str =
             control.insert(3, f"Conflicts: {conflicts}\nReplaces: {conflicts}")
         if provides:
             control.insert(3, f"Provides: {provides}")
+        for key, value in (fields or {}).items():
+            control.insert(3, f"{key}: {value}")
         (root / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
         for path, text in {f"usr/share/doc/{name}/STAND-IN": NOTE, **(files or {})}.items():
             (root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -47,36 +60,105 @@ def deb(pool: Path, name: str, version: str, depends: str = "", conflicts: str =
 
 
 def kernel(pool: Path, abi: str, version: str) -> None:
-    deb(pool, f"linux-image-{abi}", version, files={f"lib/modules/{abi}/STAND-IN-KERNEL": NOTE})
+    deb(pool, f"linux-image-{abi}", version, files={f"boot/vmlinuz-{abi}": NOTE,
+                                                   f"lib/modules/{abi}/STAND-IN-KERNEL": NOTE})
 
 
-def driver(pool: Path, branch: int, nv: str, abis: dict[str, str], metas: dict[str, str]) -> None:
-    """User space at nv, one module package per kernel ABI (abi -> kernel version) and the metapackages
-    (meta flavour suffix -> the ABI it follows)."""
-    other = 595 if branch == 580 else 580
-    deb(pool, f"nvidia-kernel-common-{branch}-server", nv, conflicts=f"nvidia-kernel-common-{other}-server")
-    deb(pool, f"nvidia-headless-no-dkms-{branch}-server-open", nv, depends=f"nvidia-kernel-common-{branch}-server",
-        conflicts=f"nvidia-headless-no-dkms-{other}-server-open")
-    deb(pool, f"nvidia-utils-{branch}-server", nv, conflicts=f"nvidia-utils-{other}-server",
-        files={"usr/share/llmhost-standin/nvidia-utils-version": nv + "\n"})
-    short = nv.split("-")[0]
-    for abi, kver in abis.items():
-        deb(pool, f"linux-modules-nvidia-{branch}-server-open-{abi}", f"{kver}+{short}",
-            depends=f"linux-image-{abi}, nvidia-kernel-common-{branch}-server (>= {short})",
-            files={f"lib/modules/{abi}/kernel/nvidia-{branch}srv/nvidia.ko": f"stand-in nvidia.ko {short}\n"})
-    for suffix, abi in metas.items():
-        deb(pool, f"linux-modules-nvidia-{branch}-server-open-{suffix}", f"{abis[abi]}+{short}",
-            depends=f"linux-modules-nvidia-{branch}-server-open-{abi} (= {abis[abi]}+{short})")
+CONTROLS = Path(__file__).parent / "fixtures" / "ubuntu"
+RELATIONS = ("Depends", "Provides", "Conflicts", "Replaces", "Breaks")
 
 
-def index(archive: Path) -> None:
-    """Packages + Release with apt-ftparchive (flat repository: `deb [trusted=yes] URL ./`)."""
+def stanzas(branch: int) -> list[dict[str, str]]:
+    """debian/control of nvidia-graphics-drivers-<branch>-server (noble) as {field: value} per package."""
+    text = (CONTROLS / f"nvidia-graphics-drivers-{branch}-server-noble.control").read_text()
+    out = []
+    for block in re.split(r"\n\s*\n", text):
+        fields, key = {}, None
+        for line in block.splitlines():
+            if line.startswith("#"):
+                continue
+            if line[:1] in " \t" and key:
+                fields[key] += " " + line.strip()
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        if "Package" in fields:
+            out.append(fields)
+    return out
+
+
+def driver(pool: Path, branch: int, version: str, flavour: str = "open") -> None:
+    """The user space of ``branch`` at ``version`` (e.g. 580.95.05-0ubuntu0.24.04.1) from Ubuntu's control data."""
+    nv = version.split("-")[0]
+    packages = stanzas(branch)
+    old = next(re.match(rf"nvidia-firmware-{branch}-server-(\S+)", p["Package"]).group(1) for p in packages
+               if p["Package"].startswith(f"nvidia-firmware-{branch}-server-"))
+
+    def subst(value: str) -> str:
+        return (value.replace("${binary:Version}", version).replace("${source:Version}", version)
+                .replace(old, nv))
+
+    by_name = {subst(p["Package"]): p for p in packages}
+    provided = {re.sub(r"\s*\(.*", "", v.strip()) for p in packages for v in subst(p.get("Provides", "")).split(",")}
+    want = [f"nvidia-headless-no-dkms-{branch}-server{'-open' if flavour == 'open' else ''}", f"nvidia-utils-{branch}-server"]
+    built: dict[str, dict[str, str]] = {}
+    while want:
+        name = want.pop()
+        if name in built or name not in by_name:
+            continue
+        rel = {}
+        for key in RELATIONS:
+            items = []
+            for item in subst(by_name[name].get(key, "")).split(","):
+                item = item.strip()
+                if not item or "${" in item or ":i386" in item:
+                    continue
+                item = re.sub(r"\s*\[[^]]*\]", "", item)
+                target = re.sub(r"\s*\(.*", "", item)
+                if key == "Depends" and target not in by_name and target not in provided:
+                    continue  # outside the closure (adduser, ocl-icd-libopencl1): not what decides the outcome
+                items.append(item)
+                if key == "Depends":
+                    want.append(target)
+            if items:
+                rel[key] = ", ".join(items)
+        built[name] = rel
+    for name, rel in built.items():
+        files = {"usr/share/llmhost-standin/nvidia-utils-version": nv + "\n"} if name.startswith("nvidia-utils-") else {}
+        deb(pool, name, version, files=files, fields=rel)
+
+
+def modules(pool: Path, branch: int, version: str, abi: str, kver: str, metas: tuple[str, ...] = (),
+            flavour: str = "open") -> None:
+    """One kernel's NVIDIA modules built against driver ``version`` (linux-restricted-modules' shapes), package
+    version ``kver`` (a respin for a new driver gets a new one), and the flavour metapackages that follow that kernel."""
+    nv = version.split("-")[0]
+    name = f"linux-modules-nvidia-{branch}-server{'-open' if flavour == 'open' else ''}"
+    bounds = f"nvidia-kernel-common-{branch}-server (<= {nv}-1), nvidia-kernel-common-{branch}-server (>= {nv})"
+    image = f"linux-image-{abi} | linux-image-unsigned-{abi}"
+    if flavour == "open":
+        deps = f"{image}, {bounds}"
+    else:
+        deb(pool, f"linux-objects-nvidia-{branch}-server-{abi}", kver, depends=image)
+        deb(pool, f"linux-signatures-nvidia-{abi}", kver, depends=image)
+        deps = (f"{image}, linux-signatures-nvidia-{abi} (= {kver}), linux-objects-nvidia-{branch}-server-{abi} "
+                f"(= {kver}), {bounds}")
+    deb(pool, f"{name}-{abi}", kver, depends=deps,
+        files={f"lib/modules/{abi}/kernel/nvidia-{branch}srv/nvidia.ko": f"stand-in nvidia.ko {nv}\n"})
+    for suffix in metas:
+        deb(pool, f"{name}-{suffix}", kver, depends=f"{name}-{abi} (= {kver})")
+
+
+def index(archive: Path, suite: str = "llmhost-standin") -> None:
+    """Packages + Release with apt-ftparchive (flat repository: `deb [trusted=yes] URL ./`); ``suite`` names the
+    pocket (unattended-upgrades matches origin and suite)."""
+    archive.mkdir(parents=True, exist_ok=True)
     packages = subprocess.run(["apt-ftparchive", "packages", "."], cwd=archive, check=True, capture_output=True,
                               text=True).stdout
     (archive / "Packages").write_text(packages)
     release = subprocess.run(["apt-ftparchive", "-o", "APT::FTPArchive::Release::Origin=llmhost-standin",
                               "-o", "APT::FTPArchive::Release::Label=llmhost-standin",
-                              "-o", "APT::FTPArchive::Release::Suite=llmhost-standin", "release", "."],
+                              "-o", f"APT::FTPArchive::Release::Suite={suite}", "release", "."],
                              cwd=archive, check=True, capture_output=True, text=True).stdout
     (archive / "Release").write_text(release)
 

@@ -132,6 +132,16 @@ def test_lost_module_is_reported_and_repaired(fake_apply):
     assert install < load
 
 
+def test_a_branch_or_flavour_change_releases_the_old_holds_only():
+    holds = ["libnvidia-container1", "linux-image-generic", "linux-modules-nvidia-580-server-open-generic",
+             "nvidia-container-toolkit", "nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"]
+    want = ["linux-image-generic", "linux-modules-nvidia-580-server-generic", "nvidia-headless-no-dkms-580-server",
+            "nvidia-utils-580-server"]  # open -> proprietary, same branch
+    assert driver_set.stale_holds(holds, want) == ["linux-modules-nvidia-580-server-open-generic",
+                                                   "nvidia-headless-no-dkms-580-server-open"]
+    assert driver_set.stale_holds(holds, [h for h in holds if "container" not in h]) == []
+
+
 def test_user_space_held_modules_follow_the_kernel():
     from operations.nvidia_driver import UNATTENDED_BLACKLIST
     assert driver_set.userspace_packages(580, "open") == ["nvidia-headless-no-dkms-580-server-open",

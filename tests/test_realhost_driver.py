@@ -1,12 +1,16 @@
-"""Real tier, issue 9: the driver component with real apt, real dpkg holds and Debian's real unattended-upgrades,
-against a local archive of named stand-in packages (tests/aptarchive.py) served over HTTP on the test host's
+"""Real tier, issues 9 and 18: the driver component with real apt, real dpkg holds and Debian's real
+unattended-upgrades, against a local archive of stand-in packages generated from Ubuntu's control data
+(tests/aptarchive.py: Ubuntu's Depends, Provides, Conflicts and version locks), served over HTTP on the test host's
 gateway, so apt reaches it only through the proxy the deploy configures (http_proxy) and the proxy's log shows it.
 
-The test host is a Debian 12 container: it runs the CI machine's kernel, so its `uname -r` is that kernel and cannot
-change. The stand-in kernel packages therefore use that ABI as "the running kernel"; a kernel *update* is a newer
-ABI whose module must arrive with it (checked on disk, /lib/modules/<new>/.../nvidia.ko); booting into it is not
-possible in a container and is not claimed. The explicit test-only setting driver_standin_archive lets the driver
-step run on this GPU-less Debian host; loading modules and rebooting are reported as skipped there.
+The test host is a Debian 12 container: it runs the CI machine's kernel and cannot boot another. The kernel it is
+taken to run is therefore an explicit, named test-only input (driver_standin_kernel), and a "reboot" is the test
+setting it to the kernel the boot loader would take: the newest /boot/vmlinuz-* (what GRUB's default entry is on
+Ubuntu), read here by the test itself. After each step the GPU "must be usable": the kernel that boots has an
+nvidia.ko built against the installed user space's version. Loading modules and rebooting are reported as skipped.
+
+Pockets as Ubuntu has them: the archive's root is -updates (the deploy's stand-in source), security/ is -security;
+unattended-upgrades takes -security only, as Ubuntu's default configuration does.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from tests.conftest import REPO, require_test_host
 
 pytestmark = pytest.mark.realhost
 HTTP_PORT = 18097
-GA_OLD = "6.8.0-48-generic"  # a GA kernel that is installed but not running
-NEW = "6.11.0-30-generic"  # the security update that arrives later
+A, B, C = "6.8.0-50-generic", "6.8.0-51-generic", "6.8.0-52-generic"  # GA kernels: running, then two updates
+HWE = "6.11.0-29-generic"
+X1, X2 = "580.95.05-0ubuntu0.24.04.1", "580.105.08-0ubuntu0.24.04.1"  # a driver and its point release
+K, M = "linux-image-generic", "linux-modules-nvidia-580-server-open-generic"
+USER = ["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"]
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +48,9 @@ def env(tmp_path_factory):
     # Test prerequisites from Debian (through the harness's proxy), then only the deploy's own apt proxy remains.
     sh(h, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
           "unattended-upgrades kmod curl >/dev/null && rm /etc/apt/apt.conf.d/99llmhost-proxy")  # curl: base does it
-    running = sh(h, "uname -r").strip()
     url = f"http://{h['gateway']}:{HTTP_PORT}/"
     path, sha256 = aptarchive.cuda_runfile(archive)  # NVIDIA's URL layout, a named stand-in runfile
-    yield {"h": h, "archive": archive, "url": url, "running": running, "runfile": url + path, "sha256": sha256}
+    yield {"h": h, "archive": archive, "url": url, "runfile": url + path, "sha256": sha256}
     os.killpg(server.pid, 15)
     server.wait(10)
     testhost.down()
@@ -55,10 +61,10 @@ def sh(h: dict, command: str, check: bool = True) -> str:
     return testhost.ssh(h["address"], command, check=check, timeout=300).stdout
 
 
-def deploy(env: dict, **data) -> subprocess.CompletedProcess:
+def deploy(env: dict, running: str, **data) -> subprocess.CompletedProcess:
     # The Hub only on the controller's loopback here (this deploy fetches no weights), so no_proxy holds nothing of
     # the gateway and the runfile's curl must take the proxy like apt.
-    data = {"driver_standin_archive": env["url"], "cuda_runfile_url": env["runfile"],
+    data = {"driver_standin_archive": env["url"], "driver_standin_kernel": running, "cuda_runfile_url": env["runfile"],
             "cuda_runfile_sha256": env["sha256"], "hf_endpoint": f"http://127.0.0.1:{hub.PORT}", **data}
     cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py"]
     for k, v in data.items():
@@ -80,54 +86,97 @@ def installed(env: dict) -> dict[str, str]:
     return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
 
 
+def holds(env: dict) -> list[str]:
+    return sorted(x for x in sh(env["h"], "apt-mark showhold").split() if "container" not in x)
+
+
+def boots(env: dict) -> str:
+    """The kernel the boot loader takes: the newest /boot/vmlinuz-* in version order (GRUB's default on Ubuntu)."""
+    return sh(env["h"], "ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n1").strip()
+
+
+def gpu_usable_after_reboot(env: dict, branch: int = 580) -> str:
+    """The kernel that boots has an nvidia.ko built against the installed user space's version; returns it."""
+    kernel = boots(env)
+    ko = sh(env["h"], f"cat /lib/modules/{kernel}/kernel/nvidia-{branch}srv/nvidia.ko 2>/dev/null", check=False)
+    user = installed(env).get(f"nvidia-utils-{branch}-server", "?").split("-")[0]
+    assert ko.strip() == f"stand-in nvidia.ko {user}", f"{kernel} boots with module {ko.strip() or 'none'}, " \
+                                                        f"user space {user}"
+    return kernel
+
+
+def unattended_upgrade(env: dict) -> None:
+    out = sh(env["h"], "unattended-upgrade -v 2>&1; echo exit=$?", check=False)
+    assert "exit=0" in out, out[-3000:]
+
+
 def publish(env: dict, stage: str) -> None:
-    """(Re)build the archive for a stage of the story; each stage adds packages, nothing is taken away."""
-    run, pool = env["running"], env["archive"]
+    """(Re)build the archive for a stage of the story, as Ubuntu publishes; each stage adds, nothing is taken away."""
+    root, sec = env["archive"], env["archive"] / "security"
     if stage == "ga":
-        aptarchive.kernel(pool, run, "1.0")
-        aptarchive.deb(pool, "linux-image-generic", "1.0", depends=f"linux-image-{run}")
-        aptarchive.driver(pool, 580, "580.95.05-0ubuntu1", {run: "1.0"}, {"generic": run})
-        aptarchive.container_toolkit(pool, "1.17.5-1")
+        aptarchive.kernel(root, A, "6.8.0-50.50")
+        aptarchive.deb(root, K, "6.8.0-50.50", depends=f"linux-image-{A}")
+        aptarchive.driver(root, 580, X1)
+        aptarchive.modules(root, 580, X1, A, "6.8.0-50.50+1", ("generic",))
+        aptarchive.container_toolkit(root, "1.17.5-1")
+    if stage == "a":  # a driver point release alone: no module is built against it yet
+        aptarchive.driver(root, 580, X2)
+    if stage == "b":  # modules respun for the running kernel against X2, then a security kernel built against X2
+        aptarchive.driver(sec, 580, X2)
+        aptarchive.modules(sec, 580, X2, A, "6.8.0-50.50+2", ("generic",))
+        aptarchive.kernel(sec, B, "6.8.0-51.51")
+        aptarchive.deb(sec, K, "6.8.0-51.51", depends=f"linux-image-{B}")
+        aptarchive.modules(sec, 580, X2, B, "6.8.0-51.51+1", ("generic",))
+    if stage == "c":  # a security kernel whose modules are not published yet
+        aptarchive.kernel(sec, C, "6.8.0-52.52")
+        aptarchive.deb(sec, K, "6.8.0-52.52", depends=f"linux-image-{C}")
+    if stage == "c-next-day":  # its modules reach -updates only, a day later
+        aptarchive.modules(root, 580, X2, C, "6.8.0-52.52+1", ("generic",))
     if stage == "toolkit-1.17.8":
-        aptarchive.container_toolkit(pool, "1.17.8-1")
-    if stage == "hwe":  # linux-image-generic moves to an older GA kernel; the HWE metapackage owns the running one
-        aptarchive.kernel(pool, GA_OLD, "6.8.0-48.48")
-        aptarchive.deb(pool, "linux-image-generic", "6.8.0-48.48", depends=f"linux-image-{GA_OLD}")
-        aptarchive.deb(pool, "linux-image-generic-hwe-24.04", "1.0", depends=f"linux-image-{run}")
-        aptarchive.driver(pool, 580, "580.95.05-0ubuntu1", {run: "1.0", GA_OLD: "6.8.0-48.48"},
-                          {"generic": GA_OLD, "generic-hwe-24.04": run})
-    if stage == "kernel-update":  # a security kernel, its module, and a newer user space that must wait
-        aptarchive.kernel(pool, NEW, "6.11.0-30.30")
-        aptarchive.deb(pool, "linux-image-generic-hwe-24.04", "6.11.0-30.30", depends=f"linux-image-{NEW}")
-        aptarchive.driver(pool, 580, "580.95.05-0ubuntu1", {NEW: "6.11.0-30.30"}, {"generic-hwe-24.04": NEW})
-        aptarchive.deb(pool, "nvidia-utils-580-server", "580.105.08-0ubuntu1", conflicts="nvidia-utils-595-server")
+        aptarchive.container_toolkit(root, "1.17.8-1")
+    if stage == "hwe":  # the HWE metapackage and its kernel, with modules
+        aptarchive.kernel(root, HWE, "6.11.0-29.29~24.04.1")
+        aptarchive.deb(root, "linux-image-generic-hwe-24.04", "6.11.0-29.29~24.04.1", depends=f"linux-image-{HWE}")
+        aptarchive.modules(root, 580, X2, HWE, "6.11.0-29.29~24.04.1+1", ("generic-hwe-24.04",))
+    if stage == "595-proprietary":
+        aptarchive.driver(root, 595, "595.58.03-0ubuntu0.24.04.1", flavour="proprietary")
+        aptarchive.modules(root, 595, "595.58.03-0ubuntu0.24.04.1", HWE, "6.11.0-29.29~24.04.1+1",
+                           ("generic-hwe-24.04",), flavour="proprietary")
     if stage == "595":
-        aptarchive.driver(pool, 595, "595.58.03-0ubuntu1", {run: "1.0", NEW: "6.11.0-30.30"},
-                          {"generic-hwe-24.04": NEW})
-    aptarchive.index(pool)
+        aptarchive.driver(root, 595, "595.58.03-0ubuntu0.24.04.1")
+        aptarchive.modules(root, 595, "595.58.03-0ubuntu0.24.04.1", HWE, "6.11.0-29.29~24.04.1+1",
+                           ("generic-hwe-24.04",))
+    aptarchive.index(root)
+    aptarchive.index(sec, suite="noble-security")
+    sh(env["h"], f"apt-get -o Acquire::http::Proxy=http://{env['h']['gateway']}:8888 update -qq")
 
 
 def test_ga_kernel_gets_the_ga_modules_package_through_the_proxy(env):
     publish(env, "ga")
-    sh(env["h"], f"echo 'deb [trusted=yes] {env['url']} ./' > /etc/apt/sources.list.d/kernel.list && "
+    # The box as Ubuntu installs it: its archive (here the stand-in: -updates at the root, -security beside it),
+    # unattended-upgrades taking -security only, the GA kernel installed and running.
+    sh(env["h"], f"echo 'deb [trusted=yes] {env['url']} ./' > /etc/apt/sources.list.d/llmhost-standin.list && "
+                 f"echo 'deb [trusted=yes] {env['url']}security/ ./' > /etc/apt/sources.list.d/ubuntu-security.list && "
+                 "printf 'Unattended-Upgrade::Origins-Pattern { \"origin=llmhost-standin,suite=noble-security\"; };\\n' "
+                 "> /etc/apt/apt.conf.d/52llmhost-test-origins && "
                  "apt-get -o Acquire::http::Proxy=http://{gw}:8888 update -qq && "
                  "DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::http::Proxy=http://{gw}:8888 install -y -qq "
-                 "linux-image-generic >/dev/null".replace("{gw}", env["h"]["gateway"]))
+                 f"{K} >/dev/null".replace("{gw}", env["h"]["gateway"]))
     proxy_log = testhost.STATE / "tinyproxy.log"
     before = proxy_log.read_text() if proxy_log.exists() else ""
-    p = deploy(env)
+    p = deploy(env, A)
     assert p.returncode == 0, p.stdout[-4000:]
     pk = installed(env)
-    assert "linux-modules-nvidia-580-server-open-generic" in pk
-    assert f"linux-modules-nvidia-580-server-open-{env['running']}" in pk
-    assert pk["nvidia-utils-580-server"] == "580.95.05-0ubuntu1"
+    assert pk[M] == "6.8.0-50.50+1" and pk[f"linux-modules-nvidia-580-server-open-{A}"] == "6.8.0-50.50+1"
+    assert pk["nvidia-utils-580-server"] == X1 and pk["nvidia-kernel-common-580-server"] == X1
+    assert pk["nvidia-firmware-580-server-580.95.05"] == X1 and pk["libnvidia-compute-580-server"] == X1
     assert not any("hwe" in name for name in pk)
-    holds = sh(env["h"], "apt-mark showhold").split()
-    assert [p for p in holds if "container" not in p] == ["nvidia-headless-no-dkms-580-server-open",
-                                                          "nvidia-utils-580-server"]
-    assert sorted(p for p in holds if "container" in p) == sorted(aptarchive.TOOLKIT)  # newest, held
+    # held: the kernel and modules metapackages and the user space (unattended-upgrades moves none of them)
+    assert holds(env) == sorted([K, M, *USER])
+    held = sh(env["h"], "apt-mark showhold").split()
+    assert sorted(p for p in held if "container" in p) == sorted(aptarchive.TOOLKIT)  # newest, held
     assert pk["nvidia-container-toolkit"] == "1.17.5-1"
-    assert sh(env["h"], f"ls /lib/modules/{env['running']}/kernel/nvidia-580srv/").split() == ["nvidia.ko"]
+    assert gpu_usable_after_reboot(env) == A
     # apt went through the proxy that the deploy configured (95llmhost-proxy; the harness's own file was removed)
     assert 'Acquire::http::Proxy "http://' in sh(env["h"], "cat /etc/apt/apt.conf.d/95llmhost-proxy")
     log = proxy_log.read_text()[len(before):]
@@ -138,7 +187,7 @@ def test_ga_kernel_gets_the_ga_modules_package_through_the_proxy(env):
     assert sh(env["h"], "ls /var/cache/llmhost").split() in ([], ["uv"])  # no runfile left (uv: the shared cache)
     assert "release 12.1" in sh(env["h"], "/usr/local/cuda-12.1/bin/nvcc")
     assert sh(env["h"], "test -f /usr/local/cuda-12.1/.llmhost-runfile && echo marker").strip() == "marker"
-    assert changes(deploy(env).stdout) == 0
+    assert changes(deploy(env, A).stdout) == 0
 
 
 def test_runfile_with_the_wrong_sha256_is_never_run(env):
@@ -146,62 +195,124 @@ def test_runfile_with_the_wrong_sha256_is_never_run(env):
     runs: no toolkit, no marker. With the right pin the next run installs it."""
     h = env["h"]
     sh(h, "rm -rf /usr/local/cuda-12.1")
-    bad = deploy(env, cuda_runfile_sha256="ab" * 32)
+    bad = deploy(env, A, cuda_runfile_sha256="ab" * 32)
     assert bad.returncode != 0, bad.stdout[-3000:]
     assert "SHA256 did not match" in bad.stdout, bad.stdout[-3000:]
     assert sh(h, "ls /usr/local/cuda-12.1 2>/dev/null; true").strip() == ""
-    good = deploy(env)
+    good = deploy(env, A)
     assert good.returncode == 0, good.stdout[-3000:]
     assert "release 12.1" in sh(h, "/usr/local/cuda-12.1/bin/nvcc")
     assert sh(h, "ls /var/cache/llmhost").split() in ([], ["uv"])  # no runfile left
-    assert changes(deploy(env).stdout) == 0
+    assert changes(deploy(env, A).stdout) == 0
+
+
+def test_a_point_release_alone_moves_nothing_and_waits(env):
+    """(a) A 580-server point release with no module built against it: unattended-upgrades moves nothing, the GPU
+    stays usable, the deploy changes nothing and names the driver that waits."""
+    publish(env, "a")
+    unattended_upgrade(env)
+    assert installed(env)["nvidia-utils-580-server"] == X1
+    assert gpu_usable_after_reboot(env) == A
+    p = deploy(env, A)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert changes(p.stdout) == 0
+    assert f"driver 580.105.08 waits: no module for kernel {A} built against it yet" in p.stdout
+
+
+def test_a_security_kernel_built_against_a_new_driver_moves_with_it(env):
+    """(b) Modules respun for the running kernel against the point release, then a security kernel built against
+    it. unattended-upgrades takes -security but moves none of the held set (a kernel alone would boot without a
+    module the held user space can use); the deploy moves kernel, module and user space together; after the
+    reboot into the new kernel the GPU is usable and a re-run changes nothing."""
+    publish(env, "b")
+    unattended_upgrade(env)
+    pk = installed(env)
+    assert f"linux-image-{B}" not in pk and pk[K] == "6.8.0-50.50" and pk["nvidia-utils-580-server"] == X1
+    assert gpu_usable_after_reboot(env) == A
+    p = deploy(env, A)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert f"Kernel {B}, its open modules and the 580 driver 580.105.08 together (held)" in p.stdout
+    pk = installed(env)
+    assert pk[K] == "6.8.0-51.51" and pk[M] == "6.8.0-51.51+1"
+    assert pk[f"linux-modules-nvidia-580-server-open-{B}"] == "6.8.0-51.51+1"
+    assert pk[f"linux-modules-nvidia-580-server-open-{A}"] == "6.8.0-50.50+2"  # the running kernel's, respun
+    assert pk["nvidia-utils-580-server"] == X2 and pk["nvidia-kernel-common-580-server"] == X2
+    assert holds(env) == sorted([K, M, *USER])
+    assert gpu_usable_after_reboot(env) == B
+    assert changes(deploy(env, B).stdout) == 0  # rebooted into B
+
+
+def test_a_kernel_whose_modules_come_a_day_later_waits_for_them(env):
+    """(c) A security kernel whose modules reach only -updates a day later: nothing installs it without its
+    module; the deploy names it and changes nothing; once the modules are out, the deploy moves to it."""
+    publish(env, "c")
+    unattended_upgrade(env)
+    assert f"linux-image-{C}" not in installed(env)
+    assert gpu_usable_after_reboot(env) == B
+    p = deploy(env, B)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert changes(p.stdout) == 0
+    assert f"kernel {C} ({K} 6.8.0-52.52) waits: the archive has no {M} for it yet" in p.stdout
+    publish(env, "c-next-day")
+    unattended_upgrade(env)  # -security only: the modules are in -updates, and held anyway
+    assert f"linux-image-{C}" not in installed(env)
+    p = deploy(env, B)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert installed(env)[f"linux-modules-nvidia-580-server-open-{C}"] == "6.8.0-52.52+1"
+    assert gpu_usable_after_reboot(env) == C
+    assert changes(deploy(env, C).stdout) == 0
+
+
+def test_a_kernel_installed_by_hand_without_its_module_is_named_before_the_reboot(env):
+    """A newer kernel image installed outside the deploy (no modules exist for it): preflight names it before the
+    user reboots; the deploy withholds nothing else. Removing it clears the warning."""
+    h = env["h"]
+    extra = "6.8.0-53-generic"
+    aptarchive.kernel(env["archive"], extra, "6.8.0-53.53")
+    aptarchive.index(env["archive"])
+    sh(h, f"apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-image-{extra} >/dev/null")
+    assert boots(env) == extra
+    p = deploy(env, C)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert f"the kernel {extra} boots next and has no nvidia 580 module at driver 580.105.08" in p.stdout
+    sh(h, f"DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq linux-image-{extra} >/dev/null")
+    assert gpu_usable_after_reboot(env) == C
+    assert "boots next and has no nvidia" not in deploy(env, C).stdout
+
+
+def test_running_kernel_that_lost_its_module_is_reported_and_repaired(env):
+    h = env["h"]
+    abi_pkg = f"linux-modules-nvidia-580-server-open-{C}"
+    sh(h, f"dpkg --purge --force-depends {abi_pkg} >/dev/null 2>&1")
+    assert not sh(h, f"ls /lib/modules/{C}/kernel/nvidia-580srv/ 2>/dev/null", check=False).strip()
+    p = deploy(env, C)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert f"the running kernel {C} has no nvidia module" in p.stdout
+    assert abi_pkg in installed(env)
+    assert gpu_usable_after_reboot(env) == C
+    assert changes(deploy(env, C).stdout) == 0
 
 
 def test_hwe_kernel_gets_the_hwe_modules_package_and_only_it(env):
     h = env["h"]
     sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null; dpkg --purge $(dpkg-query -W "
-          "-f='${Package}\\n' 'linux-modules-nvidia-*' 'nvidia-headless-*' 'nvidia-utils-*' 'nvidia-kernel-common-*' "
-          "'linux-image-generic') >/dev/null")
+          "-f='${Package}\\n' 'linux-modules-nvidia-*' 'nvidia-*' 'libnvidia-*' 'linux-image-generic' | grep -v "
+          "container) >/dev/null")
     publish(env, "hwe")
-    sh(h, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-image-generic "
-          "linux-image-generic-hwe-24.04 >/dev/null")
-    p = deploy(env)
+    sh(h, f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {K} linux-image-generic-hwe-24.04 >/dev/null")
+    assert boots(env) == HWE
+    p = deploy(env, HWE)
     assert p.returncode == 0, p.stdout[-4000:]
-    assert "linux-modules-nvidia-580-server-open-generic-hwe-24.04" in p.stdout
+    assert f"Kernel {HWE}, its open modules and the 580 driver 580.105.08 together (held)" in p.stdout
     pk = installed(env)
     assert "linux-modules-nvidia-580-server-open-generic-hwe-24.04" in pk
-    assert f"linux-modules-nvidia-580-server-open-{env['running']}" in pk
-    assert "linux-modules-nvidia-580-server-open-generic" not in pk  # the GA one would follow the other kernel
-    assert f"linux-modules-nvidia-580-server-open-{GA_OLD}" not in pk
-
-
-def test_kernel_update_by_unattended_upgrades_brings_its_module_and_keeps_the_user_space(env):
-    h = env["h"]
-    publish(env, "kernel-update")
-    sh(h, "printf 'Unattended-Upgrade::Origins-Pattern { \"origin=llmhost-standin\"; };\\n' "
-          "> /etc/apt/apt.conf.d/52llmhost-test-origins && apt-get update -qq")
-    out = sh(h, "unattended-upgrade -v 2>&1; echo exit=$?", check=False)
-    assert "exit=0" in out, out[-3000:]
-    pk = installed(env)
-    assert pk["linux-image-generic-hwe-24.04"] == "6.11.0-30.30", out[-3000:]
-    assert f"linux-image-{NEW}" in pk
-    assert f"linux-modules-nvidia-580-server-open-{NEW}" in pk, out[-3000:]
-    assert sh(h, f"cat /lib/modules/{NEW}/kernel/nvidia-580srv/nvidia.ko").strip() == "stand-in nvidia.ko 580.95.05"
-    assert pk["nvidia-utils-580-server"] == "580.95.05-0ubuntu1"  # held + blacklisted: the newer one waits
-    assert changes(deploy(env).stdout) == 0
-
-
-def test_running_kernel_that_lost_its_module_is_reported_and_repaired(env):
-    h = env["h"]
-    abi_pkg = f"linux-modules-nvidia-580-server-open-{env['running']}"
-    sh(h, f"dpkg --purge --force-depends {abi_pkg} >/dev/null 2>&1")
-    assert not sh(h, f"ls /lib/modules/{env['running']}/kernel/nvidia-580srv/ 2>/dev/null", check=False).strip()
-    p = deploy(env)
-    assert p.returncode == 0, p.stdout[-4000:]
-    assert f"the running kernel {env['running']} has no nvidia module" in p.stdout
-    assert abi_pkg in installed(env)
-    assert sh(h, f"ls /lib/modules/{env['running']}/kernel/nvidia-580srv/").split() == ["nvidia.ko"]
-    assert changes(deploy(env).stdout) == 0
+    assert f"linux-modules-nvidia-580-server-open-{HWE}" in pk
+    assert M not in pk  # the GA one would follow the other kernel
+    assert f"linux-modules-nvidia-580-server-open-{C}" not in pk
+    assert holds(env) == sorted(["linux-image-generic-hwe-24.04", "linux-modules-nvidia-580-server-open-generic-hwe-24.04",
+                                 *USER])
+    assert gpu_usable_after_reboot(env) == HWE
+    assert changes(deploy(env, HWE).stdout) == 0
 
 
 def test_container_toolkit_pin_change_goes_through_the_holds(env):
@@ -209,32 +320,49 @@ def test_container_toolkit_pin_change_goes_through_the_holds(env):
     publish(env, "toolkit-1.17.8")
     sh(h, "apt-get update -qq")
     assert "Packages were" not in sh(h, "apt-get install -s nvidia-container-toolkit=1.17.8-1 2>&1", check=False)
-    p = deploy(env, container_toolkit_version="1.17.8-1")
+    p = deploy(env, HWE, container_toolkit_version="1.17.8-1")
     assert p.returncode == 0, p.stdout[-4000:]
     pk = installed(env)
     assert {name: pk[name] for name in aptarchive.TOOLKIT} == {name: "1.17.8-1" for name in aptarchive.TOOLKIT}
     assert sorted(x for x in sh(h, "apt-mark showhold").split() if "container" in x) == sorted(aptarchive.TOOLKIT)
-    assert changes(deploy(env, container_toolkit_version="1.17.8-1").stdout) == 0
+    assert changes(deploy(env, HWE, container_toolkit_version="1.17.8-1").stdout) == 0
 
 
 def test_branch_change_goes_through_the_holds(env):
-    h = env["h"]
     publish(env, "595")
-    sh(h, "apt-get update -qq")
-    p = deploy(env, nvidia_driver_branch=595)
+    p = deploy(env, HWE, nvidia_driver_branch=595)
     assert p.returncode == 0, p.stdout[-4000:]
-    assert "Release the holds of the previous driver branch" in p.stdout
+    assert "Release the holds of the previous driver branch or flavour" in p.stdout
     pk = installed(env)
-    assert "nvidia-utils-595-server" in pk and "nvidia-utils-580-server" not in pk
-    assert "linux-modules-nvidia-595-server-open-generic-hwe-24.04" in pk
-    assert [x for x in sh(h, "apt-mark showhold").split() if "container" not in x] == [
-        "nvidia-headless-no-dkms-595-server-open", "nvidia-utils-595-server"]
-    # On a real box the reboot that follows boots the new kernel, which has its 595 module. This container keeps
-    # running its one kernel, whose 580 module left with the 580 branch: the next run sees that and repairs it.
-    second = deploy(env, nvidia_driver_branch=595)
-    assert second.returncode == 0, second.stdout[-4000:]
-    assert f"linux-modules-nvidia-595-server-open-{env['running']}" in installed(env)
-    assert changes(deploy(env, nvidia_driver_branch=595).stdout) == 0
+    assert pk["nvidia-utils-595-server"] == "595.58.03-0ubuntu0.24.04.1" and "nvidia-utils-580-server" not in pk
+    assert f"linux-modules-nvidia-595-server-open-{HWE}" in pk and f"linux-modules-nvidia-580-server-open-{HWE}" not in pk
+    assert holds(env) == sorted(["linux-image-generic-hwe-24.04", "linux-modules-nvidia-595-server-open-generic-hwe-24.04",
+                                 "nvidia-headless-no-dkms-595-server-open", "nvidia-utils-595-server"])
+    assert gpu_usable_after_reboot(env, 595) == HWE
+    assert changes(deploy(env, HWE, nvidia_driver_branch=595).stdout) == 0
+
+
+def test_proprietary_flavour_with_objects_and_signatures(env):
+    """The proprietary flavour (pre-Turing cards): Ubuntu's non-open headless package and the per-kernel module that
+    depends on linux-objects-nvidia-* and linux-signatures-nvidia-* at its own version; the open flavour's holds
+    released, its packages replaced (Ubuntu's Conflicts on nvidia-kernel-source)."""
+    publish(env, "595-proprietary")
+    p = deploy(env, HWE, nvidia_driver_branch=595, nvidia_driver_flavour="proprietary")
+    assert p.returncode == 0, p.stdout[-4000:]
+    pk = installed(env)
+    kver = "6.11.0-29.29~24.04.1+1"
+    assert {pk.get(f"linux-objects-nvidia-595-server-{HWE}"), pk.get(f"linux-signatures-nvidia-{HWE}")} == {kver}
+    assert pk["linux-modules-nvidia-595-server-generic-hwe-24.04"] == kver
+    assert "nvidia-headless-no-dkms-595-server" in pk and "nvidia-headless-no-dkms-595-server-open" not in pk
+    assert "linux-modules-nvidia-595-server-open-generic-hwe-24.04" not in pk
+    assert holds(env) == sorted(["linux-image-generic-hwe-24.04", "linux-modules-nvidia-595-server-generic-hwe-24.04",
+                                 "nvidia-headless-no-dkms-595-server", "nvidia-utils-595-server"])
+    assert gpu_usable_after_reboot(env, 595) == HWE
+    assert changes(deploy(env, HWE, nvidia_driver_branch=595, nvidia_driver_flavour="proprietary").stdout) == 0
+    # back to the open flavour for the test that follows
+    p = deploy(env, HWE, nvidia_driver_branch=595)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert "nvidia-headless-no-dkms-595-server-open" in installed(env)
 
 
 SUDO_PW = "a sudo password 42"
@@ -244,7 +372,8 @@ def _as_me(env: dict, extra_env: dict, **data) -> subprocess.CompletedProcess:
     """The README's route for a real box: LLMHOST_HOST=me@box, LLMHOST_SSH_KEY, LLMHOST_SUDO_PASSWORD."""
     inv = json.loads((REPO / ".cache/testhost/inventory.json").read_text())[0][1]
     settings = {k: v for k, v in inv.items() if not k.startswith("ssh_")}
-    settings.update(driver_standin_archive=env["url"], cuda_runfile_url=env["runfile"], nvidia_driver_branch=595,
+    settings.update(driver_standin_archive=env["url"], driver_standin_kernel=HWE, cuda_runfile_url=env["runfile"],
+                    nvidia_driver_branch=595,
                     cuda_runfile_sha256=env["sha256"],
                     hf_endpoint=f"http://127.0.0.1:{hub.PORT}", **data)
     cmd = [sys.executable, "-m", "pyinfra", "-y", "inventories/home.py", "tests/driver_deploy.py",

@@ -248,13 +248,13 @@ def test_gpu_sampler_writes_node_exporter_textfile_from_nvidia_smi(tmp_path):
     import subprocess
 
     script = tmp_path / "llmhost-gpu-metrics"
-    script.write_text(render("llmhost-gpu-metrics.py.j2", textfile_dir=str(tmp_path)))
+    script.write_text(render("llmhost-gpu-metrics.py.j2", textfile_dir=str(tmp_path), branch=580))
     os.chmod(script, 0o755)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LLMHOST_METRICS_ROOT": str(tmp_path / "root")}
     subprocess.run([str(script)], check=True, env=env)  # no nvidia-smi: the GPU is missing
-    assert (tmp_path / "llmhost_gpu.prom").read_text() == "llmhost_gpu_up 0\n"
+    assert (tmp_path / "llmhost_gpu.prom").read_text() == "llmhost_nvidia_driver_mismatch 0\nllmhost_gpu_up 0\n"
     smi = bin_dir / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho '0, NVIDIA GeForce RTX 3060, 97, 10650, 12288, 71, [N/A]'\n")
     os.chmod(smi, 0o755)
@@ -264,17 +264,49 @@ def test_gpu_sampler_writes_node_exporter_textfile_from_nvidia_smi(tmp_path):
     smi.write_text(f"#!/bin/sh\necho '{recorded[1]}'\n")
     subprocess.run([str(script)], check=True, env=env)
     h200 = 'gpu="0",name="NVIDIA H200"'
-    assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines() == [
+    assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines()[1:] == [
         "llmhost_gpu_up 1", f"llmhost_gpu_utilization_percent{{{h200}}} 0.0",
         f"llmhost_gpu_memory_used_mib{{{h200}}} 0.0", f"llmhost_gpu_memory_total_mib{{{h200}}} 143771.0",
         f"llmhost_gpu_temperature_celsius{{{h200}}} 34.0", f"llmhost_gpu_power_watts{{{h200}}} 103.81"]
     smi.write_text("#!/bin/sh\necho '0, NVIDIA GeForce RTX 3060, 97, 10650, 12288, 71, [N/A]'\n")  # hand-written: [N/A]
     subprocess.run([str(script)], check=True, env=env)
     labels = 'gpu="0",name="NVIDIA GeForce RTX 3060"'
-    assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines() == [
+    assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines()[1:] == [
         "llmhost_gpu_up 1", f"llmhost_gpu_utilization_percent{{{labels}}} 97.0",
         f"llmhost_gpu_memory_used_mib{{{labels}}} 10650.0", f"llmhost_gpu_memory_total_mib{{{labels}}} 12288.0",
         f"llmhost_gpu_temperature_celsius{{{labels}}} 71.0"]  # power [N/A] on this card: left out
+
+
+def test_gpu_sampler_flags_a_driver_mismatch_and_a_boot_kernel_without_module(tmp_path):
+    """The alerts' inputs: the loaded module (the recorded /proc line's format) against nvidia-utils' version, and
+    the newest /boot/vmlinuz-* (version order: 6.8.0-100 after 6.8.0-52) with or without an nvidia.ko."""
+    import os
+    import subprocess
+
+    script = tmp_path / "llmhost-gpu-metrics"
+    script.write_text(render("llmhost-gpu-metrics.py.j2", textfile_dir=str(tmp_path), branch=580))
+    os.chmod(script, 0o755)
+    root, bin_dir = tmp_path / "root", tmp_path / "bin"
+    (root / "proc/driver/nvidia").mkdir(parents=True)
+    (root / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U22)  2025\n")
+    (root / "boot").mkdir()
+    for k in ("6.8.0-52-generic", "6.8.0-100-generic"):
+        (root / f"boot/vmlinuz-{k}").write_text("")
+    (root / "lib/modules/6.8.0-52-generic/kernel/nvidia-580srv").mkdir(parents=True)
+    (root / "lib/modules/6.8.0-52-generic/kernel/nvidia-580srv/nvidia.ko").write_text("")
+    bin_dir.mkdir()
+    (bin_dir / "dpkg-query").write_text("#!/bin/sh\nprintf 580.105.08-0ubuntu0.24.04.1\n")
+    os.chmod(bin_dir / "dpkg-query", 0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LLMHOST_METRICS_ROOT": str(root)}
+    subprocess.run([str(script)], check=True, env=env)
+    assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines()[:2] == [
+        "llmhost_nvidia_driver_mismatch 1", 'llmhost_nvidia_boot_kernel_module{kernel="6.8.0-100-generic"} 0']
+    (root / "boot/vmlinuz-6.8.0-100-generic").unlink()
+    (bin_dir / "dpkg-query").write_text("#!/bin/sh\nprintf 580.95.05-0ubuntu0.24.04.1\n")
+    subprocess.run([str(script)], check=True, env=env)
+    assert (tmp_path / "llmhost_gpu.prom").read_text().splitlines()[:2] == [
+        "llmhost_nvidia_driver_mismatch 0", 'llmhost_nvidia_boot_kernel_module{kernel="6.8.0-52-generic"} 1']
 
 
 def test_prometheus_listens_on_loopback_with_the_retention_and_scrapes_vllm_where_it_runs():

@@ -77,10 +77,11 @@ def userspace_packages(branch: int, flavour: str) -> list[str]:
             f"nvidia-utils-{branch}-server"]
 
 
-def other_branch_holds(holds: list[str], branch: int) -> list[str]:
-    """Held NVIDIA driver packages of another branch (they block a branch change)."""
-    return [p for p in holds if re.match(r"(nvidia-|libnvidia-|linux-modules-nvidia-)", p)
-            and re.search(r"-\d{3}(-server)?(-|$)", p) and not re.search(rf"-{branch}(-server)?(-|$)", p)]
+def stale_holds(holds: list[str], keep: list[str]) -> list[str]:
+    """Held NVIDIA driver packages that are not the wanted set's (another branch or flavour): they would block the
+    change with "held broken packages". The container toolkit's holds are its own."""
+    return [p for p in holds if re.match(r"(nvidia-|libnvidia-|linux-modules-nvidia-)", p) and "container" not in p
+            and p not in keep]
 
 
 def upstream(version: str) -> str:
