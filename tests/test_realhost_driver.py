@@ -342,29 +342,6 @@ def test_branch_change_goes_through_the_holds(env):
     assert changes(deploy(env, HWE, nvidia_driver_branch=595).stdout) == 0
 
 
-def test_proprietary_flavour_with_objects_and_signatures(env):
-    """The proprietary flavour (pre-Turing cards): Ubuntu's non-open headless package and the per-kernel module that
-    depends on linux-objects-nvidia-* and linux-signatures-nvidia-* at its own version; the open flavour's holds
-    released, its packages replaced (Ubuntu's Conflicts on nvidia-kernel-source)."""
-    publish(env, "595-proprietary")
-    p = deploy(env, HWE, nvidia_driver_branch=595, nvidia_driver_flavour="proprietary")
-    assert p.returncode == 0, p.stdout[-4000:]
-    pk = installed(env)
-    kver = "6.11.0-29.29~24.04.1+1"
-    assert {pk.get(f"linux-objects-nvidia-595-server-{HWE}"), pk.get(f"linux-signatures-nvidia-{HWE}")} == {kver}
-    assert pk["linux-modules-nvidia-595-server-generic-hwe-24.04"] == kver
-    assert "nvidia-headless-no-dkms-595-server" in pk and "nvidia-headless-no-dkms-595-server-open" not in pk
-    assert "linux-modules-nvidia-595-server-open-generic-hwe-24.04" not in pk
-    assert holds(env) == sorted(["linux-image-generic-hwe-24.04", "linux-modules-nvidia-595-server-generic-hwe-24.04",
-                                 "nvidia-headless-no-dkms-595-server", "nvidia-utils-595-server"])
-    assert gpu_usable_after_reboot(env, 595) == HWE
-    assert changes(deploy(env, HWE, nvidia_driver_branch=595, nvidia_driver_flavour="proprietary").stdout) == 0
-    # back to the open flavour for the test that follows
-    p = deploy(env, HWE, nvidia_driver_branch=595)
-    assert p.returncode == 0, p.stdout[-4000:]
-    assert "nvidia-headless-no-dkms-595-server-open" in installed(env)
-
-
 SUDO_PW = "a sudo password 42"
 
 
@@ -404,3 +381,25 @@ def test_non_root_user_whose_sudo_needs_a_password(env):
     assert "sudo asks for a password and there is no terminal to type it: export LLMHOST_SUDO_PASSWORD" \
         in missing.stdout, missing.stdout[-3000:]
 
+
+def test_proprietary_flavour_with_objects_and_signatures(env):
+    """The proprietary flavour (pre-Turing cards): Ubuntu's non-open headless package and the per-kernel module that
+    depends on linux-objects-nvidia-* and linux-signatures-nvidia-* at its own version. On a box that never had the
+    open flavour: a switch between flavours in place is not tested (the stand-ins would both ship nvidia.ko, and
+    how Ubuntu's two per-kernel packages relate is not in the control data read)."""
+    h = env["h"]
+    sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null; dpkg --purge $(dpkg-query -W "
+          "-f='${Package}\\n' 'linux-modules-nvidia-*' 'nvidia-*' 'libnvidia-*' | grep -v container) >/dev/null")
+    publish(env, "595-proprietary")
+    p = deploy(env, HWE, nvidia_driver_branch=595, nvidia_driver_flavour="proprietary")
+    assert p.returncode == 0, p.stdout[-4000:]
+    pk = installed(env)
+    kver = "6.11.0-29.29~24.04.1+1"
+    assert {pk.get(f"linux-objects-nvidia-595-server-{HWE}"), pk.get(f"linux-signatures-nvidia-{HWE}")} == {kver}
+    assert pk["linux-modules-nvidia-595-server-generic-hwe-24.04"] == kver
+    assert "nvidia-headless-no-dkms-595-server" in pk and "nvidia-headless-no-dkms-595-server-open" not in pk
+    assert "linux-modules-nvidia-595-server-open-generic-hwe-24.04" not in pk
+    assert holds(env) == sorted(["linux-image-generic-hwe-24.04", "linux-modules-nvidia-595-server-generic-hwe-24.04",
+                                 "nvidia-headless-no-dkms-595-server", "nvidia-utils-595-server"])
+    assert gpu_usable_after_reboot(env, 595) == HWE
+    assert changes(deploy(env, HWE, nvidia_driver_branch=595, nvidia_driver_flavour="proprietary").stdout) == 0
