@@ -9,6 +9,7 @@ from pyinfra.operations import apt, files, pip, server
 
 from operations.context import Context
 from operations.render import template
+from operations.shared_ops import PROGRESS_S
 
 USERS = {"llmhost-vllm": "vllm", "llmhost-webui": "open-webui"}  # user -> its directory under data_root
 
@@ -49,6 +50,6 @@ def ensure(ctx: Context):
                  *s.hub_tools_requirements], pip=f"{ctx.tools}/bin/pip", _env=ctx.download_env)
     files.template(create_remote_dir=False, name="Weights fetcher (huggingface_hub, revision-pinned)",
                    src=template("fetch_model.py.j2"), dest=ctx.fetcher, mode="755",
-                   tools_python=f"{ctx.tools}/bin/python")
+                   tools_python=f"{ctx.tools}/bin/python", progress_s=PROGRESS_S)
     files.template(create_remote_dir=False, name="Probe (health / models / completion)",
                    src=template("llmhost-probe.py.j2"), dest=ctx.probe, mode="755", **probe_vars(ctx))

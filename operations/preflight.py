@@ -235,6 +235,7 @@ def _check() -> Context:
                                                      if held else ""))
 
     free = host.get_fact(DiskFreeMib, path=s.data_root)
+    hub_size = size
     size = size or int(p.weights_gib * 2**30)  # a hub that does not report sizes: the planner's estimate
     need = size / 2**20 + s.min_free_disk_gib * 1024
     ctx = Context(s, os_id, os_version, working_driver, module, p, commit, flavour, s.warnings() + p.warnings,
@@ -249,6 +250,10 @@ def _check() -> Context:
               f"models_keep={s.models_keep})" if freed else "") + f", the weights need {size / 2**20:.0f} MiB plus "
               f"min_free_disk_gib={s.min_free_disk_gib}: free disk space, lower models_keep or move data_root")
 
+    if not host.get_fact(File, path=ctx.snapshot_marker):
+        logger.info(f"{host.print_prefix}to download: weights {s.model_repo}@{commit[:12]}, "
+                    + (f"{hub_size / 2**30:.2f} GiB (the hub's sizes)" if hub_size else
+                       f"about {size / 2**30:.1f} GiB (the planner's estimate: the hub gives no sizes)"))
     if host.get_fact(RebootRequired):
         ctx.warnings.append("the host has a pending reboot (/var/run/reboot-required): llmhost reboots only for a "
                             "driver change; reboot when convenient")

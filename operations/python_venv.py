@@ -14,6 +14,8 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.facts.files import File, Link
 
+from operations.shared_ops import ShownCommand, with_progress
+
 
 
 def venv_id(python: str, requirements: list[str], index_url: str | None, find_links: list[str]) -> str:
@@ -66,9 +68,11 @@ def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = 
     )
     reqs = f"{wanted}.requirements.txt"
     yield f"mkdir -p {root}/venvs && rm -rf {wanted} && printf '%s\\n' {' '.join(shlex.quote(r) for r in requirements)} > {reqs}"
-    yield (f"{prefix} {uv} venv --quiet --python {python} {wanted} && "
-           f"{prefix} {uv} pip install --quiet --python {wanted}/bin/python {pip_opts} {extra_args} -r {reqs} && "
-           f"touch {wanted}/.llmhost-complete").strip()
+    install = (f"{prefix} {uv} venv --quiet --python {python} {wanted} && "
+               f"{prefix} {uv} pip install --quiet --python {wanted}/bin/python {pip_opts} {extra_args} -r {reqs} && "
+               f"touch {wanted}/.llmhost-complete").strip()
+    # uv shows no progress without a terminal: the monitor prints how much its cache grew
+    yield ShownCommand(with_progress(install, f"venv {root}", f"$({prefix} {uv} cache dir)"))
     if owner != "root":
         yield f"chown -R root:{owner} {wanted} && chmod -R g+rX,o-w {wanted}"
     yield link

@@ -8,11 +8,33 @@ import shlex
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, operation
+from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
 from operations.context import Context
 from operations.facts import AptHolds, DpkgVersion, SnapshotFiles
+
+PROGRESS_S = 30  # long downloads print where they are at least this often
+
+
+class ShownCommand(StringCommand):
+    """A command whose output pyinfra prints as it comes, in its default output (a long download's progress lines);
+    other commands' output is shown only with -vvv."""
+
+    def execute(self, state, host, connector_arguments):
+        connector_arguments.update(self.connector_arguments)
+        return host.run_shell_command(self, print_output=True, print_input=state.print_input, **connector_arguments)
+
+
+def with_progress(command: str, label: str, directory: str) -> str:
+    """``command`` with a monitor that prints, every PROGRESS_S seconds, how much ``directory`` (a download cache;
+    a shell word, evaluated once) has grown and at what rate; the command's own exit status is kept."""
+    return (f"d={directory}; s0=$(du -sm \"$d\" 2>/dev/null | cut -f1); t0=$(date +%s); "
+            f"( while sleep {PROGRESS_S}; do kill -0 $$ 2>/dev/null || exit 0; "
+            f"n=$(( $(du -sm \"$d\" 2>/dev/null | cut -f1) - ${{s0:-0}} )); "
+            f"t=$(( $(date +%s) - t0 )); echo \"llmhost: {label}: $n MiB downloaded in $t s, $(( n / t )) MiB/s\"; "
+            f"done ) & m=$!; ( {command} ); rc=$?; kill $m 2>/dev/null; exit $rc")
+
 
 # A secret made by the host's own CSPRNG inside the command: it never crosses the wire, a command line or a log.
 NEW_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -120,7 +142,7 @@ def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
     if state == "complete":
         host.noop(f"snapshot complete, every file at its size ({marker})")
         return
-    yield fetch
+    yield ShownCommand(fetch)  # its progress lines appear as they come
     yield f"chown -R {owner}:{owner} {cache_dir} && chmod -R g+rX {cache_dir}"
 
 

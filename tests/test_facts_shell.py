@@ -1,6 +1,7 @@
 """Custom facts whose commands can run here as they run on a host: executed for real against files made here."""
 
 import json
+import re
 import subprocess
 
 from operations.facts import SnapshotFiles
@@ -145,9 +146,10 @@ def test_the_fetchers_marker_lists_files_in_subdirectories_and_the_check_accepts
     (snap / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 32}')
     fake_hub = tmp_path / "huggingface_hub"
     fake_hub.mkdir()  # stands in for huggingface_hub.snapshot_download: the snapshot is already here
-    (fake_hub / "__init__.py").write_text(f"def snapshot_download(**kw):\n    return {str(snap)!r}\n")
+    (fake_hub / "__init__.py").write_text(f"class HfApi:\n    pass  # no sizes: no progress lines\n\n"
+                                          f"def snapshot_download(**kw):\n    return {str(snap)!r}\n")
     fetcher = tmp_path / "fetch"
-    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable))
+    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=30))
     marker = tmp_path / ".complete-x"
     subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(marker), str(tmp_path / "cache")],
                    check=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
@@ -200,3 +202,71 @@ def test_gpu_memory_held_runs_nvidia_smi_as_recorded(tmp_path):
                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
     assert GpuMemoryHeld().process(out.splitlines()) == {
         "used_mib": 3691, "own_mib": 0, "others_mib": 3691, "apps": [{"pid": 435, "name": "python3", "mib": 3682}]}
+
+
+def test_the_fetcher_prints_bytes_total_rate_and_time_left_while_it_downloads(tmp_path):
+    """Rendered with a 0.2 s period (30 s in the deploy). huggingface_hub stands in (named): model_info gives the
+    hub's sizes (an LFS file by sha256, a small one by blob id), snapshot_download writes the blobs as the real one
+    lays them out (blobs/<id>.incomplete, then blobs/<id>). The real one, against olah, is in test_realhost.py."""
+    import os
+    import re
+    import sys
+
+    from operations.render import render
+
+    fake_hub = tmp_path / "huggingface_hub"
+    fake_hub.mkdir()
+    (fake_hub / "__init__.py").write_text('''
+import os, time
+from types import SimpleNamespace as NS
+
+class HfApi:
+    def model_info(self, repo, revision, files_metadata):
+        return NS(siblings=[NS(rfilename="model.safetensors", size=4 * 2**20, lfs={"sha256": "ab" * 32}, blob_id="x"),
+                            NS(rfilename="config.json", size=2, lfs=None, blob_id="c0ffee"),
+                            NS(rfilename="README.md", size=9999, lfs=None, blob_id="readme")])
+
+def snapshot_download(repo_id, revision, cache_dir, allow_patterns):
+    blobs = os.path.join(cache_dir, "models--" + repo_id.replace("/", "--"), "blobs")
+    snap = os.path.join(cache_dir, "snap")
+    os.makedirs(blobs); os.makedirs(snap)
+    with open(os.path.join(blobs, "c0ffee"), "w") as f:
+        f.write("{}")
+    part = os.path.join(blobs, "ab" * 32 + ".incomplete")
+    for _ in range(8):
+        with open(part, "ab") as f:
+            f.write(b"0" * 2**19)
+        time.sleep(0.15)
+    os.rename(part, part[:-len(".incomplete")])
+    with open(os.path.join(snap, "config.json"), "w") as f:
+        f.write("{}")
+    return snap
+''')
+    fetcher = tmp_path / "fetch"
+    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=0.2))
+    p = subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(tmp_path / ".complete"),
+                        str(tmp_path / "cache")], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    lines = [l for l in p.stdout.splitlines() if l.startswith("llmhost: weights org/m: ")]
+    during = [l for l in lines if "left" in l]
+    assert during, p.stdout
+    assert re.fullmatch(r"llmhost: weights org/m: [\d.]+ (KiB|MiB) of 4\.0 MiB \(\d+%\), [\d.]+ MiB/s, about \d+ s left",
+                        during[0]), during[0]
+    # the last line: every byte of the hub's sizes on disk (README.md is not fetched, so not counted)
+    assert lines[-1].startswith("llmhost: weights org/m: 4.0 MiB of 4.0 MiB (100%) on disk, 4.0 MiB fetched in ")
+
+
+def test_the_venv_monitor_prints_what_the_cache_grew_and_keeps_the_exit_status(tmp_path, monkeypatch):
+    from operations import shared_ops
+
+    monkeypatch.setattr(shared_ops, "PROGRESS_S", 1)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cmd = shared_ops.with_progress(f"head -c 3145728 /dev/zero > {cache}/w && sleep 2.5; exit 3", "venv /opt/x",
+                                   str(cache))
+    p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True)
+    assert p.returncode == 3
+    lines = p.stdout.splitlines()
+    assert lines and all(re.fullmatch(r"llmhost: venv /opt/x: \d+ MiB downloaded in \d+ s, \d+ MiB/s", l)
+                         for l in lines), p.stdout
+    assert lines[-1].startswith("llmhost: venv /opt/x: 3 MiB downloaded")

@@ -114,6 +114,14 @@ def test_apply_runs_every_non_gpu_step_for_real(host):
     # The URL is printed only after verify's probe passed: after the Verify step's start, never while preparing.
     url = p.stdout.find("Open WebUI answers at http://")
     assert url > p.stdout.find("--> Beginning operation run") > 0, p.stdout[-3000:]
+    # Downloads in pyinfra's default output: the total up front, then the fetcher's own lines as they come (this
+    # tiny repo takes under 30 s, so only its last line): every byte of the hub's sizes on disk
+    st = json.loads((REPO / ".cache/hub/state.json").read_text())
+    assert re.search(rf"to download: weights {st['repo']}@{st['commit'][:12]}, [\d.]+ GiB \(the hub's sizes\)",
+                     p.stdout), p.stdout[-3000:]
+    done = re.search(rf"llmhost: weights {st['repo']}: ([\d.]+ \w+) of ([\d.]+ \w+) \((\d+)%\) on disk, "
+                     r"([\d.]+ \w+) fetched in \d+ s", p.stdout)
+    assert done and done.group(1) == done.group(2) == done.group(4) and done.group(3) == "100", p.stdout[-3000:]
 
 
 def test_weights_snapshot_is_at_the_pinned_revision(host):
@@ -290,6 +298,12 @@ def test_lost_weight_file_is_fetched_again(host):
     p = pyinfra()
     assert p.returncode == 0, p.stdout[-3000:]
     assert sh(host, f"test -e {snap}/model.safetensors && echo back").strip() == "back"
+    # only the lost file moved: less fetched than the snapshot holds, all of it on disk after
+    done = re.search(rf"llmhost: weights {st['repo']}: ([\d.]+) (\w+) of ([\d.]+) (\w+) \(100%\) on disk, "
+                     r"([\d.]+) (\w+) fetched", p.stdout)
+    assert done, p.stdout[-3000:]
+    unit = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    assert float(done.group(5)) * unit[done.group(6)] < float(done.group(3)) * unit[done.group(4)]
     assert sh(host, f"ls {blob_dir} | wc -l").strip() != "0"
     assert sh(host, "ls /var/lib/llmhost/models/.complete-*") == markers
     assert totals(pyinfra().stdout)[1] == 0
