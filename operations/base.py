@@ -8,6 +8,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, pip, server
 
 from operations.context import Context
+from operations.hub import FETCH_PATTERNS
 from operations.render import template
 from operations.shared_ops import PROGRESS_S
 
@@ -50,6 +51,7 @@ def ensure(ctx: Context):
                  *s.hub_tools_requirements], pip=f"{ctx.tools}/bin/pip", _env=ctx.download_env)
     files.template(create_remote_dir=False, name="Weights fetcher (huggingface_hub, revision-pinned)",
                    src=template("fetch_model.py.j2"), dest=ctx.fetcher, mode="755",
-                   tools_python=f"{ctx.tools}/bin/python", progress_s=PROGRESS_S)
+                   tools_python=f"{ctx.tools}/bin/python", progress_s=PROGRESS_S,
+                   allow=FETCH_PATTERNS)
     files.template(create_remote_dir=False, name="Probe (health / models / completion)",
                    src=template("llmhost-probe.py.j2"), dest=ctx.probe, mode="755", **probe_vars(ctx))

@@ -122,4 +122,20 @@ def _resolve(s: Settings, repo: str, revision: str, token: str | None, who: str,
             raise
         raise LlmhostError(f"{who}: cannot reach {s.hf_endpoint} to check {repo_name} "
                            f"({type(exc).__name__}: {exc}); check hf_endpoint and the controller's network") from None
-    return info.sha, sum((sib.size or 0) for sib in (info.siblings or []))
+    return info.sha, fetched_size(api, repo, info)
+
+
+FETCH_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja"]  # the fetcher's
+
+
+def fetched_size(api, repo: str, info) -> int:
+    """Bytes the fetcher downloads of repo@info.sha: the files matching FETCH_PATTERNS, sized by the hub's tree
+    (model_info's siblings carry no sizes on some hubs); 0 when the hub says nothing."""
+    from fnmatch import fnmatch
+
+    try:
+        files = [(f.path, f.size) for f in api.list_repo_tree(repo, revision=info.sha, recursive=True)
+                 if getattr(f, "size", None) is not None]
+    except Exception:  # noqa: BLE001 - a hub without the tree API: the siblings' sizes, if any
+        files = [(sib.rfilename, sib.size) for sib in (info.siblings or []) if sib.size]
+    return sum(size for path, size in files if any(fnmatch(path, p) for p in FETCH_PATTERNS))

@@ -151,6 +151,7 @@ def fetch_command(ctx: Context, repo: str, commit: str, marker: str, cache_dir: 
     through the download route (proxy, CA), the HF token file when there is one, no telemetry."""
     s = ctx.s
     env = {**ctx.download_env, "HF_ENDPOINT": s.hf_endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # its bars need a terminal: the fetcher prints its own lines
            "HF_TOKEN_PATH": f"{s.config_root}/hf-token"}
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     return f"{prefix} {ctx.fetcher} {repo} {commit} {marker} {cache_dir}"

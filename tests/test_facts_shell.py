@@ -137,6 +137,7 @@ def test_the_fetchers_marker_lists_files_in_subdirectories_and_the_check_accepts
     import os
     import sys
 
+    from operations.hub import FETCH_PATTERNS
     from operations.render import render
 
     snap = tmp_path / "snapshot"
@@ -149,7 +150,8 @@ def test_the_fetchers_marker_lists_files_in_subdirectories_and_the_check_accepts
     (fake_hub / "__init__.py").write_text(f"class HfApi:\n    pass  # no sizes: no progress lines\n\n"
                                           f"def snapshot_download(**kw):\n    return {str(snap)!r}\n")
     fetcher = tmp_path / "fetch"
-    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=30))
+    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=30,
+                                 allow=FETCH_PATTERNS))
     marker = tmp_path / ".complete-x"
     subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(marker), str(tmp_path / "cache")],
                    check=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
@@ -212,6 +214,7 @@ def test_the_fetcher_prints_bytes_total_rate_and_time_left_while_it_downloads(tm
     import re
     import sys
 
+    from operations.hub import FETCH_PATTERNS
     from operations.render import render
 
     fake_hub = tmp_path / "huggingface_hub"
@@ -221,10 +224,10 @@ import os, time
 from types import SimpleNamespace as NS
 
 class HfApi:
-    def model_info(self, repo, revision, files_metadata):
-        return NS(siblings=[NS(rfilename="model.safetensors", size=4 * 2**20, lfs={"sha256": "ab" * 32}, blob_id="x"),
-                            NS(rfilename="config.json", size=2, lfs=None, blob_id="c0ffee"),
-                            NS(rfilename="README.md", size=9999, lfs=None, blob_id="readme")])
+    def list_repo_tree(self, repo, revision, recursive):  # RepoFile's fields
+        return [NS(path="model.safetensors", size=4 * 2**20, lfs={"sha256": "ab" * 32}, blob_id="x"),
+                NS(path="config.json", size=2, lfs=None, blob_id="c0ffee"),
+                NS(path="README.md", size=9999, lfs=None, blob_id="readme"), NS(path="sub")]  # sub: a folder
 
 def snapshot_download(repo_id, revision, cache_dir, allow_patterns):
     blobs = os.path.join(cache_dir, "models--" + repo_id.replace("/", "--"), "blobs")
@@ -243,7 +246,8 @@ def snapshot_download(repo_id, revision, cache_dir, allow_patterns):
     return snap
 ''')
     fetcher = tmp_path / "fetch"
-    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=0.2))
+    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=0.2,
+                                 allow=FETCH_PATTERNS))
     p = subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(tmp_path / ".complete"),
                         str(tmp_path / "cache")], capture_output=True, text=True, check=True,
                        env={**os.environ, "PYTHONPATH": str(tmp_path)})
