@@ -64,6 +64,15 @@ def kernel(pool: Path, abi: str, version: str) -> None:
                                                    f"lib/modules/{abi}/STAND-IN-KERNEL": NOTE})
 
 
+def kernel_meta(pool: Path, flavour: str, version: str, abi: str) -> None:
+    """linux-image-<flavour> at ``version`` on one kernel image, and for -generic the linux-generic metapackage a
+    default install has, on linux-image-generic (= version) (Ubuntu's linux-meta; its linux-headers-generic is left
+    out: headers boot nothing)."""
+    deb(pool, f"linux-image-{flavour}", version, depends=f"linux-image-{abi}")
+    if flavour == "generic":
+        deb(pool, "linux-generic", version, depends=f"linux-image-generic (= {version})")
+
+
 CONTROLS = Path(__file__).parent / "fixtures" / "ubuntu"
 RELATIONS = ("Depends", "Provides", "Conflicts", "Replaces", "Breaks")
 

@@ -115,7 +115,7 @@ def publish(env: dict, stage: str) -> None:
     root, sec = env["archive"], env["archive"] / "security"
     if stage == "ga":
         aptarchive.kernel(root, A, "6.8.0-50.50")
-        aptarchive.deb(root, K, "6.8.0-50.50", depends=f"linux-image-{A}")
+        aptarchive.kernel_meta(root, "generic", "6.8.0-50.50", A)
         aptarchive.driver(root, 580, X1)
         aptarchive.modules(root, 580, X1, A, "6.8.0-50.50+1", ("generic",))
         aptarchive.container_toolkit(root, "1.17.5-1")
@@ -125,11 +125,11 @@ def publish(env: dict, stage: str) -> None:
         aptarchive.driver(sec, 580, X2)
         aptarchive.modules(sec, 580, X2, A, "6.8.0-50.50+2", ("generic",))
         aptarchive.kernel(sec, B, "6.8.0-51.51")
-        aptarchive.deb(sec, K, "6.8.0-51.51", depends=f"linux-image-{B}")
+        aptarchive.kernel_meta(sec, "generic", "6.8.0-51.51", B)
         aptarchive.modules(sec, 580, X2, B, "6.8.0-51.51+1", ("generic",))
     if stage == "c":  # a security kernel whose modules are not published yet
         aptarchive.kernel(sec, C, "6.8.0-52.52")
-        aptarchive.deb(sec, K, "6.8.0-52.52", depends=f"linux-image-{C}")
+        aptarchive.kernel_meta(sec, "generic", "6.8.0-52.52", C)
     if stage == "c-next-day":  # its modules reach -updates only, a day later
         aptarchive.modules(root, 580, X2, C, "6.8.0-52.52+1", ("generic",))
     if stage == "toolkit-1.17.8":
@@ -161,7 +161,7 @@ def test_ga_kernel_gets_the_ga_modules_package_through_the_proxy(env):
                  "> /etc/apt/apt.conf.d/52llmhost-test-origins && "
                  "apt-get -o Acquire::http::Proxy=http://{gw}:8888 update -qq && "
                  "DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::http::Proxy=http://{gw}:8888 install -y -qq "
-                 f"{K} >/dev/null".replace("{gw}", env["h"]["gateway"]))
+                 "linux-generic >/dev/null".replace("{gw}", env["h"]["gateway"]))
     proxy_log = testhost.STATE / "tinyproxy.log"
     before = proxy_log.read_text() if proxy_log.exists() else ""
     p = deploy(env, A)
@@ -227,13 +227,15 @@ def test_a_security_kernel_built_against_a_new_driver_moves_with_it(env):
     publish(env, "b")
     unattended_upgrade(env)
     pk = installed(env)
-    assert f"linux-image-{B}" not in pk and pk[K] == "6.8.0-50.50" and pk["nvidia-utils-580-server"] == X1
+    assert f"linux-image-{B}" not in pk and pk[K] == pk["linux-generic"] == "6.8.0-50.50"
+    assert pk["nvidia-utils-580-server"] == X1
     assert gpu_usable_after_reboot(env) == A
     p = deploy(env, A)
     assert p.returncode == 0, p.stdout[-4000:]
     assert f"Kernel {B}, its open modules and the 580 driver 580.105.08 together (held)" in p.stdout
     pk = installed(env)
     assert pk[K] == "6.8.0-51.51" and pk[M] == "6.8.0-51.51+1"
+    assert pk["linux-generic"] == "6.8.0-51.51"  # the metapackage on top follows (= version), not removed
     assert pk[f"linux-modules-nvidia-580-server-open-{B}"] == "6.8.0-51.51+1"
     assert pk[f"linux-modules-nvidia-580-server-open-{A}"] == "6.8.0-50.50+2"  # the running kernel's, respun
     assert pk["nvidia-utils-580-server"] == X2 and pk["nvidia-kernel-common-580-server"] == X2
@@ -296,8 +298,8 @@ def test_running_kernel_that_lost_its_module_is_reported_and_repaired(env):
 def test_hwe_kernel_gets_the_hwe_modules_package_and_only_it(env):
     h = env["h"]
     sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null; dpkg --purge $(dpkg-query -W "
-          "-f='${Package}\\n' 'linux-modules-nvidia-*' 'nvidia-*' 'libnvidia-*' 'linux-image-generic' | grep -v "
-          "container) >/dev/null")
+          "-f='${Package}\\n' 'linux-modules-nvidia-*' 'nvidia-*' 'libnvidia-*' 'linux-generic' 'linux-image-generic' "
+          "| grep -v container) >/dev/null")
     publish(env, "hwe")
     sh(h, f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {K} linux-image-generic-hwe-24.04 >/dev/null")
     assert boots(env) == HWE

@@ -69,7 +69,8 @@ def test_metrics_on_loopback_every_target_up(h):
 def test_rules_pass_promtool_and_each_alert_fires_when_its_condition_holds(h):
     assert "SUCCESS" in sh(h, "promtool check rules /etc/prometheus/llmhost-alerts.yml 2>&1")
     rules = json.loads(sh(h, "curl -s http://127.0.0.1:9090/api/v1/rules"))["data"]["groups"][0]["rules"]
-    assert sorted(r["name"] for r in rules) == ["LlmhostDiskLow", "LlmhostGpuHot", "LlmhostGpuMissing",
+    assert sorted(r["name"] for r in rules) == ["LlmhostBootKernelWithoutModule", "LlmhostDiskLow",
+                                                "LlmhostDriverMismatch", "LlmhostGpuHot", "LlmhostGpuMissing",
                                                 "LlmhostKvCacheFull", "LlmhostServiceDown"]
     testhost.ssh(h["address"], "mkdir -p /root/prom-tests")
     subprocess.run(["scp", "-q", "-i", str(testhost.STATE / "id_ed25519"), "-o", "StrictHostKeyChecking=no",
