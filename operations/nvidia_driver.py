@@ -13,7 +13,7 @@ from pyinfra.operations import apt, files, server
 
 from operations.context import Context
 from operations.facts import AptHolds, DpkgVersion
-from operations.shared_ops import gpu_step_applies, held, pinned_and_held, skipped
+from operations.shared_ops import gpu_step_applies, held, moves, pinned_and_held, skipped
 from operations.core.driver_set import stale_holds, userspace_packages
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
@@ -86,7 +86,9 @@ def ensure(ctx: Context):
         server.shell(name=f"Release the holds of the previous driver branch or flavour ({len(other)} packages)",
                      commands=[f"apt-mark unhold {' '.join(other)}"])
     dset = ctx.driver_set
+    moved = None  # packages change (a set that only gains holds moves nothing: no reboot for that)
     if dset:
+        moved = moves(dset.pins)
         install = pinned_and_held(
             name=f"Kernel {dset.boot}, its {ctx.flavour} modules and the {s.nvidia_driver_branch} driver "
                  f"{dset.driver} together (held)", versions=dset.pins, hold=hold)
@@ -112,7 +114,8 @@ def ensure(ctx: Context):
                                                      "module: reboot by hand after removing it or once its module is in")
             return
         reboot = server.reboot(name="Reboot into the new kernel / driver (the set moved)", reboot_timeout=600,
-                               _if=[install.did_change, loaded_module_differs(ctx, user[1])])
+                               _if=[install.did_change, lambda: moved is not False,
+                                    loaded_module_differs(ctx, user[1])])
         server.shell(name="Driver answers after the reboot (nvidia-smi; loaded module = installed package)",
                      commands=[driver_check(user[1])], _if=reboot.did_change)
     else:

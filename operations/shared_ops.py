@@ -92,6 +92,11 @@ def held(packages: list[str]):
     yield f"apt-mark hold {' '.join(missing)}"
 
 
+def moves(versions: dict[str, str]) -> bool:
+    """Whether any of ``versions`` is not installed at its version (pinned_and_held would change packages)."""
+    return any(host.get_fact(DpkgVersion, package=p) != v for p, v in versions.items())
+
+
 @operation()
 def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None):
     """Ensure each package is installed at exactly its version, and ``hold`` (default: the pinned packages) on hold.
@@ -107,8 +112,12 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None):
     installed = {p: host.get_fact(DpkgVersion, package=p) for p in versions}
     holds = host.get_fact(AptHolds)
     pins = " ".join(f"{p}={v}" for p, v in versions.items())
-    if all(installed[p] == v for p, v in versions.items()) and all(p in holds for p in hold):
+    at_pins = all(installed[p] == v for p, v in versions.items())
+    if at_pins and all(p in holds for p in hold):
         host.noop(f"{pins}, held")
+        return
+    if at_pins:  # installed as wanted, some holds missing (an install from before they were held): hold them only
+        yield f"apt-mark hold {' '.join(p for p in hold if p not in holds)}"
         return
     release = hold + [p for p in versions if p in holds and p not in hold]
     yield (f"apt-mark unhold {' '.join(release)} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "

@@ -73,6 +73,56 @@ def recorded_gpu_host() -> dict:
     return out
 
 
+def driver_set_host(archive: list[tuple[str, str, str]], holds: list[str], pending: bool = False) -> dict:
+    """An Ubuntu 22.04 box whose 580 driver came from the debs and is loaded, with what apt knows (AptVersions:
+    package, version, Depends; newest first) and dpkg's installed versions; hand-written in Ubuntu's shapes."""
+    debs = [("nvidia-headless-no-dkms-580-server-open", "580.95.05-0ubuntu0.22.04.1"),
+            ("nvidia-utils-580-server", "580.95.05-0ubuntu0.22.04.1"),
+            ("linux-modules-nvidia-580-server-open-generic", "5.15.0-126.136+1"),
+            ("linux-modules-nvidia-580-server-open-5.15.0-126-generic", "5.15.0-126.136+1"),
+            ("linux-image-generic", "5.15.0.126.125")]
+    if pending:  # an older llmhost let unattended-upgrades install kernel 5.15.0-127 with its module; not booted yet
+        debs[2:] = [("linux-modules-nvidia-580-server-open-generic", "5.15.0-127.137+1"),
+                    ("linux-modules-nvidia-580-server-open-5.15.0-127-generic", "5.15.0-127.137+1"),
+                    ("linux-modules-nvidia-580-server-open-5.15.0-126-generic", "5.15.0-126.136+1"),
+                    ("linux-image-generic", "5.15.0.127.126")]
+    out = responses(version="22.04", smi=SMI_3060, debs=debs, holds=holds,
+                    module="NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025",
+                    files=["/etc/apt/apt.conf.d/51llmhost-nvidia", "/etc/modprobe.d/llmhost-blacklist-nouveau.conf"],
+                    probe='{"ok": true, "models": ["m"], "completion": "hi", "webui_health": 200, "gpus": "x"}')
+    out["apt-cache show"] = [line for name, ver, dep in archive
+                             for line in (f"Package: {name}", f"Version: {ver}", f"Depends: {dep}")]
+    if pending:
+        out["echo running="] = ["running=5.15.0-126-generic", "next=5.15.0-127-generic",
+                                "linux-image-generic 5.15.0.127.126 linux-image-5.15.0-127-generic"]
+    for name, ver in debs:
+        out[re.compile(rf"dpkg-query -W -f='\$\{{Version\}}' {re.escape(name)} 2>")] = [ver]
+    return out
+
+
+_KCOMMON = "nvidia-kernel-common-580-server (<= {x}-1), nvidia-kernel-common-580-server (>= {x})"
+_INSTALLED_SET = [
+    ("linux-image-generic", "5.15.0.126.125", "linux-image-5.15.0-126-generic"),
+    ("linux-modules-nvidia-580-server-open-generic", "5.15.0-126.136+1",
+     "linux-modules-nvidia-580-server-open-5.15.0-126-generic (= 5.15.0-126.136+1)"),
+    ("linux-modules-nvidia-580-server-open-5.15.0-126-generic", "5.15.0-126.136+1",
+     "linux-image-5.15.0-126-generic | linux-image-unsigned-5.15.0-126-generic, " + _KCOMMON.format(x="580.95.05")),
+    ("nvidia-headless-no-dkms-580-server-open", "580.95.05-0ubuntu0.22.04.1", ""),
+    ("nvidia-utils-580-server", "580.95.05-0ubuntu0.22.04.1", "")]
+_SECURITY_KERNEL = [  # a security kernel 5.15.0-127 built against 580.105.08, with the running kernel's respin
+    ("linux-image-generic", "5.15.0.127.126", "linux-image-5.15.0-127-generic"),
+    ("linux-modules-nvidia-580-server-open-generic", "5.15.0-127.137+1",
+     "linux-modules-nvidia-580-server-open-5.15.0-127-generic (= 5.15.0-127.137+1)"),
+    ("linux-modules-nvidia-580-server-open-5.15.0-127-generic", "5.15.0-127.137+1",
+     "linux-image-5.15.0-127-generic | linux-image-unsigned-5.15.0-127-generic, " + _KCOMMON.format(x="580.105.08")),
+    ("linux-modules-nvidia-580-server-open-5.15.0-126-generic", "5.15.0-126.136+2",
+     "linux-image-5.15.0-126-generic | linux-image-unsigned-5.15.0-126-generic, " + _KCOMMON.format(x="580.105.08")),
+    ("nvidia-headless-no-dkms-580-server-open", "580.105.08-0ubuntu0.22.04.1", ""),
+    ("nvidia-utils-580-server", "580.105.08-0ubuntu0.22.04.1", "")]
+_OLD_HOLDS = ["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"]  # what llmhost held before
+_ALL_HOLDS = ["linux-image-generic", "linux-modules-nvidia-580-server-open-generic", *_OLD_HOLDS]
+
+
 SCENARIOS = {
     # Hosts that must be refused before any change (each with its own fault).
     "ubuntu-2004": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(version="20.04")),
@@ -124,6 +174,16 @@ SCENARIOS = {
                "nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"],
         files=["/etc/apt/apt.conf.d/51llmhost-nvidia", "/etc/modprobe.d/llmhost-blacklist-nouveau.conf"],
         probe='{"ok": true, "models": ["m"], "completion": "hi", "webui_health": 200, "gpus": "NVIDIA GeForce RTX 3060"}')),
+    # The same box as an older llmhost left it (only the user space held), apt knowing just the installed set.
+    "driver-older-holds": dict(data={}, responses=driver_set_host(_INSTALLED_SET, _OLD_HOLDS)),
+    # The same, with a kernel update an older llmhost let in (module and all), waiting for the user's reboot.
+    "driver-older-holds-pending": dict(data={}, responses=driver_set_host(
+        [_SECURITY_KERNEL[0]] + [(n, v, d.replace("580.105.08", "580.95.05")) for n, v, d in _SECURITY_KERNEL[1:3]]
+        + _INSTALLED_SET[2:], _OLD_HOLDS, pending=True)),
+    # Held and converged, then a security kernel built against a point release reaches the archive.
+    "security-kernel": dict(data={}, responses=driver_set_host(
+        [x for pair in zip(_SECURITY_KERNEL[:1], _INSTALLED_SET[:1]) for x in pair] + _SECURITY_KERNEL[1:] +
+        _INSTALLED_SET[1:], _ALL_HOLDS)),
     # Installed from the debs (580.95.05) but the old module (580.82.07) is still loaded: a reboot is pending.
     "pending-reboot": dict(data={}, responses=responses(
         version="22.04", smi=SMI_3060.replace("580.95.05", "580.82.07"),

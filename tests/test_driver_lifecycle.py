@@ -293,3 +293,43 @@ def test_installed_driver_is_never_reinstalled_or_rebooted(fake_apply):
     assert not [c for c in cmds if "reboot" in c]
     assert INSTALL not in cmds and not [c for c in cmds if c.startswith("apt-mark hold") and "nvidia-utils" in c]
     assert not [c for c in cmds if c.startswith("loaded=$(sed -n ")]
+
+
+def test_a_box_from_an_older_llmhost_gains_the_holds_and_is_not_rebooted(fake_apply):
+    """Executed: the installed set is the archive's newest coherent one, only the kernel and modules metapackages
+    are not held yet: one `apt-mark hold` of those two, no apt install, no reboot."""
+    rc, cmds, out = fake_apply("driver-older-holds")
+    assert rc == 0, out[-3000:]
+    assert "apt-mark hold linux-image-generic linux-modules-nvidia-580-server-open-generic" in cmds
+    assert not [c for c in cmds if "apt-get install" in c and "nvidia" in c]
+    assert not [c for c in cmds if "reboot" in c]
+
+
+def test_gaining_the_holds_never_reboots_into_a_kernel_that_was_pending_anyway(fake_apply):
+    """The older llmhost let a kernel update in with its module; the user has not rebooted yet. This run only adds
+    the holds: no apt install and no reboot (the set did not move; the pending reboot stays the user's)."""
+    rc, cmds, out = fake_apply("driver-older-holds-pending")
+    assert rc == 0, out[-3000:]
+    assert "apt-mark hold linux-image-generic linux-modules-nvidia-580-server-open-generic" in cmds
+    assert not [c for c in cmds if "apt-get install" in c and "nvidia" in c]
+    assert not [c for c in cmds if "reboot" in c]
+
+
+def test_a_security_kernel_moves_with_its_module_and_driver_and_reboots_once(fake_apply):
+    """Executed: kernel 5.15.0-127, its module, the running kernel's respin and the 580.105.08 user space in one
+    apt call with the holds released and taken again; then one reboot and the driver check."""
+    rc, cmds, out = fake_apply("security-kernel")
+    assert rc == 0, out[-3000:]
+    held = ("linux-image-generic linux-modules-nvidia-580-server-open-generic nvidia-headless-no-dkms-580-server-open "
+            "nvidia-utils-580-server")
+    move = (f"apt-mark unhold {held} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+            "--no-install-recommends --allow-downgrades linux-image-generic=5.15.0.127.126 "
+            "linux-modules-nvidia-580-server-open-generic=5.15.0-127.137+1 "
+            "linux-modules-nvidia-580-server-open-5.15.0-127-generic=5.15.0-127.137+1 "
+            "nvidia-headless-no-dkms-580-server-open=580.105.08-0ubuntu0.22.04.1 "
+            "nvidia-utils-580-server=580.105.08-0ubuntu0.22.04.1 "
+            "linux-modules-nvidia-580-server-open-5.15.0-126-generic=5.15.0-126.136+2 "
+            f"&& apt-mark hold {held}")
+    assert move in cmds, [c for c in cmds if "apt-" in c]
+    assert cmds.count(REBOOT) == 1
+    assert cmds.index(move) < cmds.index(REBOOT) < next(i for i, c in enumerate(cmds) if c.startswith("loaded=$("))
