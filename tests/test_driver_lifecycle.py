@@ -295,20 +295,12 @@ def test_installed_driver_is_never_reinstalled_or_rebooted(fake_apply):
     assert not [c for c in cmds if c.startswith("loaded=$(sed -n ")]
 
 
-def test_a_box_from_an_older_llmhost_gains_the_holds_and_is_not_rebooted(fake_apply):
+@pytest.mark.parametrize("scenario", ["driver-older-holds", "driver-older-holds-pending"])
+def test_a_box_from_an_older_llmhost_gains_the_holds_and_is_not_rebooted(fake_apply, scenario):
     """Executed: the installed set is the archive's newest coherent one, only the kernel and modules metapackages
-    are not held yet: one `apt-mark hold` of those two, no apt install, no reboot."""
-    rc, cmds, out = fake_apply("driver-older-holds")
-    assert rc == 0, out[-3000:]
-    assert "apt-mark hold linux-image-generic linux-modules-nvidia-580-server-open-generic" in cmds
-    assert not [c for c in cmds if "apt-get install" in c and "nvidia" in c]
-    assert not [c for c in cmds if "reboot" in c]
-
-
-def test_gaining_the_holds_never_reboots_into_a_kernel_that_was_pending_anyway(fake_apply):
-    """The older llmhost let a kernel update in with its module; the user has not rebooted yet. This run only adds
-    the holds: no apt install and no reboot (the set did not move; the pending reboot stays the user's)."""
-    rc, cmds, out = fake_apply("driver-older-holds-pending")
+    are not held yet: one `apt-mark hold` of those two, no apt install, no reboot. -pending: the older llmhost let
+    a kernel update in with its module and the user has not rebooted yet; that reboot stays the user's."""
+    rc, cmds, out = fake_apply(scenario)
     assert rc == 0, out[-3000:]
     assert "apt-mark hold linux-image-generic linux-modules-nvidia-580-server-open-generic" in cmds
     assert not [c for c in cmds if "apt-get install" in c and "nvidia" in c]
