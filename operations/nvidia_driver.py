@@ -86,9 +86,9 @@ def ensure(ctx: Context):
         server.shell(name=f"Release the holds of the previous driver branch or flavour ({len(other)} packages)",
                      commands=[f"apt-mark unhold {' '.join(other)}"])
     dset = ctx.driver_set
-    moved = None  # packages change (a set that only gains holds moves nothing: no reboot for that)
+    # packages change (a set that only gains holds moves nothing: no reboot for that)
+    moved = moves(dset.pins) if dset else True
     if dset:
-        moved = moves(dset.pins)
         install = pinned_and_held(
             name=f"Kernel {dset.boot}, its {ctx.flavour} modules and the {s.nvidia_driver_branch} driver "
                  f"{dset.driver} together (held)", versions=dset.pins, hold=hold)
@@ -114,7 +114,7 @@ def ensure(ctx: Context):
                                                      "module: reboot by hand after removing it or once its module is in")
             return
         reboot = server.reboot(name="Reboot into the new kernel / driver (the set moved)", reboot_timeout=600,
-                               _if=[install.did_change, lambda: moved is not False,
+                               _if=[install.did_change, lambda: moved,
                                     loaded_module_differs(ctx, user[1])])
         server.shell(name="Driver answers after the reboot (nvidia-smi; loaded module = installed package)",
                      commands=[driver_check(user[1])], _if=reboot.did_change)

@@ -7,7 +7,6 @@ which stops pyinfra before it executes a single operation on any host.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from typing import Any
 
@@ -290,8 +289,8 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
     ctx.modules_package = driver_set.modules_package(branch, flavour, ctx.kernel_meta)
     names = [ctx.kernel_meta, ctx.modules_package, *driver_set.userspace_packages(branch, flavour)]
     known = host.get_fact(AptVersions, packages=names)
-    abis = {kernels["next"], kernels["running"]} | {
-        m.group(1) for v in known.get(ctx.kernel_meta, []) if (m := re.search(r"linux-image-(\d[^\s,|()]*)", v["depends"]))}
+    abis = {kernels["next"], kernels["running"]} | {driver_set.image_of(v["depends"])
+                                                     for v in known.get(ctx.kernel_meta, [])}
     known.update(host.get_fact(AptVersions, packages=sorted(driver_set.abi_modules_package(branch, flavour, a)
                                                             for a in abis if a)))
     ctx.driver_set = driver_set.driver_set(branch, flavour, ctx.kernel_meta, kernels["next"], known,

@@ -109,10 +109,9 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None):
     downgrade, and removes what conflicts with it) and holds again (a failure leaves apt's own state, and the next
     run tries again)."""
     hold = list(versions) if hold is None else hold
-    installed = {p: host.get_fact(DpkgVersion, package=p) for p in versions}
     holds = host.get_fact(AptHolds)
     pins = " ".join(f"{p}={v}" for p, v in versions.items())
-    at_pins = all(installed[p] == v for p, v in versions.items())
+    at_pins = not moves(versions)
     if at_pins and all(p in holds for p in hold):
         host.noop(f"{pins}, held")
         return

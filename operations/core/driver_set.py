@@ -84,6 +84,13 @@ def stale_holds(holds: list[str], keep: list[str]) -> list[str]:
             and p not in keep]
 
 
+def image_of(depends: str) -> str:
+    """The kernel a linux-image metapackage version depends on: 'linux-image-6.8.0-90-generic, linux-firmware' ->
+    6.8.0-90-generic ('' when none)."""
+    m = re.search(r"linux-image-(\d[^\s,|()]*)", depends)
+    return m.group(1) if m else ""
+
+
 def upstream(version: str) -> str:
     """580.126.20-0ubuntu0.24.04.2 -> 580.126.20."""
     return version.split(":")[-1].split("-")[0]
@@ -127,8 +134,7 @@ def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, arch
 
     waits: list[str] = []
     for kv in archive[kernel_meta]:
-        image = re.search(r"linux-image-(\d[^\s,|()]*)", kv["depends"])
-        abi = image.group(1) if image else ""
+        abi = image_of(kv["depends"])
         mv = next((m for m in archive[meta]
                    if re.search(rf"{re.escape(abi_modules_package(branch, flavour, abi))} \(= ", m["depends"])), None)
         exact = re.search(r"\(= ([^)]+)\)", mv["depends"]).group(1) if mv else None
