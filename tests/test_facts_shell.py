@@ -207,7 +207,7 @@ def test_gpu_memory_held_runs_nvidia_smi_as_recorded(tmp_path):
 
 
 def test_the_fetcher_prints_bytes_total_rate_and_time_left_while_it_downloads(tmp_path):
-    """Rendered with a 0.2 s period (30 s in the deploy). huggingface_hub stands in (named): model_info gives the
+    """Rendered with a 0.2 s period (30 s in the deploy). huggingface_hub stands in (named): list_repo_tree gives the
     hub's sizes (an LFS file by sha256, a small one by blob id), snapshot_download writes the blobs as the real one
     lays them out (blobs/<id>.incomplete, then blobs/<id>). The real one, against olah, is in test_realhost.py."""
     import os
@@ -236,10 +236,12 @@ def snapshot_download(repo_id, revision, cache_dir, allow_patterns):
     with open(os.path.join(blobs, "c0ffee"), "w") as f:
         f.write("{}")
     part = os.path.join(blobs, "ab" * 32 + ".incomplete")
-    for _ in range(8):
+    for _ in range(8):  # a chunk, then wait for the fetcher's next line (an event, not a time)
         with open(part, "ab") as f:
             f.write(b"0" * 2**19)
-        time.sleep(0.15)
+        seen = open(os.environ["FETCHER_OUT"]).read().count("llmhost: weights")
+        while open(os.environ["FETCHER_OUT"]).read().count("llmhost: weights") == seen:
+            time.sleep(0.02)
     os.rename(part, part[:-len(".incomplete")])
     with open(os.path.join(snap, "config.json"), "w") as f:
         f.write("{}")
@@ -248,12 +250,15 @@ def snapshot_download(repo_id, revision, cache_dir, allow_patterns):
     fetcher = tmp_path / "fetch"
     fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=0.2,
                                  allow=FETCH_PATTERNS))
-    p = subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(tmp_path / ".complete"),
-                        str(tmp_path / "cache")], capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    lines = [l for l in p.stdout.splitlines() if l.startswith("llmhost: weights org/m: ")]
+    out = tmp_path / "fetcher.out"
+    with open(out, "w") as fh:
+        subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(tmp_path / ".complete"),
+                        str(tmp_path / "cache")], stdout=fh, check=True, timeout=300,  # a hang guard only
+                       env={**os.environ, "PYTHONPATH": str(tmp_path), "FETCHER_OUT": str(out)})
+    stdout = out.read_text()
+    lines = [l for l in stdout.splitlines() if l.startswith("llmhost: weights org/m: ")]
     during = [l for l in lines if "left" in l]
-    assert during, p.stdout
+    assert len(during) >= 8, stdout  # a line after every chunk: bytes, total, rate, time left
     assert re.fullmatch(r"llmhost: weights org/m: [\d.]+ (KiB|MiB) of 4\.0 MiB \(\d+%\), [\d.]+ MiB/s, about \d+ s left",
                         during[0]), during[0]
     # the last line: every byte of the hub's sizes on disk (README.md is not fetched, so not counted)
@@ -266,11 +271,14 @@ def test_the_venv_monitor_prints_what_the_cache_grew_and_keeps_the_exit_status(t
     monkeypatch.setattr(shared_ops, "PROGRESS_S", 1)
     cache = tmp_path / "cache"
     cache.mkdir()
-    cmd = shared_ops.with_progress(f"head -c 3145728 /dev/zero > {cache}/w && sleep 2.5; exit 3", "venv /opt/x",
-                                   str(cache))
-    p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True)
+    out = tmp_path / "out"
+    # the "install" writes 3 MiB into the cache, waits for the monitor's line about it (an event, not a time), fails
+    cmd = shared_ops.with_progress(f"head -c 3145728 /dev/zero > {cache}/w && until grep -q '3 MiB downloaded' {out}; "
+                                   "do sleep 0.1; done; exit 3", "venv /opt/x", str(cache))
+    with open(out, "w") as fh:
+        p = subprocess.run(["sh", "-c", cmd], stdout=fh, timeout=300)  # a hang guard only
     assert p.returncode == 3
-    lines = p.stdout.splitlines()
+    lines = out.read_text().splitlines()
     assert lines and all(re.fullmatch(r"llmhost: venv /opt/x: \d+ MiB downloaded in \d+ s, \d+ MiB/s", l)
-                         for l in lines), p.stdout
+                         for l in lines), lines
     assert lines[-1].startswith("llmhost: venv /opt/x: 3 MiB downloaded")
