@@ -43,6 +43,17 @@ start)
   export VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1 VLLM_LOGGING_LEVEL=DEBUG
   setsid nohup python3 tools/gpu_vllm_proof.py > /tmp/res/runner.log 2>&1 < /dev/null &
   sleep 5; cat /tmp/res/host.txt | tail -3; head -5 /tmp/res/vllm-0.26.0-api-server-help.txt; cat /tmp/res/kernel-facts.txt | head -30 ;;
+calib)  # issue 17: unpack (as start), then what vLLM holds beyond the weights, then the planner's own plans
+  set -e
+  mkdir -p /tmp/site /tmp/res
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/stage/*.whl
+  cat /tmp/stage/vllm.tzst.* | PYTHONPATH=/tmp/site python3 -c "import sys, zstandard; zstandard.ZstdDecompressor().copy_stream(sys.stdin.buffer, sys.stdout.buffer)" | tar xf - -C /tmp/site
+  set +e
+  export PYTHONPATH=/tmp/site NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0
+  { uname -r; nvidia-smi; python3 -c "import torch, vllm, transformers; print(torch.__version__, vllm.__version__, transformers.__version__)"; python3 -m pip list 2>/dev/null; } > /tmp/res/host.txt 2>&1
+  rm -rf /tmp/repo && cp -r . /tmp/repo && cd /tmp/repo
+  setsid nohup bash -c 'for m in qwen2.5-7b-instruct llama-3.1-8b-instruct; do python3 tools/gpu_weights_probe.py $m > /tmp/res/probe-$m.log 2>&1; done; VLLM_LOGGING_LEVEL=DEBUG LLMHOST_RUNS=tests/fixtures/gpu-host/vllm-0.26.0-plans/runs.json python3 tools/gpu_vllm_proof.py' > /tmp/res/runner.log 2>&1 < /dev/null &
+  sleep 30; tail -3 /tmp/res/host.txt; tail -5 /tmp/res/probe-*.log ;;
 poll)
   end=$((SECONDS + $2))
   while [ $SECONDS -lt $end ] && [ ! -f /tmp/res/DONE ]; do sleep 5; done

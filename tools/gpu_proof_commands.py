@@ -50,6 +50,19 @@ def deploy_command(gpu: tuning.GpuSpec, **settings) -> dict:
     return {"unit": unit, "env": envfile, "exec_start": line[len("ExecStart="):], "plan": p.to_json()}
 
 
+# The planner's own plans run on the GPU host (name, card, model fixture): 12, 16 and 24 GB budgets, Llama 3 GPTQ
+# (the default), Llama 3.1 and Qwen2.5 at 16 bits, Llama 3.2 1B with its long context.
+PLANS = [
+    ("plan-rtx3060-llama3-gptq", "rtx-3060-12gb", "llama-3-8b-instruct-gptq"),
+    ("plan-rtx3060ti-llama3-gptq", "rtx-3060-ti", "llama-3-8b-instruct-gptq"),
+    ("plan-rtx4060ti16-llama3-gptq", "rtx-4060-ti-16gb", "llama-3-8b-instruct-gptq"),
+    ("plan-rtx3090-llama31-bf16", "rtx-3090", "llama-3.1-8b-instruct"),
+    ("plan-rtx4090-qwen25-7b-bf16", "rtx-4090", "qwen2.5-7b-instruct"),
+    ("plan-a10-qwen25-7b-bf16", "a10", "qwen2.5-7b-instruct"),
+    ("plan-rtx3060-llama32-1b", "rtx-3060-12gb", "llama-3.2-1b-instruct"),
+]
+
+
 def main() -> None:
     h200 = tuning.GpuSpec(H200_MIB, 9.0, 1, "NVIDIA H200")
     rtx = tuning.GpuSpec.from_card("rtx-3060-12gb")
@@ -97,6 +110,22 @@ def main() -> None:
         (d / "runs.json").write_text(json.dumps(out, indent=1) + "\n")
         print(" ".join(argv))
         print(r["env"])
+        return
+    if "--plans" in sys.argv:  # issue 17: the planner's own plans for small cards, each card's bytes on the H200
+        out = []
+        for name, card, fixture in PLANS:
+            gpu = tuning.GpuSpec.from_card(card)
+            p = tuning.plan(spec(fixture), gpu, "0.26.0")
+            util = p.gpu_memory_utilization * gpu.memory_mib / H200_MIB
+            flags = [f"--gpu-memory-utilization={util:.6f}" if f.startswith("--gpu-memory-utilization=") else f
+                     for f in p.flags]
+            out.append(dict(name=name, card=card, model=fixture, argv=base + flags, env=deploy_command(gpu)["env"],
+                            plan=p.to_json(), probe=False, bench=False))
+        d = REPO / "tests/fixtures/gpu-host/vllm-0.26.0-plans"
+        d.mkdir(exist_ok=True)
+        (d / "runs.json").write_text(json.dumps(out, indent=1) + "\n")
+        for r in out:
+            print(r["name"], r["plan"]["kv_tokens"], " ".join(r["argv"][8:]))
         return
     if "--tp2" in sys.argv:  # the two-GPU host: the deploy's command with vllm_tensor_parallel_size=2
         r = deploy_command(tuning.GpuSpec(H200_MIB, 9.0, 2, "NVIDIA H200"), vllm_tensor_parallel_size=2)

@@ -137,7 +137,13 @@ class ModelSpec:
                 linear += n * 2
         norms = (2 * self.layers + 1) * self.hidden * 2
         embed = self.vocab * self.hidden * 2 * (1 if self.tie_embeddings else 2)
-        return (linear * self.layers + embed) // tp + norms
+        return (linear * self.layers + embed) // tp + norms + self.rope_cache_bytes()
+
+    def rope_cache_bytes(self) -> int:
+        """vLLM's rotary embedding keeps a cos/sin table of max_position_embeddings x head_dim in the model's
+        16-bit dtype on every GPU (a buffer, not a parameter, counted in "Model loading took"): 32 MiB for
+        Llama 3.1's 131072 positions."""
+        return self.max_position_embeddings * self.head_dim * 2
 
     def kv_bytes_per_token(self, dtype_bytes: int = 2, tp: int = 1) -> int:
         return 2 * self.layers * max(1, self.kv_heads // tp) * self.head_dim * dtype_bytes
@@ -239,6 +245,13 @@ def _graph_gib(model: ModelSpec, max_num_seqs: int) -> float:
 # non_torch: 0.22 GiB in every single-GPU run on sm_90 (cuBLAS workspaces after the CUDA context), 0.07 GiB per GPU
 # with tensor parallel 2 on two NVLinked H200s (2 runs; NCCL's buffers are taken before the profile, outside this
 # term). sm_8x and TP > 2 are not measured here and use these figures.
+# weights: vLLM 0.26.0 counts the peak while loading ("Peak GPU memory after loading weights"), which is the model's
+# parameters and its rotary cos/sin buffer (both modelled; tools/gpu_weights_probe.py listed every parameter and
+# buffer of the loaded models on the H200) plus a transient of the load itself that the model's tensors do not show.
+# That transient, measured with dummy weights on the H200 (2026-11-30 runs, the largest of each kind, MiB): Llama
+# 16-bit 22, Llama GPTQ 16, Qwen2 105. Its cause in vLLM's loader is not identified; families not measured take the
+# largest. Loading a real checkpoint was not measured (no weights reach the GPU host).
+V1_LOAD_PEAK_MIB = {("llama", False): 22, ("llama", True): 16, ("qwen2", False): 105}
 V1_NON_TORCH_GIB = 0.22
 V1_NON_TORCH_GIB_TP = 0.07
 V1_ROWS_PER_TOKEN = 2  # hidden-wide fp16 rows per profiled token
@@ -265,6 +278,8 @@ def _budget(model: ModelSpec, gpu: GpuSpec, engine: str, tp: int, max_model_len:
     per_token = model.kv_bytes_per_token(tp=tp)
     if engine == "v1":
         budget = math.ceil(total * util)
+        key = (model.model_type, model.quant.method is not None)
+        weights += V1_LOAD_PEAK_MIB.get(key, max(V1_LOAD_PEAK_MIB.values())) * MIB
         non_torch = (V1_NON_TORCH_GIB if tp == 1 else V1_NON_TORCH_GIB_TP) * GIB
         # TP: each GPU holds its shard of the weights, the KV heads and the vocab (fitted on the TP=2 runs too).
         act = model.vocab * model.hidden * 2 // tp + V1_ROWS_PER_TOKEN * tokens * model.hidden * 2
@@ -344,7 +359,8 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
     def seqs_for(kv_tokens: int) -> int:
         if max_num_seqs is not None:
             return max_num_seqs
-        return max(4, min(256, 2 ** int(math.log2(max(kv_tokens // 1024, 1)))))
+        # the power of two nearest to one sequence per 1024 KV tokens, 4..256
+        return max(4, min(256, 2 ** round(math.log2(max(kv_tokens / 1024, 1)))))
 
     def evaluate(ctx: int) -> tuple[dict[str, float], int]:
         first = _budget(model, gpu, engine, tp, ctx, gpu_memory_utilization, max_num_seqs or 256)
