@@ -137,22 +137,25 @@ def test_open_webuis_own_prompt_is_what_the_recording_shows():
     the title's max_tokens, the builtin tools of native function calling."""
     import json
 
+    from tests.llama3_tokens import count, message_tokens, tools_tokens
+
     fixtures = REPO / "tests/fixtures/openwebui/0.12.4"
     reqs = [json.loads(line) for line in (fixtures / "requests.jsonl").read_text().splitlines()]
     native = json.loads((fixtures / "native-requests.jsonl").read_text().splitlines()[0])
     chats = [m["content"] for r in reqs for m in r["messages"] if m["role"] == "user" and not m["content"].startswith(
         "### Task:")]
-    longest = max(len(r["messages"][-1]["content"]) - sum(len(c) for c in chats if c in r["messages"][-1]["content"])
-                  for r in reqs)
+    frame = 1 + 1 + count("assistant") + 1 + count("\n\n")  # <|begin_of_text|> ... the assistant's header
+    own = [message_tokens(r["messages"][-1]["role"], r["messages"][-1]["content"]) + frame
+           - sum(count(c) for c in chats if c in r["messages"][-1]["content"]) for r in reqs]
     o = versions.OPENWEBUI_PROMPTS["0.12.4"]
-    assert longest <= o["template_chars"] and longest > 0.8 * o["template_chars"]
+    assert max(own) == o["template_tokens"]
     assert max(r.get("max_tokens") or 0 for r in reqs) == o["title_max_tokens"]
-    assert len(json.dumps(native["tools"])) == o["tools_chars"]
+    assert len(native["tools"]) == 36 and tools_tokens(native["tools"]) == o["tools_tokens"]
 
 
 def test_a_context_too_small_for_open_webuis_prompt_is_refused():
-    assert versions.conversation_room(8192, "0.12.4", False) == 8192 - 567 - 1000
-    with pytest.raises(ValueError, match="leaves -2010 tokens for the conversation"):
+    assert versions.conversation_room(8192, "0.12.4", False) == 8192 - 397 - 1000
+    with pytest.raises(ValueError, match="leaves -1204 tokens for the conversation"):
         versions.conversation_room(8192, "0.12.4", True)  # 36 tool schemas do not leave room in 8192
     with pytest.raises(ValueError, match="raise vllm_max_model_len"):
         versions.conversation_room(2048, "0.12.4", False)

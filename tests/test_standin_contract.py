@@ -99,3 +99,18 @@ def test_with_a_tool_parser_the_standin_accepts_tools_as_vllm_does(standin):
     finally:
         proc.terminate()
         proc.wait()
+
+
+def test_the_standin_counts_no_fewer_tokens_than_llama3s_tokenizer_for_every_recorded_request():
+    """The stand-in has no tokenizer; its length refusal holds only if its count is never below the real one. Every
+    request Open WebUI 0.12.4 was recorded sending (with and without native tools), counted by Meta's Llama 3
+    tokenizer in Llama 3's prompt format (tests/llama3_tokens.py), is at most what the stand-in counts."""
+    from testing.standin.openai_standin import prompt_tokens
+    from tests.llama3_tokens import prompt_tokens as llama3_prompt, tools_tokens
+
+    reqs = [json.loads(line) for name in ("requests.jsonl", "native-requests.jsonl")
+            for line in (OPENWEBUI / name).read_text().splitlines()]
+    assert any(r.get("tools") for r in reqs) and len(reqs) >= 10
+    for r in reqs:
+        real = llama3_prompt(r["messages"]) + (tools_tokens(r["tools"]) if r.get("tools") else 0)
+        assert prompt_tokens(r) >= real, (prompt_tokens(r), real, r["messages"][-1]["content"][:80])

@@ -134,13 +134,14 @@ def family_args(family: Family) -> list[str]:
 
 
 # What Open WebUI adds to the prompts it sends, from its requests recorded at the stand-in while a real browser chatted
-# (tests/fixtures/openwebui/<version>/, tests/test_realhost_openwebui.py; tests/test_eras.py recomputes these from the
-# recording): its longest own prompt text (the follow-up, title, tags, query task templates and the RAG template,
-# in characters, less the conversation), the max_tokens of its title task, and the builtin tool schemas native
-# function calling puts into every chat turn.
-OPENWEBUI_PROMPTS: dict[str, dict[str, int]] = {"0.12.4": dict(template_chars=1700, title_max_tokens=1000,
-                                                                tools_chars=25904)}
-CHARS_PER_TOKEN = 3  # conservative: Llama-3's tokenizer runs at 3-4.5 characters per token over English and JSON
+# (tests/fixtures/openwebui/<version>/, tests/test_realhost_openwebui.py), in tokens of Llama 3's own tokenizer and
+# prompt format (Meta's tokenizer.model and chat_format.py; tests/test_eras.py recounts them from the recording):
+# its longest own prompt (the follow-up, title, tags, query task templates and the RAG template, framed as a message
+# with the prompt's begin and assistant header, less the conversation it quotes), the max_tokens of its title task,
+# and the builtin tool schemas native function calling puts into every chat turn (laid out as Llama 3.1's JSON tool
+# calling does: indent 4, with its instructions). Qwen2's tokenizer was not counted.
+OPENWEBUI_PROMPTS: dict[str, dict[str, int]] = {"0.12.4": dict(template_tokens=397, title_max_tokens=1000,
+                                                                tools_tokens=7999)}
 MIN_CONVERSATION_TOKENS = 1024
 
 
@@ -148,8 +149,7 @@ def openwebui_prompt_tokens(openwebui_version: str, native_tools: bool) -> int:
     """Tokens Open WebUI's own prompt takes of a context: its longest task prompt plus the title's answer, and with
     native function calling its tool schemas on top (each chat turn carries them)."""
     o = OPENWEBUI_PROMPTS.get(openwebui_version) or OPENWEBUI_PROMPTS[max(OPENWEBUI_PROMPTS)]
-    own = -(-o["template_chars"] // CHARS_PER_TOKEN) + o["title_max_tokens"]
-    return own + (-(-o["tools_chars"] // CHARS_PER_TOKEN) if native_tools else 0)
+    return o["template_tokens"] + o["title_max_tokens"] + (o["tools_tokens"] if native_tools else 0)
 
 
 def conversation_room(max_model_len: int, openwebui_version: str, native_tools: bool) -> int:

@@ -13,8 +13,9 @@ tests/test_standin_contract.py):
 - ``tools`` (tool_choice absent or "auto") without ``--enable-auto-tool-choice --tool-call-parser``: 400
   '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set';
 - a prompt plus max_tokens beyond ``--max-model-len``: 400 "This model's maximum context length is ...". It has
-  no tokenizer: it counts one token per 3 characters of the messages and tools (JSON schemas and English run at
-  3-4.5 characters per token in Llama-3's tokenizer), so it refuses no later than vLLM would.
+  no tokenizer: it counts one token per 3 characters of the messages and tools; for every request Open WebUI was
+  recorded sending that is at least what Llama 3's own tokenizer counts (3.5-4.8 characters per token;
+  tests/test_standin_contract.py checks it with Meta's tokenizer.model), so it refuses no later than vLLM would.
 """
 
 import argparse
@@ -39,14 +40,18 @@ METRICS = "\n".join([
 ANSWER = f"Hello from the llmhost stand-in (not vLLM) on {socket.gethostname()}."
 
 
+def prompt_tokens(req: dict) -> int:
+    """The stand-in's token count of a chat request: one per 3 characters of its messages and tools as JSON."""
+    return -(-(len(json.dumps(req.get("messages", []))) + len(json.dumps(req.get("tools") or []))) // 3)
+
+
 def refuse(req: dict, a) -> str | None:
     """vLLM 0.26.0's refusal of this chat request under these flags, or None (see the module docstring)."""
     if req.get("tools") and req.get("tool_choice") in (None, "auto") and not (
             a.enable_auto_tool_choice and a.tool_call_parser):
         return '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
     if a.max_model_len:
-        chars = len(json.dumps(req.get("messages", []))) + len(json.dumps(req.get("tools") or []))
-        prompt = -(-chars // 3)
+        prompt = prompt_tokens(req)
         out = req.get("max_completion_tokens") or req.get("max_tokens") or 0
         if prompt + out > a.max_model_len:
             return (f"This model's maximum context length is {a.max_model_len} tokens. However, you requested "
