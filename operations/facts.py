@@ -166,26 +166,6 @@ class AptHolds(FactBase):
         return sorted(line.strip() for line in output if line.strip())
 
 
-class PythonVersions(FactBase):
-    """Python 3 interpreters on the system PATH directories, as 'MAJOR.MINOR'.
-
-    Sample output::
-
-        python3.12
-    """
-
-    @staticmethod
-    def default():
-        return []
-
-    def command(self) -> str:
-        return "ls -1 /usr/bin /usr/local/bin 2>/dev/null | grep -E '^python3\\.[0-9]+$' | sort -u || true"
-
-    def process(self, output):
-        return sorted({line.strip()[len("python"):] for line in output if line.strip()},
-                      key=lambda v: tuple(int(x) for x in v.split(".")))
-
-
 class DiskFreeMib(FactBase):
     """Free MiB on the filesystem that holds path (or its nearest existing parent).
 
@@ -467,25 +447,3 @@ class ModelSnapshots(FactBase):
             except ValueError:
                 continue
         return out
-
-
-class EnvValuesMatch(FactBase):
-    """Whether two env files on the host hold the same value for their variables, compared on the host so that no
-    value leaves it: ``match``, ``differ`` (both set, different) or ``missing`` (either file or variable absent).
-
-    Sample output::
-
-        differ
-    """
-
-    @staticmethod
-    def default():
-        return "missing"
-
-    def command(self, path_a: str, var_a: str, path_b: str, var_b: str) -> str:
-        return (f"a=$(sed -n 's/^{var_a}=//p' {path_a} 2>/dev/null); b=$(sed -n 's/^{var_b}=//p' {path_b} 2>/dev/null); "
-                "if [ -z \"$a\" ] || [ -z \"$b\" ]; then echo missing; elif [ \"$a\" = \"$b\" ]; then echo match; "
-                "else echo differ; fi")
-
-    def process(self, output):
-        return first_line(output) or "missing"

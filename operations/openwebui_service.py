@@ -9,7 +9,7 @@ import os
 from typing import Any, NamedTuple
 
 from pyinfra import host
-from pyinfra.api import deploy, operation
+from pyinfra.api import FactBase, deploy, operation
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
@@ -17,10 +17,32 @@ from pyinfra.operations.util import any_changed
 from operations import python_venv
 from operations.context import Context, completion_marker, hf_snapshot
 from operations.render import template
-from operations.facts import EnvValuesMatch
+from operations.facts import first_line
 from operations.shared_ops import NEW_SECRET, fetch_command, generated_secret, secret_file, skipped, snapshot
 
 START_TIMEOUT = 600
+
+
+class EnvValuesMatch(FactBase):
+    """Whether two env files on the host hold the same value for their variables, compared on the host so that no
+    value leaves it: ``match``, ``differ`` (both set, different) or ``missing`` (either file or variable absent).
+
+    Sample output::
+
+        differ
+    """
+
+    @staticmethod
+    def default():
+        return "missing"
+
+    def command(self, path_a: str, var_a: str, path_b: str, var_b: str) -> str:
+        return (f"a=$(sed -n 's/^{var_a}=//p' {path_a} 2>/dev/null); b=$(sed -n 's/^{var_b}=//p' {path_b} 2>/dev/null); "
+                "if [ -z \"$a\" ] || [ -z \"$b\" ]; then echo missing; elif [ \"$a\" = \"$b\" ]; then echo match; "
+                "else echo differ; fi")
+
+    def process(self, output):
+        return first_line(output) or "missing"
 
 
 class Result(NamedTuple):

@@ -55,7 +55,7 @@ def test_pyinfra_connection_keys_are_not_settings():
 
 HOST_CASES = [
     ("fresh-2204", {"vllm_tool_call_parser": "llama3_json"},
-     "leaves -2010 tokens for the conversation after Open WebUI 0.12.4's own prompt"),
+     "leaves -1204 tokens for the conversation after Open WebUI 0.12.4's own prompt"),
     ("ubuntu-2004", {}, "ubuntu 20.04 is not supported"),
     ("arm64", {}, "architecture aarch64 is not supported"),
     ("no-gpu", {}, "no NVIDIA GPU on the PCI bus: plug the card in, or set gpu_host=False"),

@@ -52,7 +52,7 @@ def test_secret_commands_make_root_only_files_and_share_the_vllm_key(tmp_path):
     from pyinfra_testing.util import FakeState, create_host
     from pyinfra.context import ctx_host, ctx_state
 
-    from operations.facts import EnvValuesMatch
+    from operations.openwebui_service import EnvValuesMatch
     from operations.openwebui_service import session_secret
     from operations.shared_ops import generated_secret
 
@@ -65,7 +65,7 @@ def test_secret_commands_make_root_only_files_and_share_the_vllm_key(tmp_path):
                                                         text=True).stdout.splitlines())
         key = f"path_a={webui}, path_b={vllm}, var_a=OPENAI_API_KEY, var_b=VLLM_API_KEY"
         state = FakeState()
-        host = create_host(state, facts={"files.File": files, "facts.EnvValuesMatch": {key: match}})
+        host = create_host(state, facts={"files.File": files, "openwebui_service.EnvValuesMatch": {key: match}})
         with ctx_state.use(state), ctx_host.use(host):
             return [str(c) for c in op._inner(**kw)]
 
@@ -112,7 +112,7 @@ def test_ssh_socket_gets_tcp_nodelay_and_other_connectors_are_left_alone():
 
 
 def test_env_values_are_compared_on_the_host_and_only_a_word_comes_back(tmp_path):
-    from operations.facts import EnvValuesMatch
+    from operations.openwebui_service import EnvValuesMatch
 
     a, b = tmp_path / "open-webui.secret.env", tmp_path / "router.secret.env"
 

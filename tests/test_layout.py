@@ -62,3 +62,20 @@ def test_no_import_circle_in_operations():
     for m in g:
         if m not in state:
             visit(m, [])
+
+
+def test_facts_py_holds_only_shared_facts_and_each_components_own_fact_lives_in_it():
+    """The layout's rule for facts (docs/reference.md "Layout"): operations/facts.py holds the facts preflight reads
+    (it decides what the components share), that shared_ops' operations read, or that more than one module uses; a
+    fact one component alone reads is
+    defined in that component (verify.Probe, openwebui_service.EnvValuesMatch). A fact nobody reads is gone."""
+    tree = ast.parse((OPS / "facts.py").read_text())
+    facts = [n.name for n in tree.body if isinstance(n, ast.ClassDef)
+             and any(getattr(b, "id", None) == "FactBase" for b in n.bases)]
+    assert len(facts) >= 10
+    users = {f: {p.stem for p in OPS.rglob("*.py") if p.name != "facts.py"
+                 and any(isinstance(n, ast.Name) and n.id == f for n in ast.walk(ast.parse(p.read_text())))}
+             for f in facts}
+    for fact, mods in users.items():
+        assert mods, f"facts.{fact} is read by nothing"
+        assert mods & {"preflight", "shared_ops"} or len(mods) >= 2, f"facts.{fact} is read only by {mods}: define it there"
