@@ -376,13 +376,19 @@ class SnapshotFiles(FactBase):
 class GpuMemoryHeld(FactBase):
     """GPU memory other processes hold (a desktop's display server, compositor and browser; another CUDA program),
     MiB on the busiest GPU: nvidia-smi's memory.used (graphics and compute processes both count there) less what the
-    processes of llmhost's own vllm.service hold (its cgroup's PIDs among the compute apps), with the other compute
-    apps named. Recorded on the GPU host: tests/fixtures/gpu-host/smi-memory/.
+    processes of llmhost's own vllm.service hold (its cgroup's PIDs among the compute apps), with the others named:
+    compute apps from --query-compute-apps, graphics processes (which that query does not list) from
+    `nvidia-smi -q -d PIDS`. Recorded on the GPU host: tests/fixtures/gpu-host/smi-memory/ (a CUDA process; an
+    OpenGL client holding 775 MiB of textures, the kind of memory a desktop holds; both at once).
 
     Sample output::
 
-        gpu 0, 143771, 3691
-        app 435, python3, 3682
+        gpu 0, 143771, 2080
+        app 583, python3, 1542
+        pids Process ID: 618
+        pids Type: G
+        pids Name: python3
+        pids Used GPU Memory: 519 MiB
     """
 
     @staticmethod
@@ -395,12 +401,14 @@ class GpuMemoryHeld(FactBase):
                 "| sed 's/^/gpu /'; "
                 "nvidia-smi --format=csv,noheader,nounits --query-compute-apps=pid,process_name,used_memory 2>/dev/null "
                 "| sed 's/^/app /'; "
+                "nvidia-smi -q -d PIDS 2>/dev/null "
+                "| sed -n 's/^ *\\(Process ID\\|Type\\|Name\\|Used GPU Memory\\) *: */pids \\1: /p'; "
                 "cg=$(systemctl show -p ControlGroup --value vllm.service 2>/dev/null); "
                 "[ -n \"$cg\" ] && [ -f \"/sys/fs/cgroup$cg/cgroup.procs\" ] && sed 's/^/own /' \"/sys/fs/cgroup$cg/cgroup.procs\"; "
                 "fi; true")
 
     def process(self, output):
-        used, apps, own = 0, [], set()
+        used, apps, own, procs = 0, [], set(), []
         for line in output:
             kind, _, rest = line.strip().partition(" ")
             parts = [p.strip() for p in rest.split(",")]
@@ -410,6 +418,17 @@ class GpuMemoryHeld(FactBase):
                 apps.append({"pid": int(parts[0]), "name": parts[1], "mib": int(parts[2])})
             elif kind == "own" and rest.strip().isdigit():
                 own.add(int(rest.strip()))
+            elif kind == "pids":  # nvidia-smi -q -d PIDS, one field a line, a process from its "Process ID"
+                key, _, value = rest.partition(": ")
+                if key == "Process ID":
+                    procs.append({})
+                if procs:
+                    procs[-1][key] = value.strip()
+        listed = {a["pid"] for a in apps}
+        for p in procs:  # graphics processes (a display server, a compositor, a browser): not among compute apps
+            pid, mib = p.get("Process ID", ""), p.get("Used GPU Memory", "").removesuffix(" MiB")
+            if "G" in p.get("Type", "") and pid.isdigit() and mib.isdigit() and int(pid) not in listed:
+                apps.append({"pid": int(pid), "name": p.get("Name", "?"), "mib": int(mib)})
         own_mib = sum(a["mib"] for a in apps if a["pid"] in own)
         return {"used_mib": used, "own_mib": own_mib, "others_mib": max(used - own_mib, 0),
                 "apps": [a for a in apps if a["pid"] not in own]}

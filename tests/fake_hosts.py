@@ -5,6 +5,7 @@ Each scenario maps a command substring to what that host would print. Used as an
 """
 
 import ast
+import json
 import os
 from pathlib import Path
 import re
@@ -205,6 +206,10 @@ if os.environ.get("LLMHOST_FAKE") == "recorded-h200-busy":  # another process he
     _gpu, _app = _busy[1].split(", "), _busy[3].split(", ")
     SCENARIOS["recorded-h200-busy"] = dict(data={}, responses={**recorded_gpu_host(), "nvidia-smi --format": [
         f"gpu {_gpu[0]}, {_gpu[2]}, {_gpu[3]}", f"app {_app[1]}, {_app[2]}, {_app[3]}"]})
+
+if os.environ.get("LLMHOST_FAKE") == "recorded-h200-graphics":  # an OpenGL client held 775 MiB (recorded there)
+    SCENARIOS["recorded-h200-graphics"] = dict(data={}, responses={**recorded_gpu_host(), "nvidia-smi --format": json.loads(
+        (Path(__file__).parent / "fixtures/pyinfra/facts/GpuMemoryHeld/h200_graphics_process.json").read_text())["output"]})
 
 scenario = os.environ.get("LLMHOST_FAKE", "fresh-2204")
 extra = ast.literal_eval(os.environ.get("LLMHOST_FAKE_DATA", "{}"))  # test-only overrides, a dict literal

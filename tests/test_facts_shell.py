@@ -4,6 +4,8 @@ import json
 import re
 import subprocess
 
+import pytest
+
 from operations.facts import SnapshotFiles
 
 
@@ -282,3 +284,40 @@ def test_the_venv_monitor_prints_what_the_cache_grew_and_keeps_the_exit_status(t
     assert lines and all(re.fullmatch(r"llmhost: venv /opt/x: \d+ MiB downloaded in \d+ s, \d+ MiB/s", l)
                          for l in lines), lines
     assert lines[-1].startswith("llmhost: venv /opt/x: 3 MiB downloaded")
+
+
+@pytest.mark.parametrize("rec, expect", [
+    # an OpenGL client holding 775 MiB of textures (tools/gpu_graphics_memory.py): memory.used counts it,
+    # --query-compute-apps does not list it
+    ("smi-graphics", {"used_mib": 785, "own_mib": 0, "others_mib": 785,
+                      "apps": [{"pid": 491, "name": "python3", "mib": 775}]}),
+    # a CUDA process (1542 MiB) and an OpenGL client (519 MiB) at once
+    ("smi-compute-and-graphics", {"used_mib": 2080, "own_mib": 0, "others_mib": 2080,
+                                  "apps": [{"pid": 583, "name": "python3", "mib": 1542},
+                                           {"pid": 618, "name": "python3", "mib": 519}]}),
+])
+def test_gpu_memory_held_names_graphics_processes_as_recorded(tmp_path, rec, expect):
+    """Issue 20: a desktop's display server, compositor and browser are graphics processes. The fact's command
+    against an nvidia-smi that prints what the GPU host printed for each of its three queries while a real OpenGL
+    client of the NVIDIA driver held textures (tests/fixtures/gpu-host/smi-memory/<rec>-*.txt)."""
+    from pathlib import Path
+
+    from operations.facts import GpuMemoryHeld
+
+    d = Path(__file__).parent / "fixtures/gpu-host/smi-memory"
+    fact = (d / f"{rec}-fact.txt").read_text().splitlines()[1:]  # what the fact's command printed there
+    gpu = [l.removeprefix("gpu ") for l in fact if l.startswith("gpu ")]
+    apps = [l.removeprefix("app ") for l in fact if l.startswith("app ")]
+    (tmp_path / "gpu.txt").write_text("".join(g + "\n" for g in gpu))
+    (tmp_path / "apps.txt").write_text("".join(a + "\n" for a in apps))
+    (tmp_path / "pids.txt").write_text("\n".join((d / f"{rec}-pids.txt").read_text().splitlines()[1:]) + "\n")
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncase \"$*\" in\n"
+                   f"*--query-gpu=index,memory.total,memory.used*) cat {tmp_path}/gpu.txt;;\n"
+                   f"*--query-compute-apps=pid,process_name,used_memory*) cat {tmp_path}/apps.txt;;\n"
+                   f"*'-q -d PIDS'*) cat {tmp_path}/pids.txt;;\n"
+                   "esac\n")
+    smi.chmod(0o755)
+    out = subprocess.run(["sh", "-c", GpuMemoryHeld().command()], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
+    assert GpuMemoryHeld().process(out.splitlines()) == expect

@@ -166,3 +166,7 @@ def test_memory_other_processes_hold_is_kept_free_or_the_run_is_refused(fake_pla
     assert "other processes hold 3691 MiB (python3 pid 435 3682 MiB) of the GPU: close them" in out
     rc, plan, out = fake_plan("recorded-h200")  # the same host idle: nothing reserved
     assert rc == 0 and "other processes hold" not in out
+    # a graphics process (an OpenGL client of the driver, as a desktop's are; recorded there) is named too
+    rc, plan, out = fake_plan("recorded-h200-graphics")
+    assert rc == 0, out[-3000:]
+    assert "other processes hold 785 MiB (python3 pid 491 775 MiB) of the GPU: planned with 1041 MiB kept free" in out
