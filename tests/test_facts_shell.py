@@ -187,24 +187,33 @@ def test_model_snapshots_reads_each_complete_marker_and_skips_broken_ones(tmp_pa
     assert [d["commit"][0] for d in snapshots_to_prune(got, 1, ("org/m", "c" * 40))] == ["a", "b"]
 
 
+def held_against_recorded_smi(tmp_path, gpu: list[str], apps: list[str], pids: str = "") -> dict:
+    """GpuMemoryHeld's command run here against an nvidia-smi that prints these recorded lines for its queries."""
+    from operations.facts import GpuMemoryHeld
+
+    for name, text in (("gpu", "".join(g + "\n" for g in gpu)), ("apps", "".join(a + "\n" for a in apps)),
+                       ("pids", pids)):
+        (tmp_path / f"{name}.txt").write_text(text)
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncase \"$*\" in\n"
+                   f"*--query-gpu=index,memory.total,memory.used*) cat {tmp_path}/gpu.txt;;\n"
+                   f"*--query-compute-apps=pid,process_name,used_memory*) cat {tmp_path}/apps.txt;;\n"
+                   f"*'-q -d PIDS'*) cat {tmp_path}/pids.txt;;\n"
+                   "esac\n")
+    smi.chmod(0o755)
+    out = subprocess.run(["sh", "-c", GpuMemoryHeld().command()], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
+    return GpuMemoryHeld().process(out.splitlines())
+
+
 def test_gpu_memory_held_runs_nvidia_smi_as_recorded(tmp_path):
     """The fact's command against an nvidia-smi that prints what the GPU host's printed for these queries
     (tests/fixtures/gpu-host/smi-memory/smi-other-process.txt): the memory.used of the GPU, the compute app."""
     from pathlib import Path
 
-    from operations.facts import GpuMemoryHeld
-
     rec = (Path(__file__).parent / "fixtures/gpu-host/smi-memory/smi-other-process.txt").read_text().splitlines()
     gpu, app = rec[1].split(", "), rec[3].split(", ")
-    smi = tmp_path / "nvidia-smi"
-    smi.write_text("#!/bin/sh\ncase \"$*\" in\n"
-                   f"*--query-gpu=index,memory.total,memory.used*) echo '{gpu[0]}, {gpu[2]}, {gpu[3]}';;\n"
-                   f"*--query-compute-apps=pid,process_name,used_memory*) echo '{app[1]}, {app[2]}, {app[3]}';;\n"
-                   "esac\n")
-    smi.chmod(0o755)
-    out = subprocess.run(["sh", "-c", GpuMemoryHeld().command()], capture_output=True, text=True,
-                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
-    assert GpuMemoryHeld().process(out.splitlines()) == {
+    assert held_against_recorded_smi(tmp_path, [f"{gpu[0]}, {gpu[2]}, {gpu[3]}"], [f"{app[1]}, {app[2]}, {app[3]}"]) == {
         "used_mib": 3691, "own_mib": 0, "others_mib": 3691, "apps": [{"pid": 435, "name": "python3", "mib": 3682}]}
 
 
@@ -302,22 +311,8 @@ def test_gpu_memory_held_names_graphics_processes_as_recorded(tmp_path, rec, exp
     client of the NVIDIA driver held textures (tests/fixtures/gpu-host/smi-memory/<rec>-*.txt)."""
     from pathlib import Path
 
-    from operations.facts import GpuMemoryHeld
-
     d = Path(__file__).parent / "fixtures/gpu-host/smi-memory"
     fact = (d / f"{rec}-fact.txt").read_text().splitlines()[1:]  # what the fact's command printed there
-    gpu = [l.removeprefix("gpu ") for l in fact if l.startswith("gpu ")]
-    apps = [l.removeprefix("app ") for l in fact if l.startswith("app ")]
-    (tmp_path / "gpu.txt").write_text("".join(g + "\n" for g in gpu))
-    (tmp_path / "apps.txt").write_text("".join(a + "\n" for a in apps))
-    (tmp_path / "pids.txt").write_text("\n".join((d / f"{rec}-pids.txt").read_text().splitlines()[1:]) + "\n")
-    smi = tmp_path / "nvidia-smi"
-    smi.write_text("#!/bin/sh\ncase \"$*\" in\n"
-                   f"*--query-gpu=index,memory.total,memory.used*) cat {tmp_path}/gpu.txt;;\n"
-                   f"*--query-compute-apps=pid,process_name,used_memory*) cat {tmp_path}/apps.txt;;\n"
-                   f"*'-q -d PIDS'*) cat {tmp_path}/pids.txt;;\n"
-                   "esac\n")
-    smi.chmod(0o755)
-    out = subprocess.run(["sh", "-c", GpuMemoryHeld().command()], capture_output=True, text=True,
-                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
-    assert GpuMemoryHeld().process(out.splitlines()) == expect
+    pids = "\n".join((d / f"{rec}-pids.txt").read_text().splitlines()[1:]) + "\n"
+    assert held_against_recorded_smi(tmp_path, [l.removeprefix("gpu ") for l in fact if l.startswith("gpu ")],
+                                     [l.removeprefix("app ") for l in fact if l.startswith("app ")], pids) == expect
