@@ -48,7 +48,7 @@ def test_metrics_on_loopback_every_target_up(h):
     listen = sh(h, "ss -ltnH | awk '{print $4}'").split()
     assert "127.0.0.1:9090" in listen and "127.0.0.1:9100" in listen
     assert not [a for a in listen if a.endswith((":9090", ":9100")) and not a.startswith("127.0.0.1:")]
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300  # give-up bounds, not timing claims (a busy CI box scrapes late)
     while True:
         targets = json.loads(sh(h, "curl -s http://127.0.0.1:9090/api/v1/targets"))["data"]["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets}
@@ -82,7 +82,7 @@ def test_rules_pass_promtool_and_each_alert_fires_when_its_condition_holds(h):
 
 def test_a_stopped_service_is_seen_down_and_rerun_changes_nothing(h):
     sh(h, "systemctl stop vllm")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while True:
         q = json.loads(sh(h, "curl -s 'http://127.0.0.1:9090/api/v1/query' --data-urlencode 'query=up{job=\"vllm\"}'"))
         if q["data"]["result"] and q["data"]["result"][0]["value"][1] == "0":
@@ -90,7 +90,7 @@ def test_a_stopped_service_is_seen_down_and_rerun_changes_nothing(h):
         assert time.monotonic() < deadline, q
         time.sleep(2)
     alerts = json.loads(sh(h, "curl -s http://127.0.0.1:9090/api/v1/alerts"))["data"]["alerts"]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while not [a for a in alerts if a["labels"]["alertname"] == "LlmhostServiceDown"]:
         assert time.monotonic() < deadline, alerts  # pending first (for: 2m), then firing
         time.sleep(2)
