@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU host side of the vLLM proof (issue 10). Called through the device tool, one step per call:
 #   stage DIR   copy one carried piece (.dev/pN: dependency wheels or a part of the stripped vLLM 0.26.0 wheel) to /tmp
+#               (tools/gpu_pieces.sh builds .dev/p1..p6 here; carry one per call: the tree travels with <= 64 MiB)
+#   calib       unpack them, tools/gpu_weights_probe.py, then the planner's own plans (issue 17)
 #   start       unpack into /tmp/site, record host facts and `--help`, start tools/gpu_vllm_proof.py detached
 #   poll SECS   wait, then hand back /tmp/res as one tarball
 # The machine keeps /tmp only while it stays warm (30 s between calls).
