@@ -137,16 +137,15 @@ def test_open_webuis_own_prompt_is_what_the_recording_shows():
     the title's max_tokens, the builtin tools of native function calling."""
     import json
 
-    from tests.llama3_tokens import count, message_tokens, tools_tokens
+    from tests.llama3_tokens import count, prompt_tokens, tools_tokens
 
     fixtures = REPO / "tests/fixtures/openwebui/0.12.4"
     reqs = [json.loads(line) for line in (fixtures / "requests.jsonl").read_text().splitlines()]
     native = json.loads((fixtures / "native-requests.jsonl").read_text().splitlines()[0])
     chats = [m["content"] for r in reqs for m in r["messages"] if m["role"] == "user" and not m["content"].startswith(
         "### Task:")]
-    frame = 1 + 1 + count("assistant") + 1 + count("\n\n")  # <|begin_of_text|> ... the assistant's header
-    own = [message_tokens(r["messages"][-1]["role"], r["messages"][-1]["content"]) + frame
-           - sum(count(c) for c in chats if c in r["messages"][-1]["content"]) for r in reqs]
+    own = [prompt_tokens(r["messages"][-1:]) - sum(count(c) for c in chats if c in r["messages"][-1]["content"])
+           for r in reqs]  # the last message framed as a whole prompt, less the conversation it quotes
     o = versions.OPENWEBUI_PROMPTS["0.12.4"]
     assert max(own) == o["template_tokens"]
     assert max(r.get("max_tokens") or 0 for r in reqs) == o["title_max_tokens"]

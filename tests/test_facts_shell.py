@@ -54,8 +54,7 @@ def test_secret_commands_make_root_only_files_and_share_the_vllm_key(tmp_path):
     from pyinfra_testing.util import FakeState, create_host
     from pyinfra.context import ctx_host, ctx_state
 
-    from operations.openwebui_service import EnvValuesMatch
-    from operations.openwebui_service import session_secret
+    from operations.openwebui_service import EnvValuesMatch, session_secret
     from operations.shared_ops import generated_secret
 
     vllm, webui = tmp_path / "vllm.secret.env", tmp_path / "open-webui.secret.env"

@@ -8,6 +8,13 @@
 # The machine keeps /tmp only while it stays warm (30 s between calls).
 set -u
 OUT=${OUT:-/tmp/out}
+
+unpack() {  # the staged pieces into /tmp/site: dependency wheels, then the stripped vLLM tar (zstandard from the wheels)
+  mkdir -p /tmp/site /tmp/res
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/stage/*.whl
+  cat /tmp/stage/vllm.tzst.* | PYTHONPATH=/tmp/site python3 -c "import sys, zstandard; zstandard.ZstdDecompressor().copy_stream(sys.stdin.buffer, sys.stdout.buffer)" | tar xf - -C /tmp/site
+}
+
 case "$1" in
 lockstage)  # issue 17: one piece of the era's lock (wheels, or parts of a wheel over 58 MB) per call
   mkdir -p /tmp/stage && cp "$2"/* /tmp/stage/ && ls /tmp/stage | wc -l && du -sh /tmp/stage ;;
@@ -26,9 +33,7 @@ stage)
   mkdir -p /tmp/stage && cp "$2"/* /tmp/stage/ && ls -la /tmp/stage | tail -n +2 | wc -l && du -sh /tmp/stage ;;
 start)
   set -e
-  mkdir -p /tmp/site /tmp/res
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/stage/*.whl
-  cat /tmp/stage/vllm.tzst.* | PYTHONPATH=/tmp/site python3 -c "import sys, zstandard; zstandard.ZstdDecompressor().copy_stream(sys.stdin.buffer, sys.stdout.buffer)" | tar xf - -C /tmp/site
+  unpack
   export PYTHONPATH=/tmp/site
   set +e
   { uname -r; cat /etc/os-release; nvidia-smi; python3 -c "import torch, vllm, transformers; print(torch.__version__, vllm.__version__, transformers.__version__)"; } > /tmp/res/host.txt 2>&1
@@ -47,9 +52,7 @@ start)
   sleep 5; cat /tmp/res/host.txt | tail -3; head -5 /tmp/res/vllm-0.26.0-api-server-help.txt; cat /tmp/res/kernel-facts.txt | head -30 ;;
 calib)  # issue 17: unpack (as start), then what vLLM holds beyond the weights, then the planner's own plans
   set -e
-  mkdir -p /tmp/site /tmp/res
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/stage/*.whl
-  cat /tmp/stage/vllm.tzst.* | PYTHONPATH=/tmp/site python3 -c "import sys, zstandard; zstandard.ZstdDecompressor().copy_stream(sys.stdin.buffer, sys.stdout.buffer)" | tar xf - -C /tmp/site
+  unpack
   set +e
   export PYTHONPATH=/tmp/site NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0
   { uname -r; nvidia-smi; python3 -c "import torch, vllm, transformers; print(torch.__version__, vllm.__version__, transformers.__version__)"; python3 -m pip list 2>/dev/null; } > /tmp/res/host.txt 2>&1

@@ -4,7 +4,8 @@ A desktop's display server, compositor and browser hold graphics memory on the c
 display, so this stands in for them with one real OpenGL client of the NVIDIA driver: an EGL context on the GPU
 (EGL_EXT_device_base, no window) that allocates textures of MIB MiB in all and clears them (so the driver backs them).
 While it holds them, the commands GpuMemoryHeld runs, nvidia-smi's process table and `nvidia-smi -q -d PIDS` are
-recorded to OUT. Run on the GPU host with the EGL loader carried (tools/gpu_device.sh graphics).
+recorded to OUT. Run on the GPU host with the EGL loader carried (the device tool's .gl debs unpacked first, and
+__EGL_VENDOR_LIBRARY_FILENAMES pointing at the driver's 10_nvidia.json).
 Usage: gpu_graphics_memory.py OUT MIB FACT_COMMAND_FILE (GpuMemoryHeld().command(), written on the controller: the
 GPU host has no pyinfra)
 """
@@ -17,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EGL_PLATFORM_DEVICE_EXT, EGL_NONE, EGL_OPENGL_API = 0x313F, 0x3038, 0x30A2
+EGL_PLATFORM_DEVICE_EXT, EGL_OPENGL_API = 0x313F, 0x30A2
 GL_TEXTURE_2D, GL_RGBA8, GL_RGBA, GL_UNSIGNED_BYTE = 0x0DE1, 0x8058, 0x1908, 0x1401
 GL_FRAMEBUFFER, GL_COLOR_ATTACHMENT0, GL_COLOR_BUFFER_BIT = 0x8D40, 0x8CE0, 0x4000
 SIDE = 8192  # an 8192 x 8192 RGBA8 texture: 256 MiB
@@ -66,8 +67,7 @@ def hold(mib: int):
 
 def record(out: Path, fact_command: str) -> None:
     runs = {"smi-graphics-fact.txt": fact_command, "smi-graphics-table.txt": "nvidia-smi",
-            "smi-graphics-pids.txt": "nvidia-smi -q -d PIDS",
-            "smi-graphics-apps.txt": "nvidia-smi --query-compute-apps=pid,process_name,used_memory,type --format=csv"}
+            "smi-graphics-pids.txt": "nvidia-smi -q -d PIDS"}
     for name, cmd in runs.items():
         p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True)
         (out / name).write_text(f"$ {cmd}\n{p.stdout}{p.stderr}")

@@ -50,7 +50,7 @@ def deploy_command(gpu: tuning.GpuSpec, **settings) -> dict:
     return {"unit": unit, "env": envfile, "exec_start": line[len("ExecStart="):], "plan": p.to_json()}
 
 
-# The planner's own plans run on the GPU host (name, card, model fixture): 12, 16 and 24 GB budgets, Llama 3 GPTQ
+# The planner's own plans run on the GPU host (name, card, model fixture): 8, 12, 16 and 24 GB budgets, Llama 3 GPTQ
 # (the default), Llama 3.1 and Qwen2.5 at 16 bits, Llama 3.2 1B with its long context.
 PLANS = [
     ("plan-rtx3060-llama3-gptq", "rtx-3060-12gb", "llama-3-8b-instruct-gptq"),

@@ -1,10 +1,10 @@
 """What vLLM 0.26.0 holds on the GPU after loading a model, beyond the checkpoint's parameters (issue 17, planner).
 
-Run on the GPU host (tools/gpu_device.sh calib): for each model fixture, vLLM's offline engine in-process
+Run on the GPU host (tools/gpu_device.sh calib), one model fixture per process (vLLM initializes its distributed
+state once per process): vLLM's offline engine in-process
 (VLLM_ENABLE_V1_MULTIPROCESSING=0, dummy weights, eager, a small budget), then the loaded model's parameters and
 buffers by name and size, and torch's allocator counters. The planner's "weights" term is compared with vLLM's
 "Model loading took" line; this names what makes up the difference instead of fitting it.
-One model per process (vLLM initializes its distributed state once per process).
 Output: /tmp/res/weights-probe-<fixture>.json.
 """
 
@@ -38,25 +38,22 @@ def main() -> None:
     RES.mkdir(exist_ok=True)
     from vllm import LLM
 
-    out = {}
-    for fixture in sys.argv[1:2]:
-        d = Path("/tmp/models-probe") / fixture
-        model_dir(fixture, d)
+    fixture = sys.argv[1]
+    d = Path("/tmp/models-probe") / fixture
+    model_dir(fixture, d)
+    try:
+        llm = LLM(model=str(d), load_format="dummy", enforce_eager=True, max_model_len=4096,
+                  gpu_memory_utilization=0.3, max_num_seqs=8)
         try:
-            llm = LLM(model=str(d), load_format="dummy", enforce_eager=True, max_model_len=4096,
-                      gpu_memory_utilization=0.3, max_num_seqs=8)
-            try:
-                res = llm.apply_model(inspect)
-            except Exception as exc:  # walk to the model by hand when apply_model is not there
-                core = llm.llm_engine.engine_core.engine_core
-                runner = core.model_executor.driver_worker.worker.model_runner
-                res = [inspect(runner.get_model() if hasattr(runner, "get_model") else runner.model),
-                       f"apply_model: {type(exc).__name__}: {exc}"]
-            out[fixture] = res
-            del llm
-        except Exception:
-            out[fixture] = traceback.format_exc()[-3000:]
-        (RES / f"weights-probe-{fixture}.json").write_text(json.dumps(out, indent=1, default=str))
+            res = llm.apply_model(inspect)
+        except Exception as exc:  # walk to the model by hand when apply_model is not there
+            core = llm.llm_engine.engine_core.engine_core
+            runner = core.model_executor.driver_worker.worker.model_runner
+            res = [inspect(runner.get_model() if hasattr(runner, "get_model") else runner.model),
+                   f"apply_model: {type(exc).__name__}: {exc}"]
+    except Exception:
+        res = traceback.format_exc()[-3000:]
+    (RES / f"weights-probe-{fixture}.json").write_text(json.dumps({fixture: res}, indent=1, default=str))
 
 
 if __name__ == "__main__":
