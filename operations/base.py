@@ -9,8 +9,7 @@ from pyinfra.operations import apt, files, pip, server
 
 from operations.context import Context
 from operations.hub import FETCH_PATTERNS
-from operations.render import template
-from operations.shared_ops import PROGRESS_S
+from operations.shared_ops import PROGRESS_S, host_program
 
 USERS = {"llmhost-vllm": "vllm", "llmhost-webui": "open-webui"}  # user -> its directory under data_root
 
@@ -49,9 +48,6 @@ def ensure(ctx: Context):
                    _env=ctx.download_env)
     pip.packages(name="Tools: uv and huggingface_hub (pinned)", packages=[f"uv=={s.uv_version}",
                  *s.hub_tools_requirements], pip=f"{ctx.tools}/bin/pip", _env=ctx.download_env)
-    files.template(create_remote_dir=False, name="Weights fetcher (huggingface_hub, revision-pinned)",
-                   src=template("fetch_model.py.j2"), dest=ctx.fetcher, mode="755",
-                   tools_python=f"{ctx.tools}/bin/python", progress_s=PROGRESS_S,
-                   allow=FETCH_PATTERNS)
-    files.template(create_remote_dir=False, name="Probe (health / models / completion)",
-                   src=template("llmhost-probe.py.j2"), dest=ctx.probe, mode="755", **probe_vars(ctx))
+    host_program("Weights fetcher (huggingface_hub, revision-pinned)", "fetch_model", ctx.fetcher,
+                 dict(progress_s=PROGRESS_S, allow=FETCH_PATTERNS))
+    host_program("Probe (health / models / completion)", "probe", ctx.probe, probe_vars(ctx))

@@ -11,7 +11,7 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from operations.context import Context
-from operations.render import template
+from operations.render import rendered
 from operations.shared_ops import skipped
 
 CADDY_KEYRING = "/usr/share/keyrings/caddy-stable-archive-keyring.gpg"
@@ -40,9 +40,7 @@ def ensure(ctx: Context):
                    _env=ctx.download_env)
     apt.packages(name="Caddy", packages=["caddy"], no_recommends=True, update=True, cache_time=86400,
                  _env=ctx.download_env)
-    conf = files.template(create_remote_dir=False, name=f"Caddyfile: https://{s.https_domain} -> Open WebUI on loopback",
-                          src=template("Caddyfile.j2"), dest="/etc/caddy/Caddyfile", mode="644",
-                          **caddyfile_vars(ctx))
+    conf = files.put(create_remote_dir=False, name=f"Caddyfile: https://{s.https_domain} -> Open WebUI on loopback", src=rendered("Caddyfile.j2", **caddyfile_vars(ctx)), dest="/etc/caddy/Caddyfile", mode="644")
     systemd.service(name="Caddy reloaded (only when the Caddyfile changed)", service="caddy.service", running=True,
                     reloaded=True, _if=conf.did_change)
     systemd.service(name="Caddy running and enabled", service="caddy.service", running=True, enabled=True)

@@ -12,8 +12,8 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from operations.context import Context
-from operations.render import template
-from operations.shared_ops import skipped
+from operations.render import rendered
+from operations.shared_ops import host_program, skipped
 
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 NODE_ARGS = f'ARGS="--web.listen-address=127.0.0.1:9100 --collector.textfile.directory={TEXTFILE_DIR}"\n'
@@ -49,12 +49,9 @@ def ensure(ctx: Context):
                     running=True, enabled=True)
     if ctx.serves_vllm and s.gpu_host:
         script = f"{s.install_root}/bin/llmhost-gpu-metrics"
-        files.template(create_remote_dir=False, name="GPU sampler (nvidia-smi -> textfile)",
-                       src=template("llmhost-gpu-metrics.py.j2"), dest=script, mode="755", textfile_dir=TEXTFILE_DIR,
-                       branch=s.nvidia_driver_branch)
-        units = [files.template(create_remote_dir=False, name=unit, src=template(f"{unit}.j2"),
-                                dest=f"/etc/systemd/system/{unit}", mode="644", script=script,
-                                textfile_dir=TEXTFILE_DIR)
+        host_program("GPU sampler (nvidia-smi -> textfile)", "gpu_metrics", script,
+                     dict(textfile_dir=TEXTFILE_DIR, branch=s.nvidia_driver_branch))
+        units = [files.put(create_remote_dir=False, name=unit, src=rendered(f"{unit}.j2", script=script, textfile_dir=TEXTFILE_DIR), dest=f"/etc/systemd/system/{unit}", mode="644")
                  for unit in ("llmhost-gpu-metrics.service", "llmhost-gpu-metrics.timer")]
         systemd.daemon_reload(name="Reload systemd (GPU sampler units changed)", _if=any_changed(*units))
         systemd.service(name="GPU sampler timer running and enabled", service="llmhost-gpu-metrics.timer",
@@ -70,10 +67,8 @@ def ensure(ctx: Context):
         files.put(create_remote_dir=False, name=f"Prometheus on loopback, retention {s.metrics_retention}",
                   src=StringIO(f"# Managed by llmhost\n{prometheus_args(ctx)}"), dest="/etc/default/prometheus",
                   mode="644"),
-        files.template(create_remote_dir=False, name="Prometheus scrape config", src=template("prometheus.yml.j2"),
-                       dest="/etc/prometheus/prometheus.yml", mode="644", **prometheus_vars(ctx)),
-        files.template(create_remote_dir=False, name="Alert rules", src=template("llmhost-alerts.yml.j2"),
-                       dest="/etc/prometheus/llmhost-alerts.yml", mode="644", **alert_vars(ctx)),
+        files.put(create_remote_dir=False, name="Prometheus scrape config", src=rendered("prometheus.yml.j2", **prometheus_vars(ctx)), dest="/etc/prometheus/prometheus.yml", mode="644"),
+        files.put(create_remote_dir=False, name="Alert rules", src=rendered("llmhost-alerts.yml.j2", **alert_vars(ctx)), dest="/etc/prometheus/llmhost-alerts.yml", mode="644"),
     ]
     server.shell(name="promtool accepts the config and the rules (else the running Prometheus is kept)",
                  commands=["promtool check config /etc/prometheus/prometheus.yml"], _if=any_changed(*changes))

@@ -114,6 +114,7 @@ def ensure(ctx: Context):
                                                      "module: reboot by hand after removing it or once its module is in")
             return
         reboot = server.reboot(name="Reboot into the new kernel / driver (the set moved)", reboot_timeout=600,
+                               delay=s.nvidia_reboot_delay_s,
                                _if=[install.did_change, lambda: moved,
                                     loaded_module_differs(ctx, user[1])])
         server.shell(name="Driver answers after the reboot (nvidia-smi; loaded module = installed package)",

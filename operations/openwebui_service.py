@@ -16,9 +16,11 @@ from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context, completion_marker, hf_snapshot
-from operations.render import template
+from operations.core import boundary
+from operations.render import rendered
 from operations.facts import first_line
-from operations.shared_ops import NEW_SECRET, fetch_command, generated_secret, secret_file, skipped, snapshot
+from operations.shared_ops import (NEW_SECRET, fetch_command, generated_secret, host_program, secret_file, skipped,
+                                   snapshot)
 
 START_TIMEOUT = 600
 
@@ -109,7 +111,8 @@ def admin_password(ctx: Context):
     given = os.environ.get(s.openwebui_admin_password_env)
     if given:
         return secret_file(name=f"Open WebUI admin password (${s.openwebui_admin_password_env}, root-only)",
-                           path=admin_file(ctx), content=f"WEBUI_ADMIN_PASSWORD={given}\n")
+                           path=admin_file(ctx), content=boundary.env_file({"WEBUI_ADMIN_PASSWORD": given},
+                                                                           f"${s.openwebui_admin_password_env}"))
     return generated_secret(name="Open WebUI admin password (generated on the host, root-only)",
                             path=admin_file(ctx), variable="WEBUI_ADMIN_PASSWORD")
 
@@ -168,8 +171,7 @@ def ensure(ctx: Context) -> Result:
     files.directory(name=f"Backups {backups} (Open WebUI's user only)", path=backups, user="llmhost-webui",
                     group="llmhost-webui", mode="700")
     bvars = backup_vars(ctx)
-    files.template(create_remote_dir=False, name="Backup tool llmhost-webui-backup",
-                   src=template("llmhost-webui-backup.py.j2"), dest=script, mode="755", **bvars)
+    host_program("Backup tool llmhost-webui-backup", "webui_backup", script, backup_vars(ctx))
     root = f"{s.install_root}/open-webui"
     requirements = [f"open-webui=={s.openwebui_version}", *s.openwebui_extra_requirements]
     wanted = python_venv.target(root, s.openwebui_python, requirements, s.pip_index_url, s.pip_find_links)
@@ -179,14 +181,10 @@ def ensure(ctx: Context) -> Result:
     venv = python_venv.venv(name=f"Open WebUI {s.openwebui_version} venv", root=root, python=s.openwebui_python,
                             uv=ctx.uv, requirements=requirements, index_url=s.pip_index_url,
                             find_links=s.pip_find_links, env=ctx.download_env)
-    env = files.template(create_remote_dir=False, name="Open WebUI environment (no secrets)",
-                         src=template("open-webui.env.j2"), dest=f"{s.config_root}/open-webui.env", mode="644",
-                         **env_vars(ctx))
-    unit = files.template(create_remote_dir=False, name="open-webui.service", src=template("open-webui.service.j2"),
-                          dest="/etc/systemd/system/open-webui.service", mode="644", **unit_vars(ctx))
+    env = files.put(create_remote_dir=False, name="Open WebUI environment (no secrets)", src=rendered("open-webui.env.j2", **env_vars(ctx)), dest=f"{s.config_root}/open-webui.env", mode="644")
+    unit = files.put(create_remote_dir=False, name="open-webui.service", src=rendered("open-webui.service.j2", **unit_vars(ctx)), dest="/etc/systemd/system/open-webui.service", mode="644")
     changes = [secret, admin, venv, env, unit] + ([weights] if weights else [])
-    timer_units = [files.template(create_remote_dir=False, name=f"{unit_name}", src=template(f"{unit_name}.j2"),
-                                  dest=f"/etc/systemd/system/{unit_name}", mode="644", **bvars)
+    timer_units = [files.put(create_remote_dir=False, name=f"{unit_name}", src=rendered(f"{unit_name}.j2", **bvars), dest=f"/etc/systemd/system/{unit_name}", mode="644")
                    for unit_name in ("llmhost-webui-backup.service", "llmhost-webui-backup.timer")]
     systemd.daemon_reload(name="Reload systemd (open-webui.service or the backup units changed)",
                           _if=any_changed(unit, *timer_units))

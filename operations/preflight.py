@@ -16,7 +16,7 @@ from pyinfra.facts.files import File
 from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
 from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
-from operations.core import driver_set, fleet, versions
+from operations.core import boundary, driver_set, fleet, versions
 from operations.context import Context, LlmhostError, snapshots_to_prune
 from operations.hub import check_embedding, model_config
 from operations.facts import (AptVersions, DiskFreeMib, GpuMemoryHeld, ModelSnapshots, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
@@ -138,6 +138,12 @@ def _check() -> Context:
     except fleet.FleetError as exc:
         raise LlmhostError(f"inventory: {exc}") from None
     me = next(m for m in members if m.name == host.name)
+    for var in (s.openwebui_admin_password_env, s.vllm_api_key_env, s.hf_token_env):  # secrets cross here intact
+        try:
+            if var and os.environ.get(var):
+                boundary.env_value(os.environ[var], f"${var} on the controller")
+        except boundary.BoundaryError as exc:
+            _fail(str(exc))
     if s.vllm_api_key_env and not os.environ.get(s.vllm_api_key_env):
         _fail(f"vllm_api_key_env={s.vllm_api_key_env} but ${s.vllm_api_key_env} is empty on the controller: export "
               f"{s.vllm_api_key_env}=$(openssl rand -hex 32) (the same value for every run of this fleet)")
@@ -229,7 +235,8 @@ def _check() -> Context:
                  reserved_mib=reserved, min_concurrency=s.vllm_min_concurrency,
                  tensor_parallel_size=s.vllm_tensor_parallel_size, pipeline_parallel_size=s.vllm_nnodes)
     except PlanError as exc:
-        _fail(f"model_repo={s.model_repo}: {exc}" + (f" (other processes hold {held} of the GPU: close them, or "
+        own = str(exc).startswith(("max_model_len=", "gpu_memory_utilization=", "max_num_seqs=", "reserved_mib="))
+        _fail((f"vllm_{exc}" if own else f"model_repo={s.model_repo}: {exc}") + (f" (other processes hold {held} of the GPU: close them, or "
                                                      "lower vllm_gpu_memory_utilization / vllm_max_model_len)"
                                                      if held else ""))
 

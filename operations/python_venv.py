@@ -8,12 +8,12 @@ pip install leaves the previous venv serving, and rolling back is moving the lin
 from __future__ import annotations
 
 import hashlib
-import shlex
 
 from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.facts.files import File, Link
 
+from operations.core.boundary import shell_line
 from operations.shared_ops import ShownCommand, with_progress
 
 
@@ -25,15 +25,15 @@ def venv_id(python: str, requirements: list[str], index_url: str | None, find_li
 
 
 def target(root: str, python: str, requirements: list[str], index_url: str | None = None,
-           find_links: list[str] | None = None, extra_args: str = "") -> str:
+           find_links: list[str] | None = None, extra_args: list[str] | tuple[str, ...] = ()) -> str:
     """The directory ``venv`` builds for these arguments (``<root>/venvs/<id>``)."""
-    return f"{root}/venvs/{venv_id(python, requirements + [extra_args], index_url, find_links or [])}"
+    return f"{root}/venvs/{venv_id(python, requirements + [' '.join(extra_args)], index_url, find_links or [])}"
 
 
 @operation()
 def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = "root",
          index_url: str | None = None, find_links: list[str] | None = None, env: dict[str, str] | None = None,
-         extra_args: str = ""):
+         extra_args: list[str] | tuple[str, ...] = ()):
     """Ensure ``<root>/current`` is a complete venv with exactly ``requirements``.
 
     + root: directory holding ``venvs/`` and the ``current`` link
@@ -43,7 +43,8 @@ def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = 
     + owner: owner of the venv files (read-only for the service user is enough; root by default)
     + index_url / find_links: where packages come from
     + env: extra environment for the install (proxy, CA bundle)
-    + extra_args: more ``uv pip install`` arguments (e.g. ``--exclude-newer DATE``); part of the venv's id
+    + extra_args: more ``uv pip install`` arguments, one list item each (e.g. ``['--exclude-newer', DATE]``); part
+      of the venv's id
     """
     find_links = find_links or []
     wanted = target(root, python, requirements, index_url, find_links, extra_args)
@@ -56,23 +57,25 @@ def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = 
         host.noop(f"{root}/current is {vid} with the pinned requirements")
         return
 
-    link = f"ln -sfn {wanted} {root}/current.new && mv -T {root}/current.new {root}/current"
+    link = (shell_line(["ln", "-sfn", wanted, f"{root}/current.new"]) + " && "
+            + shell_line(["mv", "-T", f"{root}/current.new", f"{root}/current"]))
     if complete:
         yield link  # built before (a rollback or a return to an earlier pin): only switch
         return
 
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted((env or {}).items()))
-    pip_opts = " ".join(
-        ([f"--index-url {shlex.quote(index_url)}"] if index_url else [])
-        + [f"--find-links {shlex.quote(f)}" for f in find_links]
-    )
+    uv_env = ["env", *(f"{k}={v}" for k, v in sorted((env or {}).items())), uv]  # every value one argument
+    pip_opts = (["--index-url", index_url] if index_url else []) + [a for f in find_links for a in ("--find-links", f)]
     reqs = f"{wanted}.requirements.txt"
-    yield f"mkdir -p {root}/venvs && rm -rf {wanted} && printf '%s\\n' {' '.join(shlex.quote(r) for r in requirements)} > {reqs}"
-    install = (f"{prefix} {uv} venv --quiet --python {python} {wanted} && "
-               f"{prefix} {uv} pip install --quiet --python {wanted}/bin/python {pip_opts} {extra_args} -r {reqs} && "
-               f"touch {wanted}/.llmhost-complete").strip()
+    yield " && ".join([shell_line(["mkdir", "-p", f"{root}/venvs"]), shell_line(["rm", "-rf", wanted]),
+                       shell_line(["printf", "%s\\n", *requirements]) + " > " + shell_line([reqs])])
+    install = " && ".join([
+        shell_line([*uv_env, "venv", "--quiet", "--python", python, wanted]),
+        shell_line([*uv_env, "pip", "install", "--quiet", "--python", f"{wanted}/bin/python", *pip_opts, *extra_args,
+                    "-r", reqs]),
+        shell_line(["touch", f"{wanted}/.llmhost-complete"])])
     # uv shows no progress without a terminal: the monitor prints how much its cache grew
-    yield ShownCommand(with_progress(install, f"venv {root}", f"$({prefix} {uv} cache dir)"))
+    yield ShownCommand(with_progress(install, f"venv {root}", f"$({shell_line([*uv_env, 'cache', 'dir'])})"))
     if owner != "root":
-        yield f"chown -R root:{owner} {wanted} && chmod -R g+rX,o-w {wanted}"
+        yield (shell_line(["chown", "-R", f"root:{owner}", wanted]) + " && "
+               + shell_line(["chmod", "-R", "g+rX,o-w", wanted]))
     yield link

@@ -13,7 +13,8 @@ from pyinfra.operations.util import any_changed
 
 from operations import python_venv
 from operations.context import Context
-from operations.render import template
+from operations.core import boundary
+from operations.render import rendered
 from operations.shared_ops import generated_secret, secret_file, skipped
 
 USER = "llmhost-router"
@@ -49,17 +50,14 @@ def ensure(ctx: Context) -> list:
                          path=f"{s.config_root}/router.secret.env", variable="LITELLM_MASTER_KEY", prefix="sk-"),
         secret_file(name=f"The fleet's vLLM key for the router (${s.vllm_api_key_env}, root-only)",
                     path=f"{s.config_root}/router-backends.secret.env",
-                    content=f"VLLM_API_KEY={os.environ[s.vllm_api_key_env]}\n"),
+                    content=boundary.env_file({"VLLM_API_KEY": os.environ[s.vllm_api_key_env]},
+                                              f"${s.vllm_api_key_env}")),
         python_venv.venv(name=f"LiteLLM {s.router_litellm_version} venv", root=f"{s.install_root}/router",
                          python="3.11", uv=ctx.uv, requirements=[f"litellm[proxy]=={s.router_litellm_version}"],
                          index_url=s.pip_index_url, find_links=s.pip_find_links, env=ctx.download_env),
-        files.template(create_remote_dir=False, name=f"Router config: {len(ctx.backends)} vLLM hosts (no secrets)",
-                       src=template("router.yaml.j2"), dest=f"{s.install_root}/router/config.yaml", mode="644",
-                       **config_vars(ctx)),
+        files.put(create_remote_dir=False, name=f"Router config: {len(ctx.backends)} vLLM hosts (no secrets)", src=rendered("router.yaml.j2", **config_vars(ctx)), dest=f"{s.install_root}/router/config.yaml", mode="644"),
     ]
-    unit = files.template(create_remote_dir=False, name="llmhost-router.service",
-                          src=template("llmhost-router.service.j2"), dest="/etc/systemd/system/llmhost-router.service",
-                          mode="644", **unit_vars(ctx))
+    unit = files.put(create_remote_dir=False, name="llmhost-router.service", src=rendered("llmhost-router.service.j2", **unit_vars(ctx)), dest="/etc/systemd/system/llmhost-router.service", mode="644")
     changes.append(unit)
     systemd.daemon_reload(name="Reload systemd (llmhost-router.service changed)", _if=unit.did_change)
     systemd.service(name="Router restarted (only when its config, unit, keys or venv changed)",

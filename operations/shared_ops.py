@@ -6,12 +6,15 @@ import hashlib
 import os
 import shlex
 from io import StringIO
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
+from pyinfra.operations import files
 
 from operations.context import Context
+from operations.core import boundary
 from operations.facts import AptHolds, DpkgVersion, SnapshotFiles
 
 PROGRESS_S = 30  # long downloads print where they are at least this often
@@ -154,6 +157,18 @@ def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
     yield f"chown -R {owner}:{owner} {cache_dir} && chmod -R g+rX {cache_dir}"
 
 
+HOSTSIDE = Path(__file__).resolve().parent / "hostside"
+
+
+def host_program(name: str, module: str, dest: str, values: dict) -> list:
+    """Install one of llmhost's host-side programs (operations/hostside/<module>.py, a program, never a template)
+    at ``dest`` and its values beside it as ``dest.json`` (JSON: the data-file boundary; no secrets, readable by
+    the services that run it). Returns both operations (either changing means the program changed)."""
+    return [files.put(create_remote_dir=False, name=name, src=str(HOSTSIDE / f"{module}.py"), dest=dest, mode="755"),
+            files.put(create_remote_dir=False, name=f"{name}: its values ({os.path.basename(dest)}.json)",
+                      src=StringIO(boundary.json_value(values) + "\n"), dest=f"{dest}.json", mode="644")]
+
+
 def fetch_command(ctx: Context, repo: str, commit: str, marker: str, cache_dir: str) -> str:
     """The command line of the host's fetcher (base installs it): repo@commit into the HF cache ``cache_dir``
     through the download route (proxy, CA), the HF token file when there is one, no telemetry."""
@@ -161,5 +176,5 @@ def fetch_command(ctx: Context, repo: str, commit: str, marker: str, cache_dir: 
     env = {**ctx.download_env, "HF_ENDPOINT": s.hf_endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # its bars need a terminal: the fetcher prints its own lines
            "HF_TOKEN_PATH": f"{s.config_root}/hf-token"}
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-    return f"{prefix} {ctx.fetcher} {repo} {commit} {marker} {cache_dir}"
+    return boundary.shell_line(["env", *(f"{k}={v}" for k, v in sorted(env.items())), f"{ctx.tools}/bin/python",
+                                ctx.fetcher, repo, commit, marker, cache_dir], "the weights fetcher")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 
 from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
@@ -12,7 +11,8 @@ from pyinfra.operations.util import any_changed
 from operations import python_venv
 from operations.context import Context
 from operations.shared_ops import generated_secret, secret_file, skipped
-from operations.render import template
+from operations.render import rendered
+from operations.core import boundary
 from operations.core.versions import family_args
 
 START_TIMEOUT = 900
@@ -25,12 +25,13 @@ def vllm_requirements(s) -> list[str]:
     return s.era.locked_requirements()
 
 
-def uv_cutoffs(s) -> str:
-    """Resolve vLLM's dependencies as of its release (uv --exclude-newer), with per-package exceptions."""
+def uv_cutoffs(s) -> list[str]:
+    """Resolve vLLM's dependencies as of its release (uv --exclude-newer), with per-package exceptions: uv's
+    arguments, one item each (quoted once where the command is built)."""
     cutoff = s.vllm_exclude_newer or s.era.exclude_newer
     packages = {**dict(s.era.exclude_newer_package), **s.vllm_exclude_newer_package}
-    return " ".join([f"--exclude-newer {cutoff}"] + [
-        f"--exclude-newer-package {name}={date}" for name, date in sorted(packages.items())])
+    return ["--exclude-newer", cutoff] + [a for name, date in sorted(packages.items())
+                                         for a in ("--exclude-newer-package", f"{name}={date}")]
 
 
 # The venv is root's and read-only to vLLM's user: without bytecode compiled at install, every start compiles
@@ -55,18 +56,20 @@ def multinode_args(s) -> list[str]:
             *(["--headless"] if s.headless else [])]
 
 
-def exec_start(ctx: Context, venv: str) -> str:
+def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
+    """vLLM's command line for the unit, from an argument list quoted once for systemd (boundary.exec_line)."""
     s = ctx.s
-    if s.vllm_exec_start_override:
-        return s.vllm_exec_start_override.format(host=s.vllm_host, port=s.vllm_port, model=ctx.snapshot_path,
-                                                 served_model_name=s.served_model_name,
-                                                 flags=" ".join(ctx.plan.flags + family_args(ctx.family)
-                                                                        + multinode_args(s)))
+    flags = ctx.plan.flags + family_args(ctx.family) + multinode_args(s)
+    if s.vllm_exec_start_override:  # TEST ONLY: each placeholder becomes systemd-quoted words
+        word = lambda v: boundary.exec_word(str(v), "vllm_exec_start_override")
+        return boundary.Quoted(s.vllm_exec_start_override.format(
+            host=word(s.vllm_host), port=s.vllm_port, model=word(ctx.snapshot_path),
+            served_model_name=word(s.served_model_name), flags=" ".join(word(f) for f in flags)))
     args = [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path,
             "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
             *s.era.serve_args, *ctx.plan.flags, *family_args(ctx.family),
             *(["--disable-custom-all-reduce"] if s.vllm_nccl_p2p_disable else []), *multinode_args(s)]
-    return " ".join(shlex.quote(a) for a in args)
+    return boundary.exec_line(args, "vLLM's command line")
 
 
 def env_vars(ctx: Context) -> dict:
@@ -95,7 +98,8 @@ def ensure(ctx: Context, weights=None) -> list:
     if s.vllm_api_key_env:  # a fleet: the key its routers hold too, from the controller's environment
         key = secret_file(name=f"API key of the fleet (${s.vllm_api_key_env}, root-only)",
                           path=f"{s.config_root}/vllm.secret.env",
-                          content=f"VLLM_API_KEY={os.environ[s.vllm_api_key_env]}\n")
+                          content=boundary.env_file({"VLLM_API_KEY": os.environ[s.vllm_api_key_env]},
+                                                    f"${s.vllm_api_key_env}"))
     else:
         key = generated_secret(name="API key (generated on the host, root-only)",
                                path=f"{s.config_root}/vllm.secret.env", variable="VLLM_API_KEY")
@@ -107,12 +111,9 @@ def ensure(ctx: Context, weights=None) -> list:
         changes.append(python_venv.venv(
             name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python_version, uv=ctx.uv,
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
-            env=ctx.download_env, extra_args=f"{uv_cutoffs(s)} {COMPILE}"))
-    changes.append(files.template(create_remote_dir=False, name="vLLM environment (no secrets)",
-                                  src=template("vllm.env.j2"), dest=f"{s.config_root}/vllm.env", mode="644",
-                                  **env_vars(ctx)))
-    unit = files.template(create_remote_dir=False, name="vllm.service", src=template("vllm.service.j2"),
-                          dest="/etc/systemd/system/vllm.service", mode="644", **unit_vars(ctx))
+            env=ctx.download_env, extra_args=[*uv_cutoffs(s), COMPILE]))
+    changes.append(files.put(create_remote_dir=False, name="vLLM environment (no secrets)", src=rendered("vllm.env.j2", **env_vars(ctx)), dest=f"{s.config_root}/vllm.env", mode="644"))
+    unit = files.put(create_remote_dir=False, name="vllm.service", src=rendered("vllm.service.j2", **unit_vars(ctx)), dest="/etc/systemd/system/vllm.service", mode="644")
     changes += [unit] + ([weights] if weights is not None else [])
     # Decided at execution time (`_if`), so a no-op run evaluates each operation once.
     systemd.daemon_reload(name="Reload systemd (vllm.service changed)", _if=unit.did_change)

@@ -148,3 +148,18 @@ def conditional(plan: dict) -> set[str]:
 
 def names(plan: dict) -> set[str]:
     return {op["name"] for op in plan["plan"]}
+
+
+def host_program(tmp_path, module: str, values: dict, name: str | None = None):
+    """One of operations/hostside's programs installed as the deploy installs it (shared_ops.host_program): the
+    file itself, executable, and its values as JSON beside it. Returns its path."""
+    import shutil
+
+    from operations.core import boundary
+    from operations.shared_ops import HOSTSIDE
+
+    path = tmp_path / (name or module)
+    shutil.copy(HOSTSIDE / f"{module}.py", path)
+    path.chmod(0o755)
+    path.with_name(path.name + ".json").write_text(boundary.json_value(values) + "\n")
+    return path

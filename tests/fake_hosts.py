@@ -222,7 +222,9 @@ def converged() -> dict:
     from operations import base, openwebui_service, vllm_service
     from operations.context import Context
     from operations.python_venv import venv_id
+    from operations.core import boundary
     from operations.render import render
+    from operations.shared_ops import HOSTSIDE
     from operations.core.settings import Settings
     from operations.core.tuning import GpuSpec, ModelSpec, plan
     from operations.core.versions import cuda_visible_mib, model_family
@@ -238,13 +240,16 @@ def converged() -> dict:
                                                                s.vllm_version), s.model_revision, "open",
                   family=model_family(GPTQ_CFG))
     bvars = openwebui_service.backup_vars(ctx)
-    rendered = {  # path: (content, mode, owner)
-        f"{s.install_root}/bin/llmhost-webui-backup": (render("llmhost-webui-backup.py.j2", **bvars), "755"),
+    backup = f"{s.install_root}/bin/llmhost-webui-backup"
+    rendered = {  # path: (content, mode, owner); a program's values first (its path is a prefix of theirs)
+        f"{backup}.json": (boundary.json_value(bvars) + "\n", "644"),
+        f"{ctx.probe}.json": (boundary.json_value(base.probe_vars(ctx)) + "\n", "644"),
+        backup: ((HOSTSIDE / "webui_backup.py").read_text(), "755"),
         "/etc/systemd/system/llmhost-webui-backup.service": (render("llmhost-webui-backup.service.j2", **bvars), "644"),
         "/etc/systemd/system/llmhost-webui-backup.timer": (render("llmhost-webui-backup.timer.j2", **bvars), "644"),
         f"{s.config_root}/vllm.env": (render("vllm.env.j2", **vllm_service.env_vars(ctx)), "644"),
         "/etc/systemd/system/vllm.service": (render("vllm.service.j2", **vllm_service.unit_vars(ctx)), "644"),
-        ctx.probe: (render("llmhost-probe.py.j2", **base.probe_vars(ctx)), "755"),
+        ctx.probe: ((HOSTSIDE / "probe.py").read_text(), "755"),
         f"{s.config_root}/open-webui.env": (render("open-webui.env.j2", **openwebui_service.env_vars(ctx)), "644"),
         "/etc/systemd/system/open-webui.service": (render("open-webui.service.j2",
                                                           **openwebui_service.unit_vars(ctx)), "644"),
@@ -264,13 +269,13 @@ def converged() -> dict:
     if given:
         admin = f"{s.config_root}/open-webui.admin.env"
         matchers[re.compile(r"sha256sum " + re.escape(admin) + r"\b")] = [
-            f"{hashlib.sha256(f'WEBUI_ADMIN_PASSWORD={given}'.encode() + bytes([10])).hexdigest()}  {admin}"]
+            f"{hashlib.sha256(boundary.env_file({'WEBUI_ADMIN_PASSWORD': given}, 'test').encode()).hexdigest()}  {admin}"]
     for path in (f"{s.config_root}/vllm.secret.env", f"{s.config_root}/open-webui.secret.env",
                  f"{s.config_root}/open-webui.admin.env"):
         matchers[re.compile(re.escape(path) + r"\b")] = [
             f"user=root group=root mode=-rw------- atime=0 mtime=0 ctime=0 size=10 '{path}'"]
     venvs = {f"{s.install_root}/vllm": venv_id(s.vllm_python_version, vllm_service.vllm_requirements(s)
-                                                + [f"{vllm_service.uv_cutoffs(s)} {vllm_service.COMPILE}"], s.pip_index_url,
+                                                + [" ".join([*vllm_service.uv_cutoffs(s), vllm_service.COMPILE])], s.pip_index_url,
                                                 s.pip_find_links),
              f"{s.install_root}/open-webui": venv_id(s.openwebui_python, [f"open-webui=={s.openwebui_version}",
                                                                          *s.openwebui_extra_requirements, ""],
@@ -301,4 +306,5 @@ if os.environ.get("LLMHOST_FAKE") in ("converged", "converged-upgrade"):
 
 spec = SCENARIOS[scenario]
 hosts = [("@fake/" + scenario, {"fake_responses": spec["responses"], "fake_delay": 0, "fake_delay_jitter": 0,
+                                 "nvidia_reboot_delay_s": 1,  # pyinfra's reboot waits this long (10 s by default)
                                  **spec["data"], **extra})]

@@ -22,10 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 def test_uv_cutoffs_come_from_the_era():
     from operations.vllm_service import uv_cutoffs
 
-    assert uv_cutoffs(Settings()) == "--exclude-newer 2026-07-27T00:00:00Z"
+    assert uv_cutoffs(Settings()) == ["--exclude-newer", "2026-07-27T00:00:00Z"]
     old = Settings(vllm_version="0.6.3.post1")
-    assert uv_cutoffs(old) == ("--exclude-newer 2024-10-20T00:00:00Z "
-                               "--exclude-newer-package pyairports=2026-01-01T00:00:00Z")
+    assert uv_cutoffs(old) == ["--exclude-newer", "2024-10-20T00:00:00Z",
+                               "--exclude-newer-package", "pyairports=2026-01-01T00:00:00Z"]
     assert Settings().vllm_python_version == "3.12" and old.vllm_python_version == "3.11"
 
 

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from operations.facts import SnapshotFiles
+from tests.conftest import host_program
 
 
 def snapshot_state(tmp_path, files: dict[str, int], on_disk: dict[str, int] | None, marker: bool = True) -> str:
@@ -150,9 +151,7 @@ def test_the_fetchers_marker_lists_files_in_subdirectories_and_the_check_accepts
     fake_hub.mkdir()  # stands in for huggingface_hub.snapshot_download: the snapshot is already here
     (fake_hub / "__init__.py").write_text(f"class HfApi:\n    pass  # no sizes: no progress lines\n\n"
                                           f"def snapshot_download(**kw):\n    return {str(snap)!r}\n")
-    fetcher = tmp_path / "fetch"
-    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=30,
-                                 allow=FETCH_PATTERNS))
+    fetcher = host_program(tmp_path, "fetch_model", dict(progress_s=30, allow=FETCH_PATTERNS), "fetch")
     marker = tmp_path / ".complete-x"
     subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(marker), str(tmp_path / "cache")],
                    check=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
@@ -257,9 +256,7 @@ def snapshot_download(repo_id, revision, cache_dir, allow_patterns):
         f.write("{}")
     return snap
 ''')
-    fetcher = tmp_path / "fetch"
-    fetcher.write_text(render("fetch_model.py.j2", tools_python=sys.executable, progress_s=0.2,
-                                 allow=FETCH_PATTERNS))
+    fetcher = host_program(tmp_path, "fetch_model", dict(progress_s=0.2, allow=FETCH_PATTERNS), "fetch")
     out = tmp_path / "fetcher.out"
     with open(out, "w") as fh:
         subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(tmp_path / ".complete"),

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from operations.core.boundary import shell_line
 from testing import hub, testhost
 from tests.conftest import ADMIN, admin_token, REPO, http, require_test_host
 
@@ -421,7 +422,7 @@ def test_each_era_lock_resolves_on_the_test_host(host, version):
            "SSL_CERT_FILE=/usr/local/share/llmhost-ca-bundle.crt UV_CACHE_DIR=/var/cache/llmhost/uv")
     reqs = "\\n".join(vllm_requirements(s))
     out = sh(host, f"printf '{reqs}\\n' | {env} /opt/llmhost/tools/bin/uv pip compile - --no-header --no-annotate "
-                   f"--python-version {s.vllm_python_version} --python-platform x86_64-manylinux_2_28 {uv_cutoffs(s)}")
+                   f"--python-version {s.vllm_python_version} --python-platform x86_64-manylinux_2_28 {shell_line(uv_cutoffs(s))}")
     pins = dict(line.split("==", 1) for line in out.split() if "==" in line)
     assert pins["vllm"] == version
     assert pins["torch"] == s.era.torch, out
@@ -434,7 +435,7 @@ def test_slow_vllm_installs_for_real_and_imports(host):
     from operations.vllm_service import uv_cutoffs, vllm_requirements
 
     s = Settings(gpu_card="rtx-3060-12gb", vllm_python="3.11")  # the test host has no 3.12 and no route to fetch one
-    cutoffs, reqs = uv_cutoffs(s), " ".join(vllm_requirements(s))  # exactly what the deploy installs
+    cutoffs, reqs = shell_line(uv_cutoffs(s)), " ".join(vllm_requirements(s))  # exactly what the deploy installs
     env = ("https_proxy=$(grep -o 'http://[^\"]*' /etc/apt/apt.conf.d/99llmhost-proxy | head -1) "
            "SSL_CERT_FILE=/usr/local/share/llmhost-ca-bundle.crt UV_CACHE_DIR=/var/cache/llmhost/uv")
     venv = "/var/tmp/vllm-check"  # /tmp is a small tmpfs in the container; the deploy's venvs live on disk

@@ -12,6 +12,7 @@ from operations.context import Context
 from operations.render import render
 from operations.core.settings import Settings
 from operations.core.tuning import GpuSpec, ModelSpec, plan
+from tests.conftest import host_program
 from tests.test_eras import GPTQ_CFG, GPTQ_Q
 
 SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
@@ -120,9 +121,7 @@ def _backup_tool(tmp_path, keep: int):
     (data / "open-webui" / "uploads").mkdir(parents=True)
     (data / "backups").mkdir()
     c = ctx(data_root=str(data), install_root=str(tmp_path / "opt"), openwebui_backups_keep=keep)
-    tool = tmp_path / "llmhost-webui-backup"
-    tool.write_text(render("llmhost-webui-backup.py.j2", **openwebui_service.backup_vars(c)))
-    os.chmod(tool, 0o755)
+    tool = host_program(tmp_path, "webui_backup", openwebui_service.backup_vars(c), "llmhost-webui-backup")
     return data, tool
 
 
@@ -247,9 +246,7 @@ def test_gpu_sampler_writes_node_exporter_textfile_from_nvidia_smi(tmp_path):
     import os
     import subprocess
 
-    script = tmp_path / "llmhost-gpu-metrics"
-    script.write_text(render("llmhost-gpu-metrics.py.j2", textfile_dir=str(tmp_path), branch=580))
-    os.chmod(script, 0o755)
+    script = host_program(tmp_path, "gpu_metrics", dict(textfile_dir=str(tmp_path), branch=580))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LLMHOST_METRICS_ROOT": str(tmp_path / "root")}
@@ -283,9 +280,7 @@ def test_gpu_sampler_flags_a_driver_mismatch_and_a_boot_kernel_without_module(tm
     import os
     import subprocess
 
-    script = tmp_path / "llmhost-gpu-metrics"
-    script.write_text(render("llmhost-gpu-metrics.py.j2", textfile_dir=str(tmp_path), branch=580))
-    os.chmod(script, 0o755)
+    script = host_program(tmp_path, "gpu_metrics", dict(textfile_dir=str(tmp_path), branch=580))
     root, bin_dir = tmp_path / "root", tmp_path / "bin"
     (root / "proc/driver/nvidia").mkdir(parents=True)
     (root / "proc/driver/nvidia/version").write_text(
@@ -445,7 +440,7 @@ def test_the_probe_signs_in_to_open_webui_once_and_keeps_its_token(tmp_path):
     admin, token = tmp_path / "open-webui.admin.env", tmp_path / "open-webui.probe-token"
     admin.write_text("WEBUI_ADMIN_PASSWORD=pw\n")
     v.update(admin_file=str(admin), token_file=str(token), webui_connect="127.0.0.1", webui_port=srv.server_port)
-    (tmp_path / "probe_mod.py").write_text(render("llmhost-probe.py.j2", **v))
+    host_program(tmp_path, "probe", v, "probe_mod.py")
     code = f"import json, sys; sys.path.insert(0, {str(tmp_path)!r}); import probe_mod; print(json.dumps(probe_mod.webui_chat()))"
     run = lambda: json.loads(subprocess.run(["python3", "-c", code], capture_output=True,  # noqa: E731
                                             text=True, check=True).stdout.splitlines()[-1])

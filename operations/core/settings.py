@@ -11,15 +11,27 @@ import difflib
 import ipaddress
 import os
 import re
+import string
+import types
+import typing
 from typing import Any, Literal
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from operations.core import boundary
 
 from operations.core.versions import DEFAULT_ERA, ERAS, SERVER_BRANCHES, TRANSITIONAL_BRANCHES, era
 
 
 class SettingsError(ValueError):
     """Bad inventory input. The message names the setting and the fix."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value as a refusal quotes it: repr (no raw newline), cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(str(value))} characters)"
 
 
 # Keys that belong to pyinfra itself (connector data, global arguments), never to llmhost.
@@ -35,6 +47,10 @@ REPO_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 PEP440_RE = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")  # an exact release, no ranges
 DEBIAN_VERSION_RE = re.compile(r"^(\d+:)?\d[A-Za-z0-9.+~]*(-[A-Za-z0-9.+~]+)?$")
+# uv's --exclude-newer: an RFC 3339 timestamp or a date (uv's own parser takes both)
+CUTOFF_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?$")
+PACKAGE_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$", re.IGNORECASE)  # PEP 508 names
+OVERRIDE_FIELDS = {"host", "port", "model", "served_model_name", "flags"}  # vllm_exec_start_override's placeholders
 
 
 class Settings(BaseModel):
@@ -72,6 +88,9 @@ class Settings(BaseModel):
     nvidia_driver_flavour: Literal["auto", "open", "proprietary"] = Field(
         "auto", description="Kernel module flavour; auto = open for Turing (sm_75) and newer.")
     nvidia_reboot: bool = Field(True, description="Reboot when the driver package changed and the loaded module differs.")
+    nvidia_reboot_delay_s: int = Field(10, ge=1, le=600, description="Seconds pyinfra waits after the reboot "
+                                       "command before it reconnects (its server.reboot delay; the executed @fake "
+                                       "test runs set 1).")
     cuda_version: str = Field("12.1", description="CUDA toolkit major.minor ('none' skips the toolkit).")
     cuda_runfile_url: str = Field(
         "https://developer.download.nvidia.com/compute/cuda/12.1.1/local_installers/cuda_12.1.1_530.30.02_linux.run",
@@ -224,8 +243,76 @@ class Settings(BaseModel):
     @field_validator("model_repo", "rag_embedding_repo")
     @classmethod
     def _repo_shape(cls, v: str | None) -> str | None:
-        if v is not None and not REPO_RE.match(v):
-            raise ValueError(f"{v!r} is not a Hugging Face repo id of the form 'owner/name'")
+        if v is None:
+            return v
+        if not REPO_RE.match(v):
+            raise ValueError(f"{_short(v)} is not a Hugging Face repo id of the form 'owner/name'")
+        try:
+            validate_repo_id(v)  # huggingface_hub's own rules (length, '--', '..', the ends)
+        except HFValidationError as exc:
+            raise ValueError(f"{_short(v)} is not a repo id huggingface_hub accepts "
+                             f"({str(exc).splitlines()[0][:160]})") from None
+        return v
+
+    @field_validator("vllm_exclude_newer")
+    @classmethod
+    def _cutoff(cls, v: str | None) -> str | None:
+        if v is not None and not CUTOFF_RE.match(v):
+            raise ValueError(f"{_short(v)} is not a date or RFC 3339 time (e.g. 2026-07-27T00:00:00Z)")
+        return v
+
+    @field_validator("vllm_exclude_newer_package")
+    @classmethod
+    def _cutoffs(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, date in v.items():
+            if not PACKAGE_NAME_RE.match(name):
+                raise ValueError(f"{_short(name)} is not a package name (e.g. pyairports)")
+            if not CUTOFF_RE.match(date):
+                raise ValueError(f"{name}: {_short(date)} is not a date or RFC 3339 time (e.g. 2026-01-01T00:00:00Z)")
+        return v
+
+    @field_validator("hub_tools_requirements", "openwebui_extra_requirements")
+    @classmethod
+    def _requirements(cls, v: list[str]) -> list[str]:
+        for line in v:
+            try:
+                boundary.requirement(line, "entry")
+            except boundary.BoundaryError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("cuda_runfile_url")
+    @classmethod
+    def _runfile_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[A-Za-z0-9.\-]+(:\d+)?(/[A-Za-z0-9._~%+-]+)*/[A-Za-z0-9._+-]+\.run$", v):
+            raise ValueError(f"{_short(v)} is not an http(s) URL of a .run file (letters, digits and . _ - + ~ % in "
+                             "its path), e.g. NVIDIA's cuda_12.1.1_530.30.02_linux.run")
+        return v
+
+    @field_validator("vllm_served_model_name")
+    @classmethod
+    def _served_name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip() or v != v.strip() or "," in v or v.endswith("\\") or len(v) > 200:
+            raise ValueError(f"{_short(v)}: give a name of up to 200 characters without a comma (Open WebUI's "
+                             "model list splits on it), surrounding spaces or a trailing backslash")
+        return v
+
+    @field_validator("vllm_exec_start_override")
+    @classmethod
+    def _override_fields(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"{_short(v)}: {exc} (a literal brace is written twice)") from None
+        unknown = sorted(n for n in names if n not in OVERRIDE_FIELDS)
+        if unknown or not v.startswith("/"):
+            allowed = " ".join("{" + n + "}" for n in sorted(OVERRIDE_FIELDS))
+            raise ValueError(f"{_short(v)}: must start with an absolute path and use only the placeholders "
+                             f"{allowed}" + (f" (not {', '.join(unknown)})" if unknown else ""))
         return v
 
     @field_validator("model_revision", "rag_embedding_revision")
@@ -335,6 +422,16 @@ class Settings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _numbers_as_text(cls, data: Any) -> Any:
+        """pyinfra's ``--data name=value`` turns 12.1 and 0123 into numbers: a text setting takes the number's
+        text (a value it then refuses is named with the way to quote it, from_host_data)."""
+        if isinstance(data, dict):
+            data = {k: str(v) if k in TEXT_FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool)
+                    else v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _no_control_characters(cls, data: Any) -> Any:
         """No string setting may carry a control character: a newline in a value that reaches a unit, an env file
         or a shell would write a line of its own there (an ExecStartPre= from the inventory)."""
@@ -383,6 +480,7 @@ class Settings(BaseModel):
     def from_host_data(cls, data: dict[str, Any], host_name: str = "host") -> "Settings":
         """Validate merged host data; raise SettingsError naming the setting and the fix."""
         ours = {k: v for k, v in data.items() if not k.startswith(PYINFRA_KEY_PREFIXES)}
+        host_name = _short(host_name, 60) if CONTROL_RE.search(host_name) else host_name
         unknown = sorted(set(ours) - set(cls.model_fields))
         if unknown:
             hints = []
@@ -397,8 +495,12 @@ class Settings(BaseModel):
             lines = []
             for err in exc.errors():
                 where = ".".join(str(p) for p in err["loc"]) or "settings"
-                lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})" if err["loc"]
-                             else f"{err['msg']}")
+                line = f"{where}: {err['msg']} (got {_short(err.get('input'))})" if err["loc"] else f"{err['msg']}"
+                name = str(err["loc"][0]) if err["loc"] else ""
+                if name in TEXT_FIELDS and isinstance(ours.get(name), (int, float, bool)):
+                    line += (f"; --data turned the value into a {type(ours[name]).__name__}: quote it as JSON, "
+                             f"e.g. --data '{name}=\"...\"'")
+                lines.append(line)
             raise SettingsError(f"{host_name}: invalid settings: " + "; ".join(lines)) from None
 
     def warnings(self) -> list[str]:
@@ -426,6 +528,16 @@ class Settings(BaseModel):
     def headless(self) -> bool:
         """A multi-node stage other than rank 0: vLLM runs --headless here and serves no API."""
         return self.vllm_nnodes > 1 and self.vllm_node_rank > 0
+
+
+def _takes_text(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    return (typing.get_origin(annotation) in (typing.Union, types.UnionType)
+            and str in typing.get_args(annotation))
+
+
+TEXT_FIELDS = {name for name, f in Settings.model_fields.items() if _takes_text(f.annotation)}
 
 
 def markdown_table() -> str:

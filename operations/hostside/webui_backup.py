@@ -1,14 +1,15 @@
 #!/usr/bin/python3
-# Managed by llmhost: Open WebUI's backups (rendered from templates/llmhost-webui-backup.py.j2).
+# Managed by llmhost: Open WebUI's backups (operations/hostside/webui_backup.py; its values in
+# llmhost-webui-backup.json beside it).
 """Back up / restore Open WebUI's data.
 
     llmhost-webui-backup backup [--reason WORD]   # online SQLite backup (the backup API) of webui.db + uploads
     llmhost-webui-backup list
     llmhost-webui-backup restore NAME             # as root: stop, back up what is there now, restore, start
 
-A backup is a directory {{ backups }}/<UTC time>-<reason>/ holding webui.db, uploads.tar and meta.json (the Open WebUI
+A backup is a directory BACKUPS/<UTC time>-<reason>/ holding webui.db, uploads.tar and meta.json (the Open WebUI
 venv it was taken under). It gets its final name only when complete. Only the oldest complete backups beyond the
-newest {{ keep }} are ever deleted; nothing else under {{ data_root }} is.
+newest KEEP are ever deleted; nothing else under the data root is.
 """
 
 import datetime
@@ -21,11 +22,14 @@ import subprocess
 import sys
 import tarfile
 
-DATA = "{{ data_root }}/open-webui"
+with open(os.path.realpath(__file__) + ".json", encoding="utf-8") as _fh:  # the values the deploy wrote beside it
+    CONFIG = json.load(_fh)
+
+DATA = CONFIG["data_root"] + "/open-webui"
 DB = DATA + "/webui.db"
-BACKUPS = "{{ backups }}"
-KEEP = {{ keep }}
-CURRENT = "{{ venv_root }}/current"
+BACKUPS = CONFIG["backups"]
+KEEP = CONFIG["keep"]
+CURRENT = CONFIG["venv_root"] + "/current"
 NAME = re.compile(r"^\d{8}T\d{6}Z-[a-z0-9.-]+$")
 
 

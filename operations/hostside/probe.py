@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-# Managed by llmhost: checks what the deploy promises. Prints JSON, never a secret; exit 0 only when all is well.
+# Managed by llmhost (operations/hostside/probe.py; its values in llmhost-probe.json beside it): checks what the
+# deploy promises. Prints JSON, never a secret; exit 0 only when all is well.
 #   llmhost-probe            one look
 #   llmhost-probe --wait N   keep looking for up to N seconds
 #   llmhost-probe --health URL --wait N   only wait for URL to answer 200 (units' readiness gate)
@@ -11,14 +12,17 @@ import time
 import urllib.error
 import urllib.request
 
-API = {{ ('"%s"' % api) if api else 'None' }}  # vLLM here, the router in front of the fleet's vLLM hosts, or None
-API_HEALTH = "{{ api_health }}"
-WEBUI = {{ ('"http://%s:%s"' % (webui_connect, webui_port)) if webui else 'None' }}
-MODEL = {{ served_model_name | tojson }}
-GPU = {{ 'True' if gpu_host else 'False' }}
-SECRET_ENV, KEY_VAR = "{{ key_file }}", "{{ key_var }}"
-ADMIN_ENV, ADMIN_EMAIL = "{{ admin_file }}", {{ admin_email | tojson }}
-TOKEN_FILE = "{{ token_file }}"  # root-only, beside the password (a cache of this probe's)
+with open(os.path.realpath(__file__) + ".json", encoding="utf-8") as _fh:  # the values the deploy wrote beside it
+    CONFIG = json.load(_fh)
+
+API = CONFIG["api"]  # vLLM here, the router in front of the fleet's vLLM hosts, or None
+API_HEALTH = CONFIG["api_health"]
+WEBUI = f"http://{CONFIG['webui_connect']}:{CONFIG['webui_port']}" if CONFIG["webui"] else None
+MODEL = CONFIG["served_model_name"]
+GPU = CONFIG["gpu_host"]
+SECRET_ENV, KEY_VAR = CONFIG["key_file"], CONFIG["key_var"]
+ADMIN_ENV, ADMIN_EMAIL = CONFIG["admin_file"], CONFIG["admin_email"]
+TOKEN_FILE = CONFIG["token_file"]  # root-only, beside the password (a cache of this probe's)
 
 
 def get(url, data=None, key=None, timeout=10):
@@ -30,11 +34,32 @@ def get(url, data=None, key=None, timeout=10):
         return resp.status, resp.read().decode()
 
 
+ENV_ESCAPED = '"\\`$'  # what systemd unescapes inside a double-quoted EnvironmentFile value
+
+
+def unquote(raw):
+    """An EnvironmentFile value as systemd reads it, for the two forms llmhost's one writer emits
+    (operations/core/boundary.env_value): a plain word, or double quotes with \\ " ` $ escaped."""
+    raw = raw.rstrip("\n")
+    if not raw.startswith('"'):
+        return raw.rstrip()
+    out, i = [], 1
+    while i < len(raw) and raw[i] != '"':
+        if raw[i] == "\\" and i + 1 < len(raw):
+            out.append(raw[i + 1] if raw[i + 1] in ENV_ESCAPED else raw[i:i + 2])
+            i += 2
+        else:
+            out.append(raw[i])
+            i += 1
+    return "".join(out)
+
+
 def env_value(path, var):
     try:
-        for line in open(path):
-            if line.startswith(var + "="):
-                return line.split("=", 1)[1].strip()
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(var + "="):
+                    return unquote(line.split("=", 1)[1])
     except OSError:
         return None
 
@@ -100,8 +125,10 @@ def webui_chat():
         try:
             token, kept = signin(password)
         except urllib.error.HTTPError as exc:
-            if exc.code in (400, 401, 403):  # an install whose users predate llmhost's admin: no one to sign in as
-                return "", f"skipped: {ADMIN_EMAIL} is not an account here (users made before llmhost's admin)"
+            if exc.code in (400, 401, 403):  # the password Open WebUI was given is not the one it signs in with
+                return None, (f"Open WebUI refused the sign-in of {ADMIN_EMAIL} with the password in {ADMIN_ENV} "
+                              f"(HTTP {exc.code}): an install whose users predate llmhost's admin needs "
+                              "openwebui_admin_email and the admin password setting of an existing admin")
             return None, f"Open WebUI sign-in: HTTP {exc.code}"
         try:
             return chat_stream(token)

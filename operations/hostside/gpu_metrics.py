@@ -1,18 +1,23 @@
 #!/usr/bin/python3
-# Managed by llmhost: the GPU's numbers for node-exporter's textfile collector (run by llmhost-gpu-metrics.timer).
-# Writes {{ textfile_dir }}/llmhost_gpu.prom atomically; llmhost_gpu_up 0 when nvidia-smi sees no GPU.
+# Managed by llmhost: the GPU's numbers for node-exporter's textfile collector (run by llmhost-gpu-metrics.timer;
+# operations/hostside/gpu_metrics.py, its values in llmhost-gpu-metrics.json beside it).
+# Writes TEXTFILE_DIR/llmhost_gpu.prom atomically; llmhost_gpu_up 0 when nvidia-smi sees no GPU.
 # Also the driver set: llmhost_nvidia_driver_mismatch 1 when the loaded module is not the installed user space's
 # version (NVML's "Driver/library version mismatch"), llmhost_nvidia_boot_kernel_module{kernel} 0 when the kernel
 # that boots next (the newest /boot/vmlinuz-*) has no nvidia module.
 import glob
+import json
 import os
 import re
 import subprocess
 
+with open(os.path.realpath(__file__) + ".json", encoding="utf-8") as _fh:  # the values the deploy wrote beside it
+    CONFIG = json.load(_fh)
+
 QUERY = "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
 METRICS = [("utilization_percent", 2), ("memory_used_mib", 3), ("memory_total_mib", 4),
            ("temperature_celsius", 5), ("power_watts", 6)]
-OUT = "{{ textfile_dir }}/llmhost_gpu.prom"
+OUT = CONFIG["textfile_dir"] + "/llmhost_gpu.prom"
 ROOT = os.environ.get("LLMHOST_METRICS_ROOT", "")  # tests only: a directory standing for / (the unit sets none)
 
 
@@ -31,7 +36,8 @@ def driver_lines():
         loaded = m.group(1) if m else ""
     except OSError:
         loaded = ""
-    installed = sh("dpkg-query -W -f='${Version}' nvidia-utils-{{ branch }}-server 2>/dev/null").split("-")[0]
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", f"nvidia-utils-{int(CONFIG['branch'])}-server"],
+                               capture_output=True, text=True).stdout.strip().split("-")[0]
     lines.append(f"llmhost_nvidia_driver_mismatch {1 if loaded and installed and loaded != installed else 0}")
     boot = sh(f"ls {ROOT}/boot 2>/dev/null | sed -n 's/^vmlinuz-//p' | sort -V | tail -n1")
     if boot:

@@ -1,7 +1,8 @@
-#!{{ tools_python }}
-# Managed by llmhost. Usage: llmhost-fetch-model REPO COMMIT MARKER CACHE_DIR
+#!/usr/bin/python3
+# Managed by llmhost (operations/hostside/fetch_model.py), run by the tools venv's python (huggingface_hub).
+# Usage: TOOLS_PYTHON llmhost-fetch-model REPO COMMIT MARKER CACHE_DIR
 # Fetches REPO at COMMIT into the Hugging Face cache CACHE_DIR, then writes MARKER (the file list).
-# Every {{ progress_s }} s it prints the bytes on disk of the snapshot's files (the hub's sizes; partial
+# Every progress_s seconds (llmhost-fetch-model.json beside it) it prints the bytes on disk of the snapshot's files (the hub's sizes; partial
 # *.incomplete files counted), the rate and the time left; pyinfra shows these lines as they come.
 # huggingface_hub resumes partial files (*.incomplete) on a re-run; the marker is written only after every
 # file is in place, so an interrupted or failed download (full disk) is never taken for a complete snapshot.
@@ -15,8 +16,11 @@ import time
 
 from huggingface_hub import HfApi, snapshot_download
 
-ALLOW = {{ allow | tojson }}
-PROGRESS_S = {{ progress_s }}
+with open(os.path.realpath(__file__) + ".json", encoding="utf-8") as _fh:  # the values the deploy wrote beside it
+    CONFIG = json.load(_fh)
+
+ALLOW = CONFIG["allow"]
+PROGRESS_S = CONFIG["progress_s"]
 repo, commit, marker, cache_dir = sys.argv[1:5]
 BLOBS = os.path.join(cache_dir, "models--" + repo.replace("/", "--"), "blobs")
 
