@@ -12,6 +12,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from operations.context import Context
+from operations.core.boundary import shell_line
 from operations.facts import AptHolds, DpkgVersion
 from operations.shared_ops import gpu_step_applies, held, moves, pinned_and_held, skipped
 from operations.core.driver_set import stale_holds, userspace_packages
@@ -84,7 +85,7 @@ def ensure(ctx: Context):
     other = stale_holds(host.get_fact(AptHolds), hold)
     if other:  # held packages cannot be replaced: apt would stop with "held broken packages"
         server.shell(name=f"Release the holds of the previous driver branch or flavour ({len(other)} packages)",
-                     commands=[f"apt-mark unhold {' '.join(other)}"])
+                     commands=[shell_line(["apt-mark", "unhold", *other])])
     dset = ctx.driver_set
     # packages change (a set that only gains holds moves nothing: no reboot for that)
     moved = moves(dset.pins) if dset else True

@@ -96,7 +96,7 @@ def backed_up_before_upgrade(script: str, root: str, wanted: str, db: str, reaso
     if not current or not host.get_fact(File, path=db):
         host.noop("no Open WebUI database yet: nothing to back up")
         return
-    yield f"runuser -u llmhost-webui -- {script} backup --reason {reason}"
+    yield boundary.shell_line(["runuser", "-u", "llmhost-webui", "--", script, "backup", "--reason", reason])
 
 
 def admin_file(ctx: Context) -> str:

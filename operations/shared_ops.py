@@ -92,7 +92,7 @@ def held(packages: list[str]):
     if not missing:
         host.noop(f"already held: {' '.join(packages)}")
         return
-    yield f"apt-mark hold {' '.join(missing)}"
+    yield boundary.shell_line(["apt-mark", "hold", *missing])
 
 
 def moves(versions: dict[str, str]) -> bool:
@@ -109,8 +109,9 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None):
     + hold: the packages to hold afterwards (apt then never moves them; the others follow by their Depends)
 
     Held packages cannot be changed by apt, so a change unholds, installs the set in one apt call (which may
-    downgrade, and removes what conflicts with it) and holds again (a failure leaves apt's own state, and the next
-    run tries again)."""
+    downgrade, and removes what conflicts with it) and holds again. When apt fails (a dependency not published yet),
+    what was held before is held again and apt's exit status kept: unattended-upgrades never finds the set unheld,
+    and the next run tries again."""
     hold = list(versions) if hold is None else hold
     holds = host.get_fact(AptHolds)
     pins = " ".join(f"{p}={v}" for p, v in versions.items())
@@ -119,11 +120,16 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None):
         host.noop(f"{pins}, held")
         return
     if at_pins:  # installed as wanted, some holds missing (an install from before they were held): hold them only
-        yield f"apt-mark hold {' '.join(p for p in hold if p not in holds)}"
+        yield boundary.shell_line(["apt-mark", "hold", *(p for p in hold if p not in holds)])
         return
     release = hold + [p for p in versions if p in holds and p not in hold]
-    yield (f"apt-mark unhold {' '.join(release)} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-           f"--no-install-recommends --allow-downgrades {pins} && apt-mark hold {' '.join(hold)}")
+    before = [p for p in release if p in holds]
+    install = boundary.shell_line(["apt-get", "install", "-y", "--no-install-recommends", "--allow-downgrades",
+                                   *(f"{p}={v}" for p, v in versions.items())])
+    restore = f"{boundary.shell_line(['apt-mark', 'hold', *before])} >/dev/null; " if before else ""
+    yield (f"{boundary.shell_line(['apt-mark', 'unhold', *release])} >/dev/null && "
+           f"if DEBIAN_FRONTEND=noninteractive {install}; then {boundary.shell_line(['apt-mark', 'hold', *hold])}; "
+           f"else rc=$?; {restore}exit $rc; fi")
 
 
 @operation()
@@ -135,9 +141,10 @@ def secret_file(path: str, content: str):
     if info and host.get_fact(Sha256File, path=path) == want and info.get("mode") == 600:
         host.noop(f"{path} is current (root-only)")
         return
-    yield f"install -d -m 700 {os.path.dirname(path)} && touch {path} && chmod 600 {path}"
+    yield " && ".join(boundary.shell_line(a) for a in (["install", "-d", "-m", "700", os.path.dirname(path)],
+                                                        ["touch", path], ["chmod", "600", path]))
     yield FileUploadCommand(StringIO(content), path, remote_temp_filename=None)
-    yield f"chown root:root {path} && chmod 600 {path}"
+    yield " && ".join(boundary.shell_line(a) for a in (["chown", "root:root", path], ["chmod", "600", path]))
 
 
 @operation()
@@ -154,7 +161,8 @@ def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
         host.noop(f"snapshot complete, every file at its size ({marker})")
         return
     yield ShownCommand(fetch)  # its progress lines appear as they come
-    yield f"chown -R {owner}:{owner} {cache_dir} && chmod -R g+rX {cache_dir}"
+    yield " && ".join(boundary.shell_line(a) for a in (["chown", "-R", f"{owner}:{owner}", cache_dir],
+                                                        ["chmod", "-R", "g+rX", cache_dir]))
 
 
 HOSTSIDE = Path(__file__).resolve().parent / "hostside"

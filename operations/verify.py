@@ -10,6 +10,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.operations.util import any_changed
 
 from operations.context import Context
+from operations.core.boundary import shell_line
 
 
 class Probe(FactBase):
@@ -53,7 +54,7 @@ def healthy(probe: str, timeout: int, recheck: bool = False, url: str | None = N
         host.noop(f"healthy: models {now.get('models')}, completion {now.get('completion')!r}, "
                   f"Open WebUI /health {now.get('webui_health')}" + (f"; {url}" if url else ""))
         return
-    yield f"{probe} --wait {timeout}"
+    yield shell_line([probe, "--wait", str(timeout)])
     if url:
         yield FunctionCommand(announce, (url,), {})
 

@@ -194,10 +194,10 @@ def test_container_toolkit_pin_change_goes_through_the_holds(fake_apply):
     rc, cmds, out = fake_apply("fresh-2204", {"container_toolkit_version": "1.17.8-1"})
     assert rc == 0, out[-3000:]
     pkgs = "nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1"
-    assert (f"apt-mark unhold {pkgs} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+    assert (f"apt-mark unhold {pkgs} >/dev/null && if DEBIAN_FRONTEND=noninteractive apt-get install -y "
             "--no-install-recommends --allow-downgrades nvidia-container-toolkit=1.17.8-1 "
-            "nvidia-container-toolkit-base=1.17.8-1 libnvidia-container-tools=1.17.8-1 libnvidia-container1=1.17.8-1 "
-            f"&& apt-mark hold {pkgs}") in cmds
+            "nvidia-container-toolkit-base=1.17.8-1 libnvidia-container-tools=1.17.8-1 libnvidia-container1=1.17.8-1; "
+            f"then apt-mark hold {pkgs}; else rc=$?; exit $rc; fi") in cmds
     assert not [c for c in cmds if "apt-get install" in c and "nvidia-container-toolkit " in c + " "
                 and "=1.17.8-1" not in c]  # never the unpinned newest
 
@@ -314,14 +314,14 @@ def test_a_security_kernel_moves_with_its_module_and_driver_and_reboots_once(fak
     assert rc == 0, out[-3000:]
     held = ("linux-image-generic linux-modules-nvidia-580-server-open-generic nvidia-headless-no-dkms-580-server-open "
             "nvidia-utils-580-server")
-    move = (f"apt-mark unhold {held} >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+    move = (f"apt-mark unhold {held} >/dev/null && if DEBIAN_FRONTEND=noninteractive apt-get install -y "
             "--no-install-recommends --allow-downgrades linux-image-generic=5.15.0.127.126 "
             "linux-modules-nvidia-580-server-open-generic=5.15.0-127.137+1 "
             "linux-modules-nvidia-580-server-open-5.15.0-127-generic=5.15.0-127.137+1 "
             "nvidia-headless-no-dkms-580-server-open=580.105.08-0ubuntu0.22.04.1 "
             "nvidia-utils-580-server=580.105.08-0ubuntu0.22.04.1 "
-            "linux-modules-nvidia-580-server-open-5.15.0-126-generic=5.15.0-126.136+2 "
-            f"&& apt-mark hold {held}")
+            "linux-modules-nvidia-580-server-open-5.15.0-126-generic=5.15.0-126.136+2; "
+            f"then apt-mark hold {held}; else rc=$?; apt-mark hold {held} >/dev/null; exit $rc; fi")
     assert move in cmds, [c for c in cmds if "apt-" in c]
     assert cmds.count(REBOOT) == 1
     assert cmds.index(move) < cmds.index(REBOOT) < next(i for i, c in enumerate(cmds) if c.startswith("loaded=$("))
