@@ -201,3 +201,78 @@ def test_the_front_door_is_short_and_names_the_commands():
     for command in ("pyinfra inventories/home.py deploy.py", "make deploy", "make test", "docs/reference.md",
                     "docs/settings.md"):
         assert command in readme, command
+
+
+# Issue 27: each finding of the security review, refused before anything touches a host in one line naming the
+# setting (each of these was accepted, a traceback or vague on the main of 2026-12-06).
+ISSUE_27_SETTINGS = [
+    ({"vllm_exclude_newer": "2026-07-27T00:00:00Z;id"}, "vllm_exclude_newer: Value error, '2026-07-27T00:00:00Z;id' is "
+     "not a date or RFC 3339 time"),
+    ({"vllm_exclude_newer": "$(id)"}, "vllm_exclude_newer: Value error"),
+    ({"vllm_exclude_newer_package": {"x;id": "2026-01-01"}}, "vllm_exclude_newer_package: Value error, 'x;id' is not "
+     "a package name"),
+    ({"vllm_exclude_newer_package": {"x": "2026-01-01 `id`"}}, "vllm_exclude_newer_package: Value error, x: "),
+    ({"cuda_runfile_url": "https://example.org/cuda.run;id"}, "cuda_runfile_url: Value error"),
+    ({"hub_tools_requirements": ["--index-url=http://evil.example/simple"]},
+     "hub_tools_requirements: Value error, entry: '--index-url=http://evil.example/simple' is an option"),
+    ({"openwebui_extra_requirements": ["--extra-index-url http://evil.example"]},
+     "openwebui_extra_requirements: Value error, entry: '--extra-index-url http://evil.example' is an option"),
+    ({"openwebui_extra_requirements": ["torch @ http://evil.example/torch.whl"]}, "names a URL"),
+    ({"vllm_served_model_name": "llama\\"}, "vllm_served_model_name: Value error"),
+    ({"vllm_served_model_name": "a,b"}, "without a comma"),
+    ({"vllm_exec_start_override": "/usr/bin/standin {nope}"}, "vllm_exec_start_override: Value error, "
+     "'/usr/bin/standin {nope}': must start with an absolute path and use only the placeholders"),
+    ({"vllm_exec_start_override": "/usr/bin/standin {"}, "vllm_exec_start_override: Value error"),
+    ({"model_repo": "owner/-x"}, "model_repo: Value error, 'owner/-x' is not a repo id huggingface_hub accepts"),
+    ({"model_repo": "owner/x."}, "is not a repo id huggingface_hub accepts"),
+    ({"model_repo": "ow--ner/x"}, "is not a repo id huggingface_hub accepts"),
+    ({"model_repo": "owner/a..b"}, "is not a repo id huggingface_hub accepts"),
+    ({"model_repo": "owner/" + "x" * 97}, "is not a repo id huggingface_hub accepts"),
+    ({"model_repo": "owner/x" * 20000}, "model_repo: Value error"),
+    ({"rag_embedding_repo": "owner/mоdel"}, "rag_embedding_repo: Value error"),  # a Cyrillic 'о'
+    ({"model_revision": int("0" + "1" * 39)},  # what --data makes of a 40-digit commit with a leading zero
+     "--data turned the value into a int: quote it as JSON, e.g. --data 'model_revision=\"...\"'"),
+]
+
+
+@pytest.mark.parametrize("data,message", ISSUE_27_SETTINGS, ids=[str(i) for i in range(len(ISSUE_27_SETTINGS))])
+def test_issue_27_findings_are_refused_in_one_line(data, message):
+    from operations.core.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        Settings.from_host_data(data, "home")
+    assert message in str(err.value) and "\n" not in str(err.value) and len(str(err.value)) < 800
+
+
+def test_numbers_from_data_are_taken_as_text_where_a_setting_is_text():
+    """pyinfra's --data turns 12.1 (the default cuda_version!) and 3.12 into numbers: taken as their text."""
+    from operations.core.settings import Settings
+
+    s = Settings.from_host_data({"cuda_version": 12.1, "openwebui_python": 3.12, "vllm_served_model_name": 7}, "home")
+    assert (s.cuda_version, s.openwebui_python, s.served_model_name) == ("12.1", "3.12", "7")
+
+
+def test_a_host_name_with_a_newline_is_refused_in_one_line():
+    from operations.core.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        Settings.from_host_data({"vllm_port": "x"}, "gpu\nbox")
+    assert "\n" not in str(err.value) and "'gpu\\nbox'" in str(err.value)
+
+
+@pytest.mark.parametrize("var,value", [
+    ("LLMHOST_ADMIN_PASSWORD", "pw\nWEBUI_AUTH=False"), ("LLMHOST_ADMIN_PASSWORD", "pw\rENABLE_SIGNUP=True"),
+    ("LLMHOST_VLLM_API_KEY", "key\nLD_PRELOAD=/tmp/x.so"), ("HF_TOKEN", "hf_x\nHF_HUB_OFFLINE=0")])
+def test_a_secret_that_would_write_a_line_of_its_own_is_refused_before_any_change(fake_plan, monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    data = {"vllm_api_key_env": var} if var == "LLMHOST_VLLM_API_KEY" else {}
+    rc, plan, out = fake_plan("fresh-2204", data)
+    assert rc != 0
+    assert f"${var} on the controller: contains the control character" in out, out[-2000:]
+    assert value.split("\n")[-1].split("\r")[-1] not in out  # the secret is not printed
+    assert "Starting operation" not in out and "Traceback" not in out
+
+
+def test_the_reserved_memory_refusal_names_vllm_reserved_mib(fake_plan):
+    rc, plan, out = fake_plan("fresh-2204", {"vllm_reserved_mib": 20000})
+    assert rc != 0 and "vllm_reserved_mib=20000: must be in [0, " in out and "model_repo=" not in out.split("vllm_reserved_mib=")[0][-200:]

@@ -312,3 +312,23 @@ def test_gpu_memory_held_names_graphics_processes_as_recorded(tmp_path, rec, exp
     pids = "\n".join((d / f"{rec}-pids.txt").read_text().splitlines()[1:]) + "\n"
     assert held_against_recorded_smi(tmp_path, [l.removeprefix("gpu ") for l in fact if l.startswith("gpu ")],
                                      [l.removeprefix("app ") for l in fact if l.startswith("app ")], pids) == expect
+
+
+def test_a_failed_download_never_writes_the_completion_marker(tmp_path):
+    """Issue 27. Breakage: the marker written before the download (a failed fetch then taken for a complete
+    snapshot). The fetcher program, with huggingface_hub's download standing in as one that fails (a full disk)."""
+    import os
+    import sys
+
+    from operations.hub import FETCH_PATTERNS
+
+    fake_hub = tmp_path / "huggingface_hub"
+    fake_hub.mkdir()
+    (fake_hub / "__init__.py").write_text("import errno\n\nclass HfApi:\n    pass\n\n"
+                                          "def snapshot_download(**kw):\n"
+                                          "    raise OSError(errno.ENOSPC, 'No space left on device')\n")
+    fetcher = host_program(tmp_path, "fetch_model", dict(progress_s=30, allow=FETCH_PATTERNS), "fetch")
+    marker = tmp_path / ".complete-x"
+    p = subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(marker), str(tmp_path / "cache")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert p.returncode != 0 and not marker.exists(), p.stdout + p.stderr

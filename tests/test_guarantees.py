@@ -106,3 +106,106 @@ def test_docker_gets_the_nvidia_runtime_through_nvidia_ctk_which_merges_daemon_j
     assert "nvidia-ctk runtime configure --runtime=docker" in cmds
     assert "/etc/docker/daemon.json" not in put_files(out, "fresh-docker")
     assert not [c for c in cmds if re.search(r"(>|tee|cp|mv)\s*/etc/docker/daemon\.json", c)]
+
+
+def fake_steps(out: str, scenario: str) -> list[str]:
+    """Commands and uploads of an executed @fake run, in order (an upload as 'put_file DEST')."""
+    steps = []
+    for line in out.splitlines():
+        for kind in ("command", "put_file"):
+            marker = f"[fake] simulating {kind} on @fake/{scenario}: "
+            if marker in line:
+                text = line.split(marker, 1)[1].strip()
+                steps.append(f"put_file {text.split()[-1]}" if kind == "put_file" else text)
+    return steps
+
+
+@pytest.mark.parametrize("path,env,data", [
+    ("/etc/llmhost/hf-token", {"HF_TOKEN": "hf_x0123456789"}, {}),
+    ("/etc/llmhost/open-webui.admin.env", {"LLMHOST_ADMIN_PASSWORD": "given"}, {}),
+    ("/etc/llmhost/vllm.secret.env", {"LLMHOST_VLLM_API_KEY": "fleetkey"}, {"vllm_api_key_env": "LLMHOST_VLLM_API_KEY"}),
+])
+def test_every_controller_secret_is_written_by_the_one_secret_writer_root_only(fake_apply, path, env, data):
+    """Issue 27. Breakage: the HF token written with files.put mode 644 (no 0600 file before its content arrives,
+    no chown/chmod after): the first step touching the path makes it 0600, the upload follows, root-only after."""
+    rc, cmds, out = fake_apply("fresh-2204", data, env_extra=env)
+    assert rc == 0, out[-3000:]
+    steps = [s for s in fake_steps(out, "fresh-2204") if path in s]
+    made = next(i for i, s in enumerate(steps) if "touch" in s or "put_file" in s)
+    assert steps[made] == f"install -d -m 700 /etc/llmhost && touch {path} && chmod 600 {path}", steps
+    assert steps[made + 1] == f"put_file {path}" and steps[made + 2] == f"chown root:root {path} && chmod 600 {path}"
+    assert list(env.values())[0] not in out
+
+
+@pytest.mark.parametrize("path", ["/etc/llmhost/vllm.secret.env", "/etc/llmhost/open-webui.secret.env",
+                                  "/etc/llmhost/open-webui.admin.env"])
+def test_every_generated_secret_is_made_under_umask_077_and_0600(fake_apply, path):
+    rc, cmds, out = fake_apply("fresh-2204", env_extra={"LLMHOST_ADMIN_PASSWORD": ""})
+    assert rc == 0, out[-3000:]
+    made = [c for c in cmds if c.startswith("umask 077") and f"> {path}" in c]
+    assert len(made) == 1 and made[0].endswith(f"chmod 600 {path}"), made
+    assert not [s for s in fake_steps(out, "fresh-2204") if s == f"put_file {path}"]
+
+
+def test_the_probe_is_well_only_when_open_webui_chats_as_the_deploys_admin(tmp_path):
+    """Issue 27. Breakage: the probe no longer chatting through Open WebUI (verify would check /health only), or
+    taking a refused sign-in as "skipped". The probe program, as installed, against a loopback stand-in of vLLM's API
+    and Open WebUI's sign-in + chat; the admin's password is an awkward one, written by the env-file writer."""
+    import json
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from operations import base
+    from operations.core import boundary
+    from tests.conftest import host_program
+
+    password = ' a "long" pass\\word $HOME %h #42 ;é '
+    seen = {"signin": [], "chat": 0, "chat_status": 200}
+
+    class Both(BaseHTTPRequestHandler):
+        def reply(self, code, body=b""):
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self.reply(200, b'{"data": [{"id": "m"}]}' if self.path == "/v1/models" else b"{}")
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.path == "/api/v1/auths/signin":
+                seen["signin"].append(body["password"])
+                self.reply(200, b'{"token": "t"}') if body["password"] == password else self.reply(400)
+            elif self.path == "/api/chat/completions":
+                seen["chat"] += 1
+                self.reply(seen["chat_status"], b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n')
+            else:  # vLLM's /v1/chat/completions
+                self.reply(200, b'{"choices": [{"message": {"content": "hello"}}]}')
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Both)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        admin, key = tmp_path / "admin.env", tmp_path / "key.env"
+        admin.write_text(boundary.env_file({"WEBUI_ADMIN_PASSWORD": password}, "test"))
+        key.write_text("VLLM_API_KEY=k\n")
+        v = base.probe_vars(ctx())
+        v.update(api=f"http://127.0.0.1:{srv.server_port}", gpu_host=False, served_model_name="m", key_file=str(key),
+                 admin_file=str(admin), token_file=str(tmp_path / "token"), webui_connect="127.0.0.1",
+                 webui_port=srv.server_port)
+        probe = host_program(tmp_path, "probe", v, "llmhost-probe")
+        look = lambda: json.loads(subprocess.run([str(probe)], capture_output=True, text=True).stdout)  # noqa: E731
+        first = look()
+        assert first["ok"] and first["webui_chat"] == "hi" and seen["chat"] == 1, first
+        assert seen["signin"] == [password]  # byte-exact through the env file
+        seen["chat_status"] = 500
+        assert not look()["ok"]
+        (tmp_path / "token").unlink()
+        admin.write_text(boundary.env_file({"WEBUI_ADMIN_PASSWORD": "another"}, "test"))
+        refused = look()
+        assert not refused["ok"] and "refused the sign-in" in refused["webui_chat"], refused
+    finally:
+        srv.shutdown()
