@@ -4,6 +4,8 @@ Plans on scripted @fake hosts; expected package names written by hand from Ubunt
 NOT here: the same against real apt / dpkg holds / unattended-upgrades (the stand-in archive of issue 9 is not
 built yet)."""
 
+from pathlib import Path
+
 import pytest
 
 from operations.core import driver_set
@@ -325,3 +327,31 @@ def test_a_security_kernel_moves_with_its_module_and_driver_and_reboots_once(fak
     assert move in cmds, [c for c in cmds if "apt-" in c]
     assert cmds.count(REBOOT) == 1
     assert cmds.index(move) < cmds.index(REBOOT) < next(i for i, c in enumerate(cmds) if c.startswith("loaded=$("))
+
+
+@pytest.mark.parametrize("apt_rc", [0, 100])
+def test_apt_failing_mid_move_holds_the_set_again_and_keeps_its_status(tmp_path, apt_rc):
+    """Issue 26 (5): the move's command line, run by bash with apt-get / apt-mark standing in as recorders: when
+    apt-get fails (exit 100: a newer user space without its modules yet), what was held before is held again and the
+    run fails with apt's status; when it succeeds, the set is held. Breakage checked: the old
+    `unhold && install && hold` chain (the set left unheld)."""
+    import json
+    import subprocess
+
+    # the op's own command: test_pyinfra_fixtures.py checks that pinned_and_held yields exactly this line
+    fixture = json.loads((Path(__file__).parent / "fixtures/pyinfra/ops/shared_ops.pinned_and_held"
+                          / "driver_set_moves.json").read_text())
+    line = fixture["commands"][0]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "log"
+    for tool, rc in (("apt-mark", 0), ("apt-get", apt_rc)):
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {log}\nexit {rc}\n")
+        (bin_dir / tool).chmod(0o755)
+    p = subprocess.run(["bash", "-c", line], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True)
+    calls = log.read_text().splitlines()
+    held = fixture["facts"]["facts.AptHolds"]
+    held = held if isinstance(held, list) else next(iter(held.values()))
+    assert p.returncode == apt_rc
+    assert calls[0].startswith("apt-mark unhold") and calls[1].startswith("apt-get install")
+    assert calls[-1].startswith("apt-mark hold") and set(held) <= set(calls[-1].split()[2:]), calls
