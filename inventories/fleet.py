@@ -33,7 +33,11 @@ else:
         ("ui.lan", {"ssh_user": "me", "_sudo": True, "fleet_address": "192.168.10.10", "gpu_host": False}),
     ], dict(FLEET))
 
-_gpu_names = [h[0] for h in gpu_hosts[0]]  # pyinfra would merge a name listed twice silently
-_twice = sorted({n for n in _gpu_names if _gpu_names.count(n) > 1})
-if _twice:
-    raise SystemExit(f"inventory: GPU host(s) {', '.join(_twice)} listed more than once in gpu_hosts: list each once")
+for _group, (_hosts, _) in (("gpu_hosts", gpu_hosts), ("ui_hosts", ui_hosts)):
+    _names = [h[0] for h in _hosts]  # pyinfra would merge a name listed twice silently (the later data wins)
+    _twice = sorted({n for n in _names if _names.count(n) > 1})
+    if _twice:
+        raise SystemExit(f"inventory: host(s) {', '.join(_twice)} listed more than once in {_group}: list each once")
+if not gpu_hosts[0]:
+    raise SystemExit("inventory: gpu_hosts is empty: a fleet needs at least one GPU host (pyinfra would deploy "
+                     "nothing and exit 0)")

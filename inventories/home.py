@@ -7,7 +7,7 @@ Set LLMHOST_HOST to your GPU box (``user@address`` or ``address``; the SSH user 
     LLMHOST_SUDO_PASSWORD=...             sudo's password for a non-root user (or pyinfra's --use-sudo-password
                                           prompt on a terminal); never written anywhere by llmhost
 
-Override settings here (see the README's table), e.g.::
+Override settings here (every setting: docs/settings.md), e.g.::
 
     hosts = [(address, {"ssh_user": "me", "_sudo": True, "vllm_max_num_seqs": 8})]
 
@@ -19,10 +19,15 @@ is replaced by a named stand-in. Its connection data is written by the test-host
 
 import json
 import os
+import re
 from pathlib import Path
 
 target = os.environ.get("LLMHOST_HOST")
 
+if target and not re.fullmatch(r"([a-z_][a-z0-9_.-]*@)?([A-Za-z0-9][A-Za-z0-9.-]*|[0-9A-Fa-f:.]+)",
+                                           target):
+    raise SystemExit(f"LLMHOST_HOST={target!r} is not [user@]address: set e.g. LLMHOST_HOST=me@gpu-box or "
+                     "LLMHOST_HOST=192.168.1.50 (or unset it for the local test host)")
 if target:
     user, _, address = target.rpartition("@")
     data = {"_sudo": True} if user and user != "root" else {}
@@ -42,6 +47,8 @@ else:
         raise SystemExit("LLMHOST_HOST is not set and no test host is running: set LLMHOST_HOST=user@gpu-box, "
                          "or start the local test host with `make test-host-up`")
     hosts = [tuple(h) for h in json.loads(generated.read_text())]
+    if not hosts:
+        raise SystemExit(f"{generated} lists no host: start the test host again with `make test-host-up`")
 
 names = [h[0] for h in hosts]
 duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -13,7 +13,9 @@ DEFAULT_SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
 PYINFRA = [sys.executable, "-m", "pyinfra"]
 # The real tier's Open WebUI admin: every deploy the tests run gets its password from the controller's environment
 # (the deploy's openwebui_admin_password_env); the test of a generated password empties it for its own runs.
-ADMIN = {"name": "Admin", "email": "admin@llmhost.home.arpa", "password": "a long test password 42"}
+# Its password is one users could paste (issue 27): quotes, a backslash, $, %, #, ;, non-ASCII and spaces at both
+# ends, each of which an env file, a unit or a shell would change if it were not quoted for it.
+ADMIN = {"name": "Admin", "email": "admin@llmhost.home.arpa", "password": ' a "long" test pass\\word $HOME %h #42 ;é '}
 os.environ.setdefault("LLMHOST_ADMIN_PASSWORD", ADMIN["password"])
 
 

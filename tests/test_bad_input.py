@@ -276,3 +276,35 @@ def test_a_secret_that_would_write_a_line_of_its_own_is_refused_before_any_chang
 def test_the_reserved_memory_refusal_names_vllm_reserved_mib(fake_plan):
     rc, plan, out = fake_plan("fresh-2204", {"vllm_reserved_mib": 20000})
     assert rc != 0 and "vllm_reserved_mib=20000: must be in [0, " in out and "model_repo=" not in out.split("vllm_reserved_mib=")[0][-200:]
+
+
+def run_inventory(inventory: str, env_extra: dict):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**{k: v for k, v in os.environ.items() if k != "LLMHOST_HOST"}, **env_extra}
+    p = subprocess.run([sys.executable, "-m", "pyinfra", inventory, "deploy.py", "--dry"], cwd=REPO, env=env,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    return p.returncode, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("value", ["bad host", "gpu\nbox", "me@", "-oProxyCommand=touch /tmp/x", "a;b"])
+def test_llmhost_host_is_checked(value):
+    rc, out = run_inventory("inventories/home.py", {"LLMHOST_HOST": value})
+    assert rc != 0 and "is not [user@]address: set e.g. LLMHOST_HOST=me@gpu-box" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"gpu_hosts": [["10.213.9.2", {}]], "ui_hosts": [["10.213.9.3", {}], ["10.213.9.3", {"vllm_port": 1}]]},
+     "host(s) 10.213.9.3 listed more than once in ui_hosts"),
+    ({"gpu_hosts": [], "ui_hosts": []}, "inventory: gpu_hosts is empty"),
+])
+def test_fleet_inventory_duplicates_and_empty_are_refused(tmp_path, spec, message):
+    import json
+
+    (tmp_path / "fleet.json").write_text(json.dumps(spec))
+    rc, out = run_inventory("inventories/fleet.py", {"LLMHOST_FLEET_JSON": str(tmp_path / "fleet.json")})
+    assert rc != 0 and message in out, out[-1500:]

@@ -255,6 +255,46 @@ def test_units_pass_systemd_analyze_verify(host):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def boundary_corpus(n: int = 300, seed: int = 27) -> list[str]:
+    """Values for systemd to read back: the awkward ones users paste, then ``n`` generated from the same alphabet
+    as the fast tier's hypothesis strategies (tests/test_values.py), seeded; printable only (the boundary refuses
+    control characters, which the fast tier checks)."""
+    import random
+
+    alphabet = list(" \"'\\$%`#;&|<>(){}[]*?!~=,:@/-éü€😀aZ09_.") + ["$(id)", "${HOME}", "%h", "%%", "\\n", "--x"]
+    rnd = random.Random(seed)
+    fixed = ["", " ", " lead", "trail ", '"', "'", "\\", "x\\", "$X", "${X}", "$$", "%", "%h", "%%h", ";", "a;b",
+             "#c", "a b", "pa ss' \"w\\d $HOME %h #42 ;é"]
+    return fixed + ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 24))) for _ in range(n)]
+
+
+def test_values_reach_systemd_and_the_hosts_reader_intact(host):
+    """Issue 27, judged by systemd itself: the corpus written by the one env-file writer into an EnvironmentFile
+    and by the one command-line writer into a unit's ExecStart; a real unit on the test host records what it got
+    (argv and environment); the probe's env-file reader (the host's own, operations/hostside/probe.py) reads the
+    same file. Each must be exactly the corpus: no value changed, no extra argument or variable."""
+    from operations.core import boundary
+
+    values = boundary_corpus()
+    env = boundary.env_file({f"V_{i}": v for i, v in enumerate(values)}, "corpus")
+    code = ("import json, os, sys; json.dump({'argv': sys.argv[1:], 'env': {k: v for k, v in os.environ.items() "
+            "if k.startswith('V_')}}, open('/run/llmhost-values.json', 'w'))")
+    unit = ("[Service]\nType=oneshot\nEnvironmentFile=/run/llmhost-values.env\n"
+            f"ExecStart={boundary.exec_line(['/usr/bin/python3', '-c', code, *values], 'corpus')}\n")
+    sh(host, f"cat > /run/llmhost-values.env <<'LLMHOST_EOF'\n{env}LLMHOST_EOF\n"
+             f"cat > /etc/systemd/system/llmhost-values.service <<'LLMHOST_EOF'\n{unit}LLMHOST_EOF\n"
+             "systemctl daemon-reload && systemctl start llmhost-values.service")
+    got = json.loads(sh(host, "cat /run/llmhost-values.json"))
+    assert got["argv"] == values
+    assert got["env"] == {f"V_{i}": v for i, v in enumerate(values)}
+    read = json.loads(sh(host, "/opt/llmhost/tools/bin/python -c 'import json, sys; from importlib.machinery import "
+                               "SourceFileLoader; p = SourceFileLoader(\"probe\", \"/opt/llmhost/bin/llmhost-probe\")"
+                               ".load_module(); print(json.dumps([p.env_value(\"/run/llmhost-values.env\", "
+                               f"\"V_%d\" % i) for i in range({len(values)})]))'"))
+    assert read == values
+    sh(host, "rm -f /etc/systemd/system/llmhost-values.service /run/llmhost-values.*; systemctl daemon-reload")
+
+
 def test_vllm_listens_on_loopback_only(host):
     sh(host, "for i in $(seq 60); do ss -ltnH | grep -q ':8000 ' && exit 0; sleep 1; done; exit 1")
     listeners = [ln.split()[3] for ln in sh(host, "ss -ltnH").splitlines()]
