@@ -65,6 +65,8 @@ class Context:
     driver_set: DriverSet | None = None  # kernel, modules and user space at one driver version (None: apt knows none)
     running_kernel: str = ""
     kernel_missing_module: str = ""  # the ABI modules package to install when the running kernel has no nvidia.ko
+    driver_from_deb: bool = False  # a -server driver of some branch is installed from Ubuntu's debs (llmhost's)
+    other_kernel_metas: list = field(default_factory=list)  # installed kernel metapackages beside kernel_meta
     roles: frozenset = frozenset({"vllm", "webui"})  # from the inventory groups (operations/core/fleet.py)
     backends: list = field(default_factory=list)  # fleet.Backend: the vLLM hosts this UI host sends to
     clients: list = field(default_factory=list)  # other hosts' addresses this GPU host's vLLM admits

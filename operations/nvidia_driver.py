@@ -50,9 +50,12 @@ def loaded_module_differs(ctx: Context, package: str):
     another kernel than the running one boot with it?"""
 
     def check() -> bool:
-        installed = host.get_fact(DpkgVersion, package=package).split("-")[0]
+        dset = ctx.driver_set  # the set pins the user space at exactly its driver version
+        installed = dset.driver if dset and dset.pins else host.get_fact(DpkgVersion, package=package).split("-")[0]
         boot = ctx.driver_set.boot if ctx.driver_set else ctx.running_kernel
-        return installed != ctx.module.get("version") or boot != ctx.running_kernel
+        flavour = ctx.module.get("flavour")  # proprietary -> open at the same version is a new module too
+        return installed != ctx.module.get("version") or boot != ctx.running_kernel or bool(
+            flavour and flavour != ctx.flavour)
 
     return check
 
@@ -64,9 +67,9 @@ def ensure(ctx: Context):
         return
     user = userspace_packages(s.nvidia_driver_branch, ctx.flavour)
     packages = [*user, ctx.modules_package]
-    hold = [ctx.kernel_meta, ctx.modules_package, *user]
+    hold = [ctx.kernel_meta, *ctx.other_kernel_metas, ctx.modules_package, *user]
     present = host.get_fact(DebPackages)
-    from_deb = any(p in present for p in packages) or any(k.startswith("nvidia-utils-") for k in present)
+    from_deb = any(p in present for p in packages) or ctx.driver_from_deb
     if ctx.working_driver and not from_deb:
         skipped(name="NVIDIA driver (left alone)",
                 reason=f"driver {ctx.working_driver} ({ctx.module.get('flavour', '?')} module) is loaded and new "
@@ -92,7 +95,8 @@ def ensure(ctx: Context):
     if dset:
         install = pinned_and_held(
             name=f"Kernel {dset.boot}, its {ctx.flavour} modules and the {s.nvidia_driver_branch} driver "
-                 f"{dset.driver} together (held)", versions=dset.pins, hold=hold)
+                 f"{dset.driver} together (held)", versions=dset.pins, hold=hold,
+            auto=[p for p in dset.pins if p.startswith("linux-modules-nvidia-") and p != ctx.modules_package])
     else:  # apt has not read an archive with these packages yet (a fresh box): the newest set, then held
         install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules: "
                                     f"{ctx.modules_package})", packages=packages, no_recommends=True,

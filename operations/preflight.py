@@ -14,6 +14,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
 from operations.core import boundary, driver_set, fleet, versions
@@ -284,12 +285,25 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
     kernels = host.get_fact(KernelImages, running=s.driver_standin_kernel or "")
     ctx.running_kernel = kernels["running"]
     installed = host.get_fact(DpkgVersion, package=f"nvidia-utils-{s.nvidia_driver_branch}-server").split("-")[0]
-    from_deb = bool(installed)
+    present = sorted(host.get_fact(DebPackages))
+    desktop = driver_set.desktop_driver(present)
+    if desktop:  # Additional Drivers / ubuntu-drivers: apt would swap it for the -server set without its modules
+        _fail(f"this box runs Ubuntu's desktop NVIDIA driver ({', '.join(desktop)}; Additional Drivers or "
+              "ubuntu-drivers install), which llmhost does not take over: apt would replace it with the "
+              f"{s.nvidia_driver_branch}-server driver and drop its kernel modules. Remove it first (sudo apt purge "
+              f"{' '.join(desktop)} && sudo apt autoremove --purge), then re-run: llmhost installs, holds and loads the "
+              f"{s.nvidia_driver_branch}-server driver with the kernel's module (one reboot)")
+    # a -server driver of any branch is llmhost's to move (a branch switch moves it with the kernel's modules)
+    from_deb = bool(installed) or bool(driver_set.server_branches(present))
+    ctx.driver_from_deb = from_deb
     if ctx.working_driver and not from_deb:
         return  # a working driver from elsewhere is left alone (see nvidia_driver)
     try:
         driver_set.check_kernel(kernels["next"])
         ctx.kernel_meta = driver_set.kernel_metapackage(kernels["meta"], kernels["next"], kernels["running"])
+        # every other kernel metapackage is held too: linux-generic beside -hwe-24.04 would pull a kernel (from
+        # unattended-upgrades) that no module of the set is built for
+        ctx.other_kernel_metas = sorted(m for m in kernels["meta"] if m != ctx.kernel_meta)
     except ValueError as exc:
         _fail(str(exc))
     branch, flavour = s.nvidia_driver_branch, ctx.flavour
@@ -316,7 +330,7 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
         ctx.kernel_missing_module = driver_set.abi_modules_package(branch, flavour, kernels["running"])
         ctx.warnings.append(f"the running kernel {kernels['running']} has no nvidia module (a kernel update without "
                             f"it): this run installs {ctx.kernel_missing_module} and loads it")
-    elif from_deb and s.gpu_host and not s.driver_standin_archive:
+    elif installed and s.gpu_host and not s.driver_standin_archive:
         loaded = ctx.module.get("version")
         if smi["status"] != "ok":
             _fail(f"the {s.nvidia_driver_branch} driver {installed} is installed but nvidia-smi does not answer "

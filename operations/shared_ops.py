@@ -101,12 +101,14 @@ def moves(versions: dict[str, str]) -> bool:
 
 
 @operation()
-def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None):
+def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, auto: list[str] | None = None):
     """Ensure each package is installed at exactly its version, and ``hold`` (default: the pinned packages) on hold.
 
     + versions: package -> Debian version (packages that move together: the container toolkit's four; a kernel,
       its NVIDIA modules and the driver's user space)
     + hold: the packages to hold afterwards (apt then never moves them; the others follow by their Depends)
+    + auto: pinned packages marked automatically installed afterwards (per-kernel modules: apt marks what its
+      command line names as manual, and a manual module would keep its old kernel from autoremove forever)
 
     Held packages cannot be changed by apt, so a change unholds, installs the set in one apt call (which may
     downgrade, and removes what conflicts with it) and holds again. When apt fails (a dependency not published yet),
@@ -128,7 +130,8 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None):
                                    *(f"{p}={v}" for p, v in versions.items())])
     restore = f"{boundary.shell_line(['apt-mark', 'hold', *before])} >/dev/null; " if before else ""
     yield (f"{boundary.shell_line(['apt-mark', 'unhold', *release])} >/dev/null && "
-           f"if DEBIAN_FRONTEND=noninteractive {install}; then {boundary.shell_line(['apt-mark', 'hold', *hold])}; "
+           f"if DEBIAN_FRONTEND=noninteractive {install}; then {boundary.shell_line(['apt-mark', 'hold', *hold])}"
+           + (f" && {boundary.shell_line(['apt-mark', 'auto', *auto])} >/dev/null" if auto else "") + "; "
            f"else rc=$?; {restore}exit $rc; fi")
 
 

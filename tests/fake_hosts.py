@@ -193,6 +193,24 @@ SCENARIOS = {
     # Installed from the debs, nothing loaded and the kernel has its module: the reboot never happened.
     "not-rebooted": dict(data={"gpu_card": "rtx-3060-12gb"}, responses=responses(
         version="22.04", debs=[("nvidia-utils-580-server", "580.95.05-0ubuntu0.22.04.1")])),
+    # Issue 26 (1): a desktop whose driver came from Ubuntu's "Additional Drivers" (ubuntu-drivers install), loaded.
+    "additional-drivers": dict(data={}, responses=responses(
+        version="24.04", smi=SMI_3060, kernel=("6.8.0-50-generic", {"linux-image-generic": "6.8.0-50-generic"}),
+        module="NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025",
+        debs=[("nvidia-driver-580-open", "580.95.05-0ubuntu0.24.04.2"), ("nvidia-utils-580", "580.95.05-0ubuntu0.24.04.2"),
+              ("linux-modules-nvidia-580-open-generic", "6.8.0-50.50+1"),
+              ("linux-modules-nvidia-580-open-6.8.0-50-generic", "6.8.0-50.50+1")])),
+    "additional-drivers-dkms": dict(data={}, responses=responses(
+        version="24.04", smi=SMI_3060,
+        module="NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Release Build  (x)  2025",
+        debs=[("nvidia-driver-580", "580.95.05-0ubuntu0.24.04.2"), ("nvidia-dkms-580", "580.95.05-0ubuntu0.24.04.2"),
+              ("nvidia-utils-580", "580.95.05-0ubuntu0.24.04.2")])),
+    # Issue 26 (2): the 580 set installed, held and loaded; the settings ask for 595, which the archive has.
+    "branch-switch": dict(data={"nvidia_driver_branch": 595}, responses=driver_set_host(
+        _INSTALLED_SET + [(n.replace("580", "595"), v, d.replace("580", "595").replace("595.95.05", "595.58.03"))
+                          for n, v, d in _INSTALLED_SET[1:3]]
+        + [("nvidia-headless-no-dkms-595-server-open", "595.58.03-0ubuntu0.22.04.1", ""),
+           ("nvidia-utils-595-server", "595.58.03-0ubuntu0.22.04.1", "")], _ALL_HOLDS)),
     # The user-space driver was upgraded under a loaded module: refuse and say reboot.
     "mismatch": dict(data={}, responses={**responses(version="22.04"), "nvidia-smi --query-gpu": [
         "Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.95", "exit=18"]}),

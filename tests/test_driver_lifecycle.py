@@ -323,7 +323,9 @@ def test_a_security_kernel_moves_with_its_module_and_driver_and_reboots_once(fak
             "nvidia-headless-no-dkms-580-server-open=580.105.08-0ubuntu0.22.04.1 "
             "nvidia-utils-580-server=580.105.08-0ubuntu0.22.04.1 "
             "linux-modules-nvidia-580-server-open-5.15.0-126-generic=5.15.0-126.136+2; "
-            f"then apt-mark hold {held}; else rc=$?; apt-mark hold {held} >/dev/null; exit $rc; fi")
+            f"then apt-mark hold {held} && apt-mark auto linux-modules-nvidia-580-server-open-5.15.0-127-generic "
+            "linux-modules-nvidia-580-server-open-5.15.0-126-generic >/dev/null; "  # autoremove may take old kernels
+            f"else rc=$?; apt-mark hold {held} >/dev/null; exit $rc; fi")
     assert move in cmds, [c for c in cmds if "apt-" in c]
     assert cmds.count(REBOOT) == 1
     assert cmds.index(move) < cmds.index(REBOOT) < next(i for i, c in enumerate(cmds) if c.startswith("loaded=$("))
@@ -355,3 +357,89 @@ def test_apt_failing_mid_move_holds_the_set_again_and_keeps_its_status(tmp_path,
     assert p.returncode == apt_rc
     assert calls[0].startswith("apt-mark unhold") and calls[1].startswith("apt-get install")
     assert calls[-1].startswith("apt-mark hold") and set(held) <= set(calls[-1].split()[2:]), calls
+
+
+# --- Issue 26: the paths users take ------------------------------------------------------------------------------
+@pytest.mark.parametrize("scenario,named", [
+    ("additional-drivers", "linux-modules-nvidia-580-open-6.8.0-50-generic, linux-modules-nvidia-580-open-generic, "
+                           "nvidia-driver-580-open, nvidia-utils-580"),
+    ("additional-drivers-dkms", "nvidia-dkms-580, nvidia-driver-580, nvidia-utils-580")])
+def test_a_driver_from_additional_drivers_is_refused_with_the_fix_before_any_change(fake_plan, scenario, named):
+    """(1) Was: no set computed, the -server user space installed by name, apt removing the user's driver and its
+    module for the running kernel with no reboot and no warning (the next boot had no nvidia.ko)."""
+    rc, plan, out = fake_plan(scenario)
+    assert rc != 0, out[-2000:]
+    assert f"this box runs Ubuntu's desktop NVIDIA driver ({named}; Additional Drivers" in out
+    assert f"sudo apt purge {named.replace(', ', ' ')} && sudo apt autoremove --purge" in out
+    assert "Starting operation" not in out and "Traceback" not in out
+
+
+def test_a_branch_switch_with_the_old_branch_loaded_moves_the_set_in_one_apt_call_and_reboots_once(fake_apply):
+    """(2) Was: a loaded 580 made preflight return early (no set for 595), the 580 holds were released and apt was
+    asked for 595 by name: a resolver error on every run. Now: the 595 set (its kernel's module, user space) in one
+    apt call, the 580 holds released first, held again, one reboot, then the driver check."""
+    rc, cmds, out = fake_apply("branch-switch")
+    assert rc == 0, out[-3000:]
+    release = next(i for i, c in enumerate(cmds) if c.startswith("apt-mark unhold linux-modules-nvidia-580-server"))
+    move = next(i for i, c in enumerate(cmds) if "apt-get install" in c and "nvidia-utils-595-server=595.58.03" in c)
+    assert "linux-modules-nvidia-595-server-open-5.15.0-126-generic=5.15.0-126.136+1" in cmds[move]
+    assert "then apt-mark hold linux-image-generic linux-modules-nvidia-595-server-open-generic" in cmds[move]
+    assert release < move < cmds.index(REBOOT) and cmds.count(REBOOT) == 1
+
+
+def test_every_installed_kernel_metapackage_is_held(fake_apply):
+    """(3) linux-image-generic beside linux-image-generic-hwe-24.04: both held (was: only the greatest name, so
+    unattended-upgrades took a GA kernel no module of the set was built for)."""
+    rc, cmds, out = fake_apply("fresh-2404-hwe")
+    assert rc == 0, out[-3000:]
+    holds = [c for c in cmds if c.startswith("apt-mark hold")]
+    assert holds and "linux-image-generic-hwe-24.04" in holds[0].split() and "linux-image-generic" in holds[0].split()
+
+
+def test_grub_order_counts_the_flavour_as_sort_v_does():
+    """(4) 6.8.0-50-lowlatency boots before 6.8.0-50-generic (GRUB sorts with sort -V): the set must follow it."""
+    archive = {
+        "linux-image-generic": [{"version": "6.8.0-50.50", "depends": "linux-image-6.8.0-50-generic"}],
+        "linux-modules-nvidia-580-server-open-generic": [
+            {"version": "6.8.0-50.50+1", "depends": "linux-modules-nvidia-580-server-open-6.8.0-50-generic (= 6.8.0-50.50+1)"}],
+        "linux-modules-nvidia-580-server-open-6.8.0-50-generic": [
+            {"version": "6.8.0-50.50+1", "depends": "nvidia-kernel-common-580-server (<= 580.95.05-1), "
+                                                    "nvidia-kernel-common-580-server (>= 580.95.05)"}],
+        "nvidia-headless-no-dkms-580-server-open": [{"version": "580.95.05-0ubuntu1", "depends": ""}],
+        "nvidia-utils-580-server": [{"version": "580.95.05-0ubuntu1", "depends": ""}]}
+    dset = driver_set.driver_set(580, "open", "linux-image-generic", "6.8.0-50-lowlatency", archive)
+    assert dset.boot == "6.8.0-50-lowlatency" and dset.no_module == "6.8.0-50-lowlatency"  # named, reboot withheld
+
+
+def test_kernel_order_is_gnu_sort_v_itself():
+    """abi_key against GNU sort -V on generated kernel names (flavours, ABI numbers of different widths)."""
+    import subprocess
+
+    from hypothesis import given, settings, strategies as st
+
+    name = st.builds(lambda a, b, c, d, f: f"{a}.{b}.{c}-{d}-{f}", st.integers(4, 7), st.integers(0, 20),
+                     st.integers(0, 3), st.integers(1, 1200),
+                     st.sampled_from(["generic", "lowlatency", "generic-64k", "lowlatency-hwe", "aws"]))
+
+    @settings(max_examples=100, deadline=None, derandomize=True)
+    @given(st.lists(name, min_size=2, max_size=8, unique=True))
+    def check(names):
+        gnu = subprocess.run(["sort", "-V"], input="\n".join(names) + "\n", capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert sorted(names, key=driver_set.abi_key) == gnu
+
+    check()
+
+
+def test_linux_image_virtual_hwe_takes_the_generic_hwe_modules():
+    """(7) ubuntu-drivers maps -virtual to -generic (LP #2085962), the HWE metapackage too."""
+    assert driver_set.modules_package(580, "open", "linux-image-virtual-hwe-24.04") == \
+        "linux-modules-nvidia-580-server-open-generic-hwe-24.04"
+
+
+def test_a_flavour_change_at_the_same_version_reboots(fake_apply):
+    """(7) The open module loaded, the settings ask for the proprietary one at the same driver version: the module
+    changes, so the host reboots once (was: same version, same kernel, no reboot; the old module kept running)."""
+    rc, cmds, out = fake_apply("driver-installed", {"nvidia_driver_flavour": "proprietary"})
+    assert rc == 0, out[-3000:]
+    assert cmds.count(REBOOT) == 1

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 CLOUD_FLAVOURS = ("aws", "azure", "gcp", "gke", "gkeop", "oracle", "ibm", "kvm", "nvidia", "oem")
 
 
-def abi_key(abi: str) -> tuple[int, ...]:
-    """6.11.0-30-generic -> (6, 11, 0, 30): the order the boot loader's menu sorts kernels in."""
-    m = re.match(r"(\d+)\.(\d+)\.(\d+)-(\d+)", abi)
-    return tuple(int(x) for x in m.groups()) if m else (0,)
+def abi_key(abi: str) -> tuple:
+    """The order GRUB's menu takes kernels in (grub-mkconfig sorts /boot/vmlinuz-* with ``sort -V``): runs of digits
+    by number, the rest as text, so 6.8.0-100 follows 6.8.0-52 and 6.8.0-50-lowlatency follows 6.8.0-50-generic
+    (the flavour counts: tests/test_driver_lifecycle.py checks this against GNU sort -V itself)."""
+    return tuple((1, int(run), "") if run.isdigit() else (0, 0, run) for run in re.findall(r"\d+|\D+", abi))
 
 
 def kernel_flavour(abi: str) -> str:
@@ -61,8 +62,7 @@ def kernel_metapackage(metas: dict[str, str], boot: str, running: str = "") -> s
 def modules_package(branch: int, flavour: str, kernel_meta: str) -> str:
     """linux-modules-nvidia-<branch>-server[-open]-<meta suffix>; linux-image-virtual's kernels are -generic ones and
     take the -generic modules (ubuntu-drivers, LP #2085962)."""
-    suffix = kernel_meta.removeprefix("linux-image-")
-    suffix = "generic" if suffix == "virtual" else suffix
+    suffix = re.sub(r"^virtual", "generic", kernel_meta.removeprefix("linux-image-"))  # -virtual-hwe-24.04 too
     return f"linux-modules-nvidia-{branch}-server{'-open' if flavour == 'open' else ''}-{suffix}"
 
 
@@ -75,6 +75,23 @@ def userspace_packages(branch: int, flavour: str) -> list[str]:
     """The user-space driver: held, moved only by the deploy (a change under a loaded module breaks NVML)."""
     return [f"nvidia-headless-no-dkms-{branch}-server{'-open' if flavour == 'open' else ''}",
             f"nvidia-utils-{branch}-server"]
+
+
+SERVER_UTILS = re.compile(r"^nvidia-utils-(\d+)-server$")
+# Ubuntu's desktop driver ("Additional Drivers", `ubuntu-drivers install`): the non-server branch's metapackages, its
+# DKMS sources or its prebuilt modules (linux-restricted-modules names them linux-modules-nvidia-<branch>[-open]-*).
+DESKTOP_DRIVER = re.compile(r"^(nvidia-driver-\d+(-open)?|nvidia-utils-\d+|nvidia-dkms-\d+(-open)?|"
+                            r"nvidia-headless(-no-dkms)?-\d+(-open)?|linux-modules-nvidia-\d+-(?!server)\S+)$")
+
+
+def server_branches(installed: list[str]) -> list[int]:
+    """The -server driver branches whose user space is installed (llmhost's own, of any branch)."""
+    return sorted({int(m.group(1)) for p in installed if (m := SERVER_UTILS.match(p))})
+
+
+def desktop_driver(installed: list[str]) -> list[str]:
+    """Installed packages of Ubuntu's desktop (non-server) NVIDIA driver, as `ubuntu-drivers install` leaves them."""
+    return sorted(p for p in installed if DESKTOP_DRIVER.match(p))
 
 
 def stale_holds(holds: list[str], keep: list[str]) -> list[str]:
