@@ -206,11 +206,12 @@ SCENARIOS = {
         debs=[("nvidia-driver-580", "580.95.05-0ubuntu0.24.04.2"), ("nvidia-dkms-580", "580.95.05-0ubuntu0.24.04.2"),
               ("nvidia-utils-580", "580.95.05-0ubuntu0.24.04.2")])),
     # Issue 26 (2): the 580 set installed, held and loaded; the settings ask for 595, which the archive has.
-    "branch-switch": dict(data={"nvidia_driver_branch": 595}, responses=driver_set_host(
+    "branch-switch": dict(data={"nvidia_driver_branch": 595}, responses={  # 595 not installed yet (dpkg-query: "")
+        re.compile(r"dpkg-query -W -f='\$\{Version\}' nvidia-utils-595-server"): [], **driver_set_host(
         _INSTALLED_SET + [(n.replace("580", "595"), v, d.replace("580", "595").replace("595.95.05", "595.58.03"))
                           for n, v, d in _INSTALLED_SET[1:3]]
         + [("nvidia-headless-no-dkms-595-server-open", "595.58.03-0ubuntu0.22.04.1", ""),
-           ("nvidia-utils-595-server", "595.58.03-0ubuntu0.22.04.1", "")], _ALL_HOLDS)),
+           ("nvidia-utils-595-server", "595.58.03-0ubuntu0.22.04.1", "")], _ALL_HOLDS)}),
     # The user-space driver was upgraded under a loaded module: refuse and say reboot.
     "mismatch": dict(data={}, responses={**responses(version="22.04"), "nvidia-smi --query-gpu": [
         "Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.95", "exit=18"]}),
