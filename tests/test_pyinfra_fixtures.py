@@ -29,9 +29,10 @@ def test_reboot_only_when_the_loaded_module_or_the_boot_kernel_differs():
     host = create_host(state, facts={"facts.DpkgVersion": {
         "package=nvidia-utils-580-server": "580.95.05-0ubuntu0.24.04.2"}})
     with ctx_state.use(state), ctx_host.use(host):
-        def differs(loaded: dict, boot: str = "6.8.0-50-generic") -> bool:
-            ctx = SimpleNamespace(module=loaded, running_kernel="6.8.0-50-generic",
-                                  driver_set=SimpleNamespace(boot=boot))
+        def differs(loaded: dict, boot: str = "6.8.0-50-generic", flavour: str = "open", pins=None,
+                    driver: str = "") -> bool:
+            ctx = SimpleNamespace(module=loaded, running_kernel="6.8.0-50-generic", flavour=flavour,
+                                  driver_set=SimpleNamespace(boot=boot, pins=pins or {}, driver=driver))
             return loaded_module_differs(ctx, "nvidia-utils-580-server")()
 
         assert differs({"version": "580.95.05"}) is False
@@ -39,3 +40,7 @@ def test_reboot_only_when_the_loaded_module_or_the_boot_kernel_differs():
         assert differs({}) is True
         # the set moved to a new kernel at the same driver: its module loads only after a reboot into it
         assert differs({"version": "580.95.05"}, boot="6.8.0-51-generic") is True
+        # issue 26: the open module loaded, the proprietary one wanted at the same version; a set moving the driver
+        assert differs({"version": "580.95.05", "flavour": "open"}, flavour="proprietary") is True
+        assert differs({"version": "580.95.05", "flavour": "open"}) is False
+        assert differs({"version": "580.95.05"}, pins={"x": "1"}, driver="595.58.03") is True
