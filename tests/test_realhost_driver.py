@@ -311,8 +311,9 @@ def test_hwe_kernel_gets_the_hwe_modules_package_and_only_it(env):
     assert f"linux-modules-nvidia-580-server-open-{HWE}" in pk
     assert M not in pk  # the GA one would follow the other kernel
     assert f"linux-modules-nvidia-580-server-open-{C}" not in pk
-    assert holds(env) == sorted(["linux-image-generic-hwe-24.04", "linux-modules-nvidia-580-server-open-generic-hwe-24.04",
-                                 *USER])
+    # the GA metapackage installed beside is held too (issue 26 (3)): it would pull a kernel without a module
+    assert holds(env) == sorted(["linux-image-generic", "linux-image-generic-hwe-24.04",
+                                 "linux-modules-nvidia-580-server-open-generic-hwe-24.04", *USER])
     assert gpu_usable_after_reboot(env) == HWE
     assert changes(deploy(env, HWE).stdout) == 0
 
@@ -338,7 +339,8 @@ def test_branch_change_goes_through_the_holds(env):
     pk = installed(env)
     assert pk["nvidia-utils-595-server"] == "595.58.03-0ubuntu0.24.04.1" and "nvidia-utils-580-server" not in pk
     assert f"linux-modules-nvidia-595-server-open-{HWE}" in pk and f"linux-modules-nvidia-580-server-open-{HWE}" not in pk
-    assert holds(env) == sorted(["linux-image-generic-hwe-24.04", "linux-modules-nvidia-595-server-open-generic-hwe-24.04",
+    assert holds(env) == sorted(["linux-image-generic", "linux-image-generic-hwe-24.04",  # GA beside, held too
+                                 "linux-modules-nvidia-595-server-open-generic-hwe-24.04",
                                  "nvidia-headless-no-dkms-595-server-open", "nvidia-utils-595-server"])
     assert gpu_usable_after_reboot(env, 595) == HWE
     assert changes(deploy(env, HWE, nvidia_driver_branch=595).stdout) == 0
@@ -401,7 +403,8 @@ def test_proprietary_flavour_with_objects_and_signatures(env):
     assert pk["linux-modules-nvidia-595-server-generic-hwe-24.04"] == kver
     assert "nvidia-headless-no-dkms-595-server" in pk and "nvidia-headless-no-dkms-595-server-open" not in pk
     assert "linux-modules-nvidia-595-server-open-generic-hwe-24.04" not in pk
-    assert holds(env) == sorted(["linux-image-generic-hwe-24.04", "linux-modules-nvidia-595-server-generic-hwe-24.04",
+    assert holds(env) == sorted(["linux-image-generic", "linux-image-generic-hwe-24.04",  # GA beside, held too
+                                 "linux-modules-nvidia-595-server-generic-hwe-24.04",
                                  "nvidia-headless-no-dkms-595-server", "nvidia-utils-595-server"])
     assert gpu_usable_after_reboot(env, 595) == HWE
     assert changes(deploy(env, HWE, nvidia_driver_branch=595, nvidia_driver_flavour="proprietary").stdout) == 0
