@@ -16,6 +16,7 @@ unattended-upgrades takes -security only, as Ubuntu's default configuration does
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import re
 import subprocess
@@ -408,3 +409,159 @@ def test_proprietary_flavour_with_objects_and_signatures(env):
                                  "nvidia-headless-no-dkms-595-server", "nvidia-utils-595-server"])
     assert gpu_usable_after_reboot(env, 595) == HWE
     assert changes(deploy(env, HWE, nvidia_driver_branch=595, nvidia_driver_flavour="proprietary").stdout) == 0
+
+
+# --- Issue 26: generated sequences of what Ubuntu publishes and what users do, against real apt ------------------
+SEQUENCES = int(os.environ.get("LLMHOST_DRIVER_SEQUENCES", "2"))  # CI's fixed budget; more on demand
+EVENTS = int(os.environ.get("LLMHOST_DRIVER_EVENTS", "8"))
+SEED = int(os.environ.get("LLMHOST_DRIVER_SEED", "26"))
+
+
+def pocket_keeps_one_version(pocket) -> None:
+    """Ubuntu's archive serves ONE version per package per pocket (REFERENCE §10): older .debs leave the pocket."""
+    newest: dict[str, tuple[str, object]] = {}
+    for deb in sorted(pocket.glob("*.deb")):
+        name, version = deb.name.split("_")[:2]
+        if name in newest:
+            keep = subprocess.run(["dpkg", "--compare-versions", version, "gt", newest[name][0]]).returncode == 0
+            (newest[name][1] if keep else deb).unlink()
+            if not keep:
+                continue
+        newest[name] = (version, deb)
+
+
+class Ubuntu:
+    """The archive of one generated story: -updates and -security pockets, one version per package each. Kernel i is
+    6.8.0-(60+i)-generic; driver k is 580.(95+k).05. Canonical builds a kernel's modules against the newest driver
+    of the day; a security kernel's modules may reach -updates only later."""
+
+    def __init__(self, env, root):
+        self.env, self.updates, self.security = env, root, root / "security"
+        self.kernels, self.drivers = 0, 0
+        self.module_driver: dict[int, int] = {}  # kernel -> driver its published module was built against
+
+    @staticmethod
+    def abi(i: int) -> str:
+        return f"6.8.0-{60 + i}-generic"
+
+    @staticmethod
+    def driver(k: int) -> str:
+        return f"580.{95 + k}.05-0ubuntu0.24.04.1"
+
+    def modules(self, pocket, i: int, newest_kernel: bool) -> None:
+        self.module_driver[i] = self.drivers
+        aptarchive.modules(pocket, 580, self.driver(self.drivers), self.abi(i), f"6.8.0-{60 + i}.{60 + i}+{self.drivers + 1}",
+                           ("generic",) if newest_kernel else ())
+
+    def publish(self) -> None:
+        for pocket, suite in ((self.updates, "llmhost-standin"), (self.security, "noble-security")):
+            pocket.mkdir(parents=True, exist_ok=True)
+            pocket_keeps_one_version(pocket)
+            aptarchive.index(pocket, suite=suite)
+        sh(self.env["h"], "apt-get update -qq")
+
+    def base(self) -> None:
+        aptarchive.kernel(self.updates, self.abi(0), "6.8.0-60.60")
+        aptarchive.kernel_meta(self.updates, "generic", "6.8.0-60.60", self.abi(0))
+        aptarchive.driver(self.updates, 580, self.driver(0))
+        self.modules(self.updates, 0, True)
+        self.publish()
+
+    def security_kernel(self, modules_same_day: bool) -> str:
+        self.kernels += 1
+        i = self.kernels
+        aptarchive.kernel(self.security, self.abi(i), f"6.8.0-{60 + i}.{60 + i}")
+        aptarchive.kernel_meta(self.security, "generic", f"6.8.0-{60 + i}.{60 + i}", self.abi(i))
+        if modules_same_day:
+            aptarchive.driver(self.security, 580, self.driver(self.drivers))
+            self.modules(self.security, i, True)
+        self.publish()
+        return f"security kernel {self.abi(i)}" + ("" if modules_same_day else " (its modules later)")
+
+    def point_release(self) -> str:
+        self.drivers += 1
+        aptarchive.driver(self.updates, 580, self.driver(self.drivers))
+        self.publish()
+        return f"driver point release {self.driver(self.drivers)} (no module yet)"
+
+    def modules_catch_up(self) -> str:
+        """Modules for every kernel without one at the newest driver, respun into -updates."""
+        for i in range(self.kernels + 1):
+            if self.module_driver.get(i) != self.drivers:
+                self.modules(self.updates, i, i == self.kernels)
+        self.publish()
+        return f"modules for every kernel at {self.driver(self.drivers)}"
+
+
+def boot_has_module(env) -> tuple[str, bool]:
+    kernel = boots(env)
+    ko = sh(env["h"], f"cat /lib/modules/{kernel}/kernel/nvidia-580srv/nvidia.ko 2>/dev/null", check=False).strip()
+    user = installed(env).get("nvidia-utils-580-server", "?").split("-")[0]
+    return kernel, ko == f"stand-in nvidia.ko {user}"
+
+
+def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
+    """Issue 26: sequences drawn (seeded) from what Ubuntu publishes (a security kernel with its modules the same day
+    or later, a driver point release without modules, modules catching up) and what users and the box do
+    (unattended-upgrades from -security, `apt upgrade`, `apt full-upgrade`, `apt autoremove`, a deploy, a reboot into
+    GRUB's choice), against real apt + dpkg + unattended-upgrades and pockets that keep one version per package.
+    After every step: the kernel that boots has an nvidia.ko built against the installed user space, or the last
+    deploy named that kernel (the user does not reboot then); after every deploy: the set is held, a second run
+    changes nothing, every version installed is one apt can still fetch or already has."""
+    import random
+
+    h = env["h"]
+    log = []
+    for seq in range(SEQUENCES):
+        rnd = random.Random(SEED + seq)
+        # a clean box on a new archive: the earlier tests' packages purged, the sources on this story's pockets
+        sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null 2>&1; dpkg --purge $(dpkg-query "
+              "-W -f='${Package}\\n' 'linux-modules-nvidia-*' 'linux-objects-nvidia-*' 'linux-signatures-nvidia-*' "
+              "'nvidia-*' 'libnvidia-*' 'linux-generic*' 'linux-image-*' 2>/dev/null | grep -v container) "
+              ">/dev/null 2>&1; true")
+        story = Ubuntu(env, env["archive"] / f"gen{seq}")
+        sh(h, f"echo 'deb [trusted=yes] {env['url']}gen{seq}/ ./' > /etc/apt/sources.list.d/llmhost-standin.list && "
+              f"echo 'deb [trusted=yes] {env['url']}gen{seq}/security/ ./' > "
+              "/etc/apt/sources.list.d/ubuntu-security.list")
+        story.base()
+        sh(h, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-generic >/dev/null")
+        running, named = story.abi(0), ""
+        events = ["deploy", "reboot"] + [rnd.choice(["security-kernel", "point-release", "modules", "unattended",
+                                                      "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy",
+                                                      "deploy", "reboot"]) for _ in range(EVENTS)] + ["deploy"]
+        for step, event in enumerate(events):
+            what = event
+            if event == "security-kernel":
+                what = story.security_kernel(rnd.random() < 0.5)
+            elif event == "point-release":
+                what = story.point_release()
+            elif event == "modules":
+                what = story.modules_catch_up()
+            elif event == "unattended":
+                unattended_upgrade(env)
+            elif event in ("apt-upgrade", "apt-full-upgrade", "autoremove"):
+                verb = {"apt-upgrade": "upgrade", "apt-full-upgrade": "full-upgrade", "autoremove": "autoremove"}[event]
+                # Ubuntu's kernel postinst writes this (apt-auto-removal): the running and the newest kernel stay
+                protect = "".join(f'"^linux-.*-{re.escape(k)}$"; ' for k in {running, boots(env)})
+                sh(h, f"echo 'APT::NeverAutoRemove {{ {protect}}};' > /etc/apt/apt.conf.d/01autoremove-kernels")
+                sh(h, f"DEBIAN_FRONTEND=noninteractive apt-get {verb} -y -qq >/dev/null")
+            elif event == "deploy":
+                p = deploy(env, running)
+                assert p.returncode == 0, (log, p.stdout[-4000:])
+                kernel, ok = boot_has_module(env)
+                named = kernel if f"the kernel {kernel} boots next and has no nvidia" in p.stdout else ""
+                held = holds(env)
+                assert {K, M, *USER} <= set(held), (log, held)
+                assert changes(deploy(env, running).stdout) == 0, log
+            elif event == "reboot":
+                kernel, ok = boot_has_module(env)
+                if named == kernel:
+                    what = f"reboot withheld ({kernel} was named)"
+                else:
+                    running = kernel
+            log.append(f"{seq}.{step} {what}")
+            kernel, ok = boot_has_module(env)
+            assert ok or named == kernel, (f"after {what}: {kernel} would boot without a module at the user space's "
+                                           f"version", log)
+    (Path(os.environ.get("LLMHOST_DRIVER_LOG", tmp_path / "sequences.txt"))).write_text("\n".join(log) + "\n")
+    print("\n".join(log))

@@ -243,3 +243,17 @@ def test_secrets_are_refused_in_one_line_or_written_byte_exact(probe, var):
         assert text.count("\n") == 1 and probe.unquote(text.split("=", 1)[1]) == value
 
     check()
+
+
+@pytest.mark.parametrize("settings_", [
+    {"openwebui_admin_email": "admin@home.arpa\\"}, {"openwebui_admin_email": "a\\dmin@home.arpa"},
+    {"vllm_served_model_name": "llama%h $VLLM_API_KEY"}])
+def test_a_backslash_or_specifier_never_swallows_the_next_line(probe, settings_):
+    """Issue 27: a trailing backslash in the admin email joined the next env line (DEFAULT_MODELS='llama
+    OFFLINE_MODE=true': Open WebUI went online); %h and $VLLM_API_KEY were expanded by systemd in the unit."""
+    c = ctx(**settings_)
+    env = env_of(probe, render("open-webui.env.j2", **openwebui_service.env_vars(c)))
+    assert env["OFFLINE_MODE"] == "true" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["WEBUI_ADMIN_EMAIL"] == c.s.openwebui_admin_email and env["DEFAULT_MODELS"] == c.s.served_model_name
+    argv = systemd_words(vllm_service.exec_start(c, "/opt/llmhost/vllm/current"))
+    assert argv[argv.index("--served-model-name") + 1] == c.s.served_model_name
