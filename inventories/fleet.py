@@ -38,6 +38,6 @@ for _group, (_hosts, _) in (("gpu_hosts", gpu_hosts), ("ui_hosts", ui_hosts)):
     _twice = sorted({n for n in _names if _names.count(n) > 1})
     if _twice:
         raise SystemExit(f"inventory: host(s) {', '.join(_twice)} listed more than once in {_group}: list each once")
-if not gpu_hosts[0]:
-    raise SystemExit("inventory: gpu_hosts is empty: a fleet needs at least one GPU host (pyinfra would deploy "
+if not gpu_hosts[0] and not ui_hosts[0]:
+    raise SystemExit("inventory: gpu_hosts and ui_hosts are empty: list the fleet's hosts (pyinfra would deploy "
                      "nothing and exit 0)")

@@ -300,7 +300,7 @@ def test_llmhost_host_is_checked(value):
 @pytest.mark.parametrize("spec,message", [
     ({"gpu_hosts": [["10.213.9.2", {}]], "ui_hosts": [["10.213.9.3", {}], ["10.213.9.3", {"vllm_port": 1}]]},
      "host(s) 10.213.9.3 listed more than once in ui_hosts"),
-    ({"gpu_hosts": [], "ui_hosts": []}, "inventory: gpu_hosts is empty"),
+    ({"gpu_hosts": [], "ui_hosts": []}, "inventory: gpu_hosts and ui_hosts are empty"),
 ])
 def test_fleet_inventory_duplicates_and_empty_are_refused(tmp_path, spec, message):
     import json
