@@ -437,6 +437,8 @@ class Ubuntu:
 
     def __init__(self, env, root):
         self.env, self.updates, self.security = env, root, root / "security"
+        self.security.mkdir(parents=True, exist_ok=True)
+        self.apt = f"apt-get -o Acquire::http::Proxy=http://{env['h']['gateway']}:8888"  # as publish() above
         self.kernels, self.drivers = 0, 0
         self.module_driver: dict[int, int] = {}  # kernel -> driver its published module was built against
 
@@ -458,13 +460,14 @@ class Ubuntu:
             pocket.mkdir(parents=True, exist_ok=True)
             pocket_keeps_one_version(pocket)
             aptarchive.index(pocket, suite=suite)
-        sh(self.env["h"], "apt-get update -qq")
+        sh(self.env["h"], f"{self.apt} update -qq")
 
     def base(self) -> None:
         aptarchive.kernel(self.updates, self.abi(0), "6.8.0-60.60")
         aptarchive.kernel_meta(self.updates, "generic", "6.8.0-60.60", self.abi(0))
         aptarchive.driver(self.updates, 580, self.driver(0))
         self.modules(self.updates, 0, True)
+        aptarchive.container_toolkit(self.updates, "1.17.8-1")  # as the earlier tests left it installed
         self.publish()
 
     def security_kernel(self, modules_same_day: bool) -> str:
@@ -519,12 +522,13 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
               "-W -f='${Package}\\n' 'linux-modules-nvidia-*' 'linux-objects-nvidia-*' 'linux-signatures-nvidia-*' "
               "'nvidia-*' 'libnvidia-*' 'linux-generic*' 'linux-image-*' 2>/dev/null | grep -v container) "
               ">/dev/null 2>&1; true")
-        story = Ubuntu(env, env["archive"] / f"gen{seq}")
-        sh(h, f"echo 'deb [trusted=yes] {env['url']}gen{seq}/ ./' > /etc/apt/sources.list.d/llmhost-standin.list && "
+        story, source = Ubuntu(env, env["archive"] / f"gen{seq}"), f"{env['url']}gen{seq}/"
+        sh(h, f"echo 'deb [trusted=yes] {source} ./' > /etc/apt/sources.list.d/llmhost-standin.list && "
               f"echo 'deb [trusted=yes] {env['url']}gen{seq}/security/ ./' > "
-              "/etc/apt/sources.list.d/ubuntu-security.list")
+              "/etc/apt/sources.list.d/ubuntu-security.list && printf 'Unattended-Upgrade::Origins-Pattern "
+              "{ \"origin=llmhost-standin,suite=noble-security\"; };\\n' > /etc/apt/apt.conf.d/52llmhost-test-origins")
         story.base()
-        sh(h, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-generic >/dev/null")
+        sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} install -y -qq linux-generic >/dev/null")
         running, named = story.abi(0), ""
         events = ["deploy", "reboot"] + [rnd.choice(["security-kernel", "point-release", "modules", "unattended",
                                                       "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy",
@@ -544,15 +548,15 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 # Ubuntu's kernel postinst writes this (apt-auto-removal): the running and the newest kernel stay
                 protect = "".join(f'"^linux-.*-{re.escape(k)}$"; ' for k in {running, boots(env)})
                 sh(h, f"echo 'APT::NeverAutoRemove {{ {protect}}};' > /etc/apt/apt.conf.d/01autoremove-kernels")
-                sh(h, f"DEBIAN_FRONTEND=noninteractive apt-get {verb} -y -qq >/dev/null")
+                sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} {verb} -y -qq >/dev/null")
             elif event == "deploy":
-                p = deploy(env, running)
+                p = deploy(env, running, driver_standin_archive=source)
                 assert p.returncode == 0, (log, p.stdout[-4000:])
                 kernel, ok = boot_has_module(env)
                 named = kernel if f"the kernel {kernel} boots next and has no nvidia" in p.stdout else ""
                 held = holds(env)
                 assert {K, M, *USER} <= set(held), (log, held)
-                assert changes(deploy(env, running).stdout) == 0, log
+                assert changes(deploy(env, running, driver_standin_archive=source).stdout) == 0, log
             elif event == "reboot":
                 kernel, ok = boot_has_module(env)
                 if named == kernel:
