@@ -444,3 +444,24 @@ def test_a_flavour_change_at_the_same_version_reboots(fake_apply):
     rc, cmds, out = fake_apply("driver-installed", {"nvidia_driver_flavour": "proprietary"})
     assert rc == 0, out[-3000:]
     assert cmds.count(REBOOT) == 1
+
+
+def test_a_fallback_kernel_without_a_respin_is_named_not_silently_left_without_its_module():
+    """(7) The running kernel 6.8.0-50 has no module at the new driver: the move to 6.8.0-51 takes its old module away
+    (the kernel-common bounds), and the run says so (was: silent, and the docstring said it keeps one)."""
+    common = "nvidia-kernel-common-580-server (<= {x}-1), nvidia-kernel-common-580-server (>= {x})"
+    archive = {
+        "linux-image-generic": [{"version": "6.8.0-51.51", "depends": "linux-image-6.8.0-51-generic"}],
+        "linux-modules-nvidia-580-server-open-generic": [{"version": "6.8.0-51.51+1", "depends":
+                                                          "linux-modules-nvidia-580-server-open-6.8.0-51-generic (= 6.8.0-51.51+1)"}],
+        "linux-modules-nvidia-580-server-open-6.8.0-51-generic": [
+            {"version": "6.8.0-51.51+1", "depends": common.format(x="580.105.08")}],
+        "linux-modules-nvidia-580-server-open-6.8.0-50-generic": [
+            {"version": "6.8.0-50.50+1", "depends": common.format(x="580.95.05")}],
+        "nvidia-headless-no-dkms-580-server-open": [{"version": "580.105.08-0ubuntu1", "depends": ""}],
+        "nvidia-utils-580-server": [{"version": "580.105.08-0ubuntu1", "depends": ""}]}
+    dset = driver_set.driver_set(580, "open", "linux-image-generic", "6.8.0-51-generic", archive,
+                                 keep=("6.8.0-50-generic",))
+    assert "linux-modules-nvidia-580-server-open-6.8.0-50-generic" not in dset.pins
+    assert ("the kernel 6.8.0-50-generic loses its nvidia module with this move: the archive has none for it at "
+            "driver 580.105.08") in " ".join(dset.waits)

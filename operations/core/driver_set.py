@@ -130,7 +130,8 @@ def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, arch
     kernel's module, and the user space at the driver version the module was built against. The kernel that boots
     is the newer of that kernel and ``next_boot`` (the newest installed image): it must have a module at that driver
     too. ``keep``: kernels (the running one) whose module is pinned at that driver too where the archive has it (a
-    lost module comes back; the fallback kernel keeps one). ``archive`` maps package -> its versions in apt's order (newest first; AptVersions), each with its Depends.
+    lost module comes back; the fallback kernel keeps one); where the archive has none, apt removes the old module
+    with the move, and that is named in ``waits`` (the kernel stays bootable, without the GPU). ``archive`` maps package -> its versions in apt's order (newest first; AptVersions), each with its Depends.
     None when the archive says nothing of the kernel metapackage (apt lists not read yet)."""
     meta = modules_package(branch, flavour, kernel_meta)
     user = userspace_packages(branch, flavour)
@@ -175,9 +176,14 @@ def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, arch
             else:
                 no_module = boot
         for k in keep:
-            kept = module_at(k, module["driver"]) if k not in (abi, boot) else None
+            if k in (abi, boot):
+                continue
+            kept = module_at(k, module["driver"])
             if kept:
                 pins[abi_modules_package(branch, flavour, k)] = kept["version"]
+            elif k:
+                waits.append(f"the kernel {k} loses its nvidia module with this move: the archive has none for it "
+                             f"at driver {module['driver']} (it stays bootable, without the GPU, as a fallback)")
         newest_user = next((v["version"] for v in archive.get(user[1], [])), "")
         if newest_user and upstream(newest_user) != module["driver"]:
             waits.append(f"driver {upstream(newest_user)} waits: no module for kernel {abi} built against it yet")
