@@ -8,6 +8,8 @@ import re
 
 from pyinfra.api import FactBase
 
+from operations.core.boundary import shell_word
+
 NVIDIA_SMI_QUERY = "index,name,memory.total,compute_cap,driver_version,pci.bus_id"
 
 
@@ -179,7 +181,7 @@ class DiskFreeMib(FactBase):
         return 0
 
     def command(self, path: str) -> str:
-        return (f"p={path}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
+        return (f"p={shell_word(path)}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
                 "df -Pk \"$p\" | awk 'NR==2 {print int($4/1024)}'")
 
     def process(self, output):

@@ -39,6 +39,7 @@ class EnvValuesMatch(FactBase):
         return "missing"
 
     def command(self, path_a: str, var_a: str, path_b: str, var_b: str) -> str:
+        path_a, path_b = boundary.shell_word(path_a), boundary.shell_word(path_b)
         return (f"a=$(sed -n 's/^{var_a}=//p' {path_a} 2>/dev/null); b=$(sed -n 's/^{var_b}=//p' {path_b} 2>/dev/null); "
                 "if [ -z \"$a\" ] || [ -z \"$b\" ]; then echo missing; elif [ \"$a\" = \"$b\" ]; then echo match; "
                 "else echo differ; fi")
@@ -65,6 +66,7 @@ def session_secret(config_root: str, key_file: str, key_var: str):
     + key_var: the variable holding the key there (VLLM_API_KEY, LITELLM_MASTER_KEY)"""
     path = f"{config_root}/open-webui.secret.env"
     state = host.get_fact(EnvValuesMatch, path_a=path, var_a="OPENAI_API_KEY", path_b=key_file, var_b=key_var)
+    path, key_file = boundary.shell_word(path), boundary.shell_word(key_file)  # words of the lines below
     if state == "match":
         host.noop("Open WebUI session secret exists (root-only, kept) and holds the API's current key")
         return

@@ -55,6 +55,7 @@ def generated_secret(path: str, variable: str, prefix: str = ""):
     if host.get_fact(File, path=path):
         host.noop(f"{variable} exists in {path} (root-only, kept)")
         return
+    path = boundary.shell_word(path)
     yield (f"umask 077 && {{ [ -s {path} ] || printf '{variable}={prefix}%s\\n' \"$({NEW_SECRET})\" > {path}; }} && "
            f"chmod 600 {path}")
 

@@ -10,7 +10,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.operations.util import any_changed
 
 from operations.context import Context
-from operations.core.boundary import shell_line
+from operations.core.boundary import shell_line, shell_word
 
 
 class Probe(FactBase):
@@ -62,7 +62,8 @@ def healthy(probe: str, timeout: int, recheck: bool = False, url: str | None = N
 def show_secret_once(path: str, variable: str, who: str) -> bool:
     """Run on the controller at the end: read a secret generated in this run from its root-only file and print it
     once (the command's own output is not printed; the value is in no diff, unit or command line)."""
-    ok, output = host.run_shell_command(f"sed -n 's/^{variable}=//p' {path}", print_output=False, print_input=False)
+    ok, output = host.run_shell_command(f"sed -n 's/^{variable}=//p' {shell_word(path)}", print_output=False,
+                                        print_input=False)
     value = output.stdout.strip() if ok else ""
     logger.info(f"{host.print_prefix}{who}: {value}  (shown once; kept root-only in {path})" if value else
                 f"{host.print_prefix}{who}: see {path} (root-only)")

@@ -108,7 +108,12 @@ def unit_value(value: str, what: str) -> Quoted:
 # --- shell lines, requirement lists, other formats -------------------------------------------------------------
 def shell_line(args: Iterable[str], what: str = "command") -> str:
     """A command line for the host's shell from an argument list, each argument quoted once."""
-    return " ".join(shlex.quote(printable(str(a), what)) for a in args)
+    return " ".join(shell_word(a, what) for a in args)
+
+
+def shell_word(value: str, what: str = "command") -> str:
+    """One word of a shell line (a path inside a compound command: ``[ -s PATH ] || ...``), quoted once."""
+    return shlex.quote(printable(str(value), what))
 
 
 def requirement(line: str, what: str) -> str:
