@@ -18,7 +18,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
 from operations.context import Context
-from operations.core.boundary import shell_line
+from operations.core.boundary import shell_all
 from operations.shared_ops import gpu_step_applies, skipped
 
 REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{dist}/x86_64"
@@ -54,10 +54,9 @@ def ensure(ctx: Context):
         # --override: the 12.1 installer refuses gcc > 12 (Ubuntu 24.04 ships 13); a toolkit-only install needs no
         # gcc. The marker is written only when nvcc is there; the 4 GB runfile is removed after.
         server.shell(name=f"Run the CUDA {s.cuda_version} runfile (toolkit only, into {prefix})", commands=[
-            " && ".join(shell_line(a) for a in (
-                ["sh", run, "--toolkit", "--silent", "--override", "--no-man-page", f"--toolkitpath={prefix}",
-                 f"--tmpdir={cache}"], ["test", "-x", f"{prefix}/bin/nvcc"], ["touch", f"{prefix}/.llmhost-runfile"],
-                ["rm", "-f", run]))])
+            shell_all(["sh", run, "--toolkit", "--silent", "--override", "--no-man-page", f"--toolkitpath={prefix}",
+                       f"--tmpdir={cache}"], ["test", "-x", f"{prefix}/bin/nvcc"],
+                      ["touch", f"{prefix}/.llmhost-runfile"], ["rm", "-f", run])])
     files.put(create_remote_dir=False, name="CUDA on PATH for login shells",
               src=StringIO(f"# llmhost\nexport PATH={prefix}/bin${{PATH:+:$PATH}}\n"
                            f"export LD_LIBRARY_PATH={prefix}/lib64${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n"),

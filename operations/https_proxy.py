@@ -40,7 +40,9 @@ def ensure(ctx: Context):
                    _env=ctx.download_env)
     apt.packages(name="Caddy", packages=["caddy"], no_recommends=True, update=True, cache_time=86400,
                  _env=ctx.download_env)
-    conf = files.put(create_remote_dir=False, name=f"Caddyfile: https://{s.https_domain} -> Open WebUI on loopback", src=rendered("Caddyfile.j2", **caddyfile_vars(ctx)), dest="/etc/caddy/Caddyfile", mode="644")
+    conf = files.put(create_remote_dir=False, name=f"Caddyfile: https://{s.https_domain} -> Open WebUI on loopback",
+                     src=rendered("Caddyfile.j2", **caddyfile_vars(ctx)),
+                     dest="/etc/caddy/Caddyfile", mode="644")
     systemd.service(name="Caddy reloaded (only when the Caddyfile changed)", service="caddy.service", running=True,
                     reloaded=True, _if=conf.did_change)
     systemd.service(name="Caddy running and enabled", service="caddy.service", running=True, enabled=True)

@@ -51,7 +51,9 @@ def ensure(ctx: Context):
         script = f"{s.install_root}/bin/llmhost-gpu-metrics"
         host_program("GPU sampler (nvidia-smi -> textfile)", "gpu_metrics", script,
                      dict(textfile_dir=TEXTFILE_DIR, branch=s.nvidia_driver_branch))
-        units = [files.put(create_remote_dir=False, name=unit, src=rendered(f"{unit}.j2", script=script, textfile_dir=TEXTFILE_DIR), dest=f"/etc/systemd/system/{unit}", mode="644")
+        units = [files.put(create_remote_dir=False, name=unit,
+                           src=rendered(f"{unit}.j2", script=script, textfile_dir=TEXTFILE_DIR),
+                           dest=f"/etc/systemd/system/{unit}", mode="644")
                  for unit in ("llmhost-gpu-metrics.service", "llmhost-gpu-metrics.timer")]
         systemd.daemon_reload(name="Reload systemd (GPU sampler units changed)", _if=any_changed(*units))
         systemd.service(name="GPU sampler timer running and enabled", service="llmhost-gpu-metrics.timer",
@@ -67,8 +69,12 @@ def ensure(ctx: Context):
         files.put(create_remote_dir=False, name=f"Prometheus on loopback, retention {s.metrics_retention}",
                   src=StringIO(f"# Managed by llmhost\n{prometheus_args(ctx)}"), dest="/etc/default/prometheus",
                   mode="644"),
-        files.put(create_remote_dir=False, name="Prometheus scrape config", src=rendered("prometheus.yml.j2", **prometheus_vars(ctx)), dest="/etc/prometheus/prometheus.yml", mode="644"),
-        files.put(create_remote_dir=False, name="Alert rules", src=rendered("llmhost-alerts.yml.j2", **alert_vars(ctx)), dest="/etc/prometheus/llmhost-alerts.yml", mode="644"),
+        files.put(create_remote_dir=False, name="Prometheus scrape config",
+                  src=rendered("prometheus.yml.j2", **prometheus_vars(ctx)),
+                  dest="/etc/prometheus/prometheus.yml", mode="644"),
+        files.put(create_remote_dir=False, name="Alert rules",
+                  src=rendered("llmhost-alerts.yml.j2", **alert_vars(ctx)),
+                  dest="/etc/prometheus/llmhost-alerts.yml", mode="644"),
     ]
     server.shell(name="promtool accepts the config and the rules (else the running Prometheus is kept)",
                  commands=["promtool check config /etc/prometheus/prometheus.yml"], _if=any_changed(*changes))

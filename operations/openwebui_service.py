@@ -183,10 +183,16 @@ def ensure(ctx: Context) -> Result:
     venv = python_venv.venv(name=f"Open WebUI {s.openwebui_version} venv", root=root, python=s.openwebui_python,
                             uv=ctx.uv, requirements=requirements, index_url=s.pip_index_url,
                             find_links=s.pip_find_links, env=ctx.download_env)
-    env = files.put(create_remote_dir=False, name="Open WebUI environment (no secrets)", src=rendered("open-webui.env.j2", **env_vars(ctx)), dest=f"{s.config_root}/open-webui.env", mode="644")
-    unit = files.put(create_remote_dir=False, name="open-webui.service", src=rendered("open-webui.service.j2", **unit_vars(ctx)), dest="/etc/systemd/system/open-webui.service", mode="644")
+    env = files.put(create_remote_dir=False, name="Open WebUI environment (no secrets)",
+                    src=rendered("open-webui.env.j2", **env_vars(ctx)),
+                    dest=f"{s.config_root}/open-webui.env", mode="644")
+    unit = files.put(create_remote_dir=False, name="open-webui.service",
+                     src=rendered("open-webui.service.j2", **unit_vars(ctx)),
+                     dest="/etc/systemd/system/open-webui.service", mode="644")
     changes = [secret, admin, venv, env, unit] + ([weights] if weights else [])
-    timer_units = [files.put(create_remote_dir=False, name=f"{unit_name}", src=rendered(f"{unit_name}.j2", **bvars), dest=f"/etc/systemd/system/{unit_name}", mode="644")
+    timer_units = [files.put(create_remote_dir=False, name=f"{unit_name}",
+                             src=rendered(f"{unit_name}.j2", **bvars),
+                             dest=f"/etc/systemd/system/{unit_name}", mode="644")
                    for unit_name in ("llmhost-webui-backup.service", "llmhost-webui-backup.timer")]
     systemd.daemon_reload(name="Reload systemd (open-webui.service or the backup units changed)",
                           _if=any_changed(unit, *timer_units))

@@ -237,9 +237,9 @@ def _check() -> Context:
                  tensor_parallel_size=s.vllm_tensor_parallel_size, pipeline_parallel_size=s.vllm_nnodes)
     except PlanError as exc:
         own = str(exc).startswith(("max_model_len=", "gpu_memory_utilization=", "max_num_seqs=", "reserved_mib="))
-        _fail((f"vllm_{exc}" if own else f"model_repo={s.model_repo}: {exc}") + (f" (other processes hold {held} of the GPU: close them, or "
-                                                     "lower vllm_gpu_memory_utilization / vllm_max_model_len)"
-                                                     if held else ""))
+        why = f"vllm_{exc}" if own else f"model_repo={s.model_repo}: {exc}"  # the planner's own bounds are settings
+        _fail(why + (f" (other processes hold {held} of the GPU: close them, or lower vllm_gpu_memory_utilization / "
+                     "vllm_max_model_len)" if held else ""))
 
     free = host.get_fact(DiskFreeMib, path=s.data_root)
     hub_size = size

@@ -13,7 +13,7 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.facts.files import File, Link
 
-from operations.core.boundary import shell_line
+from operations.core.boundary import shell_all, shell_line
 from operations.shared_ops import ShownCommand, with_progress
 
 
@@ -57,8 +57,8 @@ def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = 
         host.noop(f"{root}/current is {vid} with the pinned requirements")
         return
 
-    link = (shell_line(["ln", "-sfn", wanted, f"{root}/current.new"]) + " && "
-            + shell_line(["mv", "-T", f"{root}/current.new", f"{root}/current"]))
+    link = shell_all(["ln", "-sfn", wanted, f"{root}/current.new"],
+                     ["mv", "-T", f"{root}/current.new", f"{root}/current"])
     if complete:
         yield link  # built before (a rollback or a return to an earlier pin): only switch
         return
@@ -68,14 +68,11 @@ def venv(root: str, python: str, requirements: list[str], uv: str, owner: str = 
     reqs = f"{wanted}.requirements.txt"
     yield " && ".join([shell_line(["mkdir", "-p", f"{root}/venvs"]), shell_line(["rm", "-rf", wanted]),
                        shell_line(["printf", "%s\\n", *requirements]) + " > " + shell_line([reqs])])
-    install = " && ".join([
-        shell_line([*uv_env, "venv", "--quiet", "--python", python, wanted]),
-        shell_line([*uv_env, "pip", "install", "--quiet", "--python", f"{wanted}/bin/python", *pip_opts, *extra_args,
-                    "-r", reqs]),
-        shell_line(["touch", f"{wanted}/.llmhost-complete"])])
+    install = shell_all([*uv_env, "venv", "--quiet", "--python", python, wanted],
+                        [*uv_env, "pip", "install", "--quiet", "--python", f"{wanted}/bin/python", *pip_opts,
+                         *extra_args, "-r", reqs], ["touch", f"{wanted}/.llmhost-complete"])
     # uv shows no progress without a terminal: the monitor prints how much its cache grew
     yield ShownCommand(with_progress(install, f"venv {root}", f"$({shell_line([*uv_env, 'cache', 'dir'])})"))
     if owner != "root":
-        yield (shell_line(["chown", "-R", f"root:{owner}", wanted]) + " && "
-               + shell_line(["chmod", "-R", "g+rX,o-w", wanted]))
+        yield shell_all(["chown", "-R", f"root:{owner}", wanted], ["chmod", "-R", "g+rX,o-w", wanted])
     yield link

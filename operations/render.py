@@ -4,8 +4,9 @@ variables (each component's *_vars(ctx) functions) and assert the lines that mat
 
 A template writes a string only through a named filter of operations/core/boundary.py, the one place that quotes
 values for each kind of file: ``env`` (an EnvironmentFile value), ``exec`` (a word of a unit's command line),
-``unit`` (another unit setting), ``token`` / ``tokens`` (bare words of Caddyfile / nftables), ``comment`` (text in a comment line),
-``tojson`` (JSON and YAML). Any other string reaching ``{{ }}`` stops the render (``finalize``), so a raw interpolation cannot return."""
+``unit`` (another unit setting), ``token`` / ``tokens`` (bare words of Caddyfile / nftables), ``comment`` (text in
+a comment line), ``tojson`` (JSON and YAML). Any other string reaching ``{{ }}`` stops the render (``finalize``), so a
+raw interpolation cannot return."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class RawValueError(boundary.BoundaryError):
 
 def _finalize(value):
     if isinstance(value, str) and not isinstance(value, (boundary.Quoted, Markup)):
-        raise RawValueError(f"template writes {value!r} without a quoting filter (env, exec, unit, token, tojson)")
+        raise RawValueError(f"template writes {value!r} without a quoting filter (env, exec, unit, token, tokens, "
+                            "comment, tojson)")
     return value
 
 
@@ -39,7 +41,7 @@ def template(name: str) -> str:
 
 
 def environment() -> Environment:
-    """The Jinja environment of every template, here and (through files.template's jinja_env) on the host."""
+    """The Jinja environment of every template: StrictUndefined, the boundary's filters, the raw-string guard."""
     env = Environment(loader=FileSystemLoader([str(d) for d in DIRS]), undefined=StrictUndefined,
                       keep_trailing_newline=True, finalize=_finalize)
     env.filters.update(env=lambda v: boundary.env_value(v, "template value"),

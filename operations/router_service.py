@@ -55,9 +55,13 @@ def ensure(ctx: Context) -> list:
         python_venv.venv(name=f"LiteLLM {s.router_litellm_version} venv", root=f"{s.install_root}/router",
                          python="3.11", uv=ctx.uv, requirements=[f"litellm[proxy]=={s.router_litellm_version}"],
                          index_url=s.pip_index_url, find_links=s.pip_find_links, env=ctx.download_env),
-        files.put(create_remote_dir=False, name=f"Router config: {len(ctx.backends)} vLLM hosts (no secrets)", src=rendered("router.yaml.j2", **config_vars(ctx)), dest=f"{s.install_root}/router/config.yaml", mode="644"),
+        files.put(create_remote_dir=False, name=f"Router config: {len(ctx.backends)} vLLM hosts (no secrets)",
+                  src=rendered("router.yaml.j2", **config_vars(ctx)),
+                  dest=f"{s.install_root}/router/config.yaml", mode="644"),
     ]
-    unit = files.put(create_remote_dir=False, name="llmhost-router.service", src=rendered("llmhost-router.service.j2", **unit_vars(ctx)), dest="/etc/systemd/system/llmhost-router.service", mode="644")
+    unit = files.put(create_remote_dir=False, name="llmhost-router.service",
+                     src=rendered("llmhost-router.service.j2", **unit_vars(ctx)),
+                     dest="/etc/systemd/system/llmhost-router.service", mode="644")
     changes.append(unit)
     systemd.daemon_reload(name="Reload systemd (llmhost-router.service changed)", _if=unit.did_change)
     systemd.service(name="Router restarted (only when its config, unit, keys or venv changed)",

@@ -145,10 +145,10 @@ def secret_file(path: str, content: str):
     if info and host.get_fact(Sha256File, path=path) == want and info.get("mode") == 600:
         host.noop(f"{path} is current (root-only)")
         return
-    yield " && ".join(boundary.shell_line(a) for a in (["install", "-d", "-m", "700", os.path.dirname(path)],
-                                                        ["touch", path], ["chmod", "600", path]))
+    yield boundary.shell_all(["install", "-d", "-m", "700", os.path.dirname(path)], ["touch", path],
+                             ["chmod", "600", path])
     yield FileUploadCommand(StringIO(content), path, remote_temp_filename=None)
-    yield " && ".join(boundary.shell_line(a) for a in (["chown", "root:root", path], ["chmod", "600", path]))
+    yield boundary.shell_all(["chown", "root:root", path], ["chmod", "600", path])
 
 
 @operation()
@@ -165,8 +165,7 @@ def snapshot(marker: str, fetch: str, owner: str, cache_dir: str):
         host.noop(f"snapshot complete, every file at its size ({marker})")
         return
     yield ShownCommand(fetch)  # its progress lines appear as they come
-    yield " && ".join(boundary.shell_line(a) for a in (["chown", "-R", f"{owner}:{owner}", cache_dir],
-                                                        ["chmod", "-R", "g+rX", cache_dir]))
+    yield boundary.shell_all(["chown", "-R", f"{owner}:{owner}", cache_dir], ["chmod", "-R", "g+rX", cache_dir])
 
 
 HOSTSIDE = Path(__file__).resolve().parent / "hostside"

@@ -33,8 +33,12 @@ def ensure(ctx: Context):
         return
     apt.packages(name="nftables (the distribution's package)", packages=["nftables"], no_recommends=True,
                  update=True, cache_time=86400, _env=ctx.download_env)
-    rules = files.put(create_remote_dir=False, name=f"vLLM port {s.vllm_port}: only from {', '.join(ctx.clients)}", src=rendered("llmhost-vllm.nft.j2", **rules_vars(ctx)), dest=f"{s.config_root}/vllm.nft", mode="600")
-    unit = files.put(create_remote_dir=False, name="llmhost-firewall.service", src=rendered("llmhost-firewall.service.j2", rules=f"{s.config_root}/vllm.nft"), dest=UNIT, mode="644")
+    rules = files.put(create_remote_dir=False, name=f"vLLM port {s.vllm_port}: only from {', '.join(ctx.clients)}",
+                      src=rendered("llmhost-vllm.nft.j2", **rules_vars(ctx)),
+                      dest=f"{s.config_root}/vllm.nft", mode="600")
+    unit = files.put(create_remote_dir=False, name="llmhost-firewall.service",
+                     src=rendered("llmhost-firewall.service.j2", rules=f"{s.config_root}/vllm.nft"),
+                     dest=UNIT, mode="644")
     systemd.daemon_reload(name="Reload systemd (llmhost-firewall.service changed)", _if=unit.did_change)
     systemd.service(name="Rules loaded again (only when they changed)", service="llmhost-firewall.service",
                     running=True, restarted=True, _if=any_changed(rules, unit))

@@ -112,8 +112,12 @@ def ensure(ctx: Context, weights=None) -> list:
             name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python_version, uv=ctx.uv,
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
             env=ctx.download_env, extra_args=[*uv_cutoffs(s), COMPILE]))
-    changes.append(files.put(create_remote_dir=False, name="vLLM environment (no secrets)", src=rendered("vllm.env.j2", **env_vars(ctx)), dest=f"{s.config_root}/vllm.env", mode="644"))
-    unit = files.put(create_remote_dir=False, name="vllm.service", src=rendered("vllm.service.j2", **unit_vars(ctx)), dest="/etc/systemd/system/vllm.service", mode="644")
+    changes.append(files.put(create_remote_dir=False, name="vLLM environment (no secrets)",
+                             src=rendered("vllm.env.j2", **env_vars(ctx)),
+                             dest=f"{s.config_root}/vllm.env", mode="644"))
+    unit = files.put(create_remote_dir=False, name="vllm.service",
+                     src=rendered("vllm.service.j2", **unit_vars(ctx)),
+                     dest="/etc/systemd/system/vllm.service", mode="644")
     changes += [unit] + ([weights] if weights is not None else [])
     # Decided at execution time (`_if`), so a no-op run evaluates each operation once.
     systemd.daemon_reload(name="Reload systemd (vllm.service changed)", _if=unit.did_change)

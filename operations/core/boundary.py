@@ -111,6 +111,11 @@ def shell_line(args: Iterable[str], what: str = "command") -> str:
     return " ".join(shell_word(a, what) for a in args)
 
 
+def shell_all(*commands: Iterable[str], what: str = "command") -> str:
+    """Commands (each an argument list) run one after the other while each succeeds: ``a && b && c``."""
+    return " && ".join(shell_line(c, what) for c in commands)
+
+
 def shell_word(value: str, what: str = "command") -> str:
     """One word of a shell line (a path inside a compound command: ``[ -s PATH ] || ...``), quoted once."""
     return shlex.quote(printable(str(value), what))

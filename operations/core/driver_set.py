@@ -131,7 +131,8 @@ def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, arch
     is the newer of that kernel and ``next_boot`` (the newest installed image): it must have a module at that driver
     too. ``keep``: kernels (the running one) whose module is pinned at that driver too where the archive has it (a
     lost module comes back; the fallback kernel keeps one); where the archive has none, apt removes the old module
-    with the move, and that is named in ``waits`` (the kernel stays bootable, without the GPU). ``archive`` maps package -> its versions in apt's order (newest first; AptVersions), each with its Depends.
+    with the move, and that is named in ``waits`` (the kernel stays bootable, without the GPU). ``archive`` maps
+    package -> its versions in apt's order (newest first; AptVersions), each with its Depends.
     None when the archive says nothing of the kernel metapackage (apt lists not read yet)."""
     meta = modules_package(branch, flavour, kernel_meta)
     user = userspace_packages(branch, flavour)

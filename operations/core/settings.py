@@ -20,7 +20,6 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from operations.core import boundary
-
 from operations.core.versions import DEFAULT_ERA, ERAS, SERVER_BRANCHES, TRANSITIONAL_BRANCHES, era
 
 
@@ -44,7 +43,7 @@ SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", 
                "/usr/share", "/var", "/var/lib", "/var/log", "/var/cache", "/var/tmp", "/etc/systemd"}
 ROOTS = ("install_root", "data_root", "config_root")
 REPO_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_RE = boundary.CONTROL  # the control characters no file or command of the host can carry
 PEP440_RE = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")  # an exact release, no ranges
 DEBIAN_VERSION_RE = re.compile(r"^(\d+:)?\d[A-Za-z0-9.+~]*(-[A-Za-z0-9.+~]+)?$")
 # uv's --exclude-newer: an RFC 3339 timestamp or a date (uv's own parser takes both)

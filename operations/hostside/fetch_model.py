@@ -2,8 +2,9 @@
 # Managed by llmhost (operations/hostside/fetch_model.py), run by the tools venv's python (huggingface_hub).
 # Usage: TOOLS_PYTHON llmhost-fetch-model REPO COMMIT MARKER CACHE_DIR
 # Fetches REPO at COMMIT into the Hugging Face cache CACHE_DIR, then writes MARKER (the file list).
-# Every progress_s seconds (llmhost-fetch-model.json beside it) it prints the bytes on disk of the snapshot's files (the hub's sizes; partial
-# *.incomplete files counted), the rate and the time left; pyinfra shows these lines as they come.
+# Every progress_s seconds (llmhost-fetch-model.json beside it) it prints the bytes on disk of the snapshot's files
+# (the hub's sizes; partial *.incomplete files counted), the rate and the time left; pyinfra shows these lines as
+# they come.
 # huggingface_hub resumes partial files (*.incomplete) on a re-run; the marker is written only after every
 # file is in place, so an interrupted or failed download (full disk) is never taken for a complete snapshot.
 import errno
