@@ -37,7 +37,7 @@ def ensure(ctx: Context):
         apt.update(name="Refresh apt after adding the toolkit repo", _if=any_changed(repo, key))
     if s.container_toolkit_version:
         pinned_and_held(name=f"Container toolkit {s.container_toolkit_version} (four packages together, held)",
-                        versions={p: s.container_toolkit_version for p in PACKAGES})
+                        versions={p: s.container_toolkit_version for p in PACKAGES}, downgrade=True)
     else:
         apt.packages(name="Install the container toolkit (four packages together)", packages=PACKAGES,
                      no_recommends=True)

@@ -314,8 +314,9 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
                                                      for v in known.get(ctx.kernel_meta, [])}
     known.update(host.get_fact(AptVersions, packages=sorted(driver_set.abi_modules_package(branch, flavour, a)
                                                             for a in abis if a)))
+    have = {name: next(iter(versions)) for name, versions in host.get_fact(DebPackages).items() if versions}
     ctx.driver_set = driver_set.driver_set(branch, flavour, ctx.kernel_meta, kernels["next"], known,
-                                             keep=(kernels["running"],))
+                                           keep=(kernels["running"],), installed=have)
     if ctx.driver_set and not ctx.driver_set.pins:
         _fail(f"no NVIDIA {branch} driver in the archive fits the kernel {kernels['next']}: "
               + "; ".join(ctx.driver_set.waits) + ". Run apt update, or boot a kernel that has its "

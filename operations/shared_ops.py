@@ -102,7 +102,8 @@ def moves(versions: dict[str, str]) -> bool:
 
 
 @operation()
-def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, auto: list[str] | None = None):
+def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, auto: list[str] | None = None,
+                    downgrade: bool = False):
     """Ensure each package is installed at exactly its version, and ``hold`` (default: the pinned packages) on hold.
 
     + versions: package -> Debian version (packages that move together: the container toolkit's four; a kernel,
@@ -110,9 +111,11 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, aut
     + hold: the packages to hold afterwards (apt then never moves them; the others follow by their Depends)
     + auto: pinned packages marked automatically installed afterwards (per-kernel modules: apt marks what its
       command line names as manual, and a manual module would keep its old kernel from autoremove forever)
+    + downgrade: let apt install a version older than the installed one (only for a version the user set: the
+      driver set never moves backwards, and apt then refuses a downgrade rather than carry one out)
 
     Held packages cannot be changed by apt, so a change unholds, installs the set in one apt call (which may
-    downgrade, and removes what conflicts with it) and holds again. When apt fails (a dependency not published yet),
+    downgrade where ``downgrade`` says so, and removes what conflicts with it) and holds again. When apt fails (a dependency not published yet),
     what was held before is held again and apt's exit status kept: unattended-upgrades never finds the set unheld,
     and the next run tries again."""
     hold = list(versions) if hold is None else hold
@@ -127,7 +130,8 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, aut
         return
     release = hold + [p for p in versions if p in holds and p not in hold]
     before = [p for p in release if p in holds]
-    install = boundary.shell_line(["apt-get", "install", "-y", "--no-install-recommends", "--allow-downgrades",
+    install = boundary.shell_line(["apt-get", "install", "-y", "--no-install-recommends",
+                                   *(["--allow-downgrades"] if downgrade else []),
                                    *(f"{p}={v}" for p, v in versions.items())])
     restore = f"{boundary.shell_line(['apt-mark', 'hold', *before])} >/dev/null; " if before else ""
     yield (f"{boundary.shell_line(['apt-mark', 'unhold', *release])} >/dev/null && "

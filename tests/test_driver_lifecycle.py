@@ -317,7 +317,7 @@ def test_a_security_kernel_moves_with_its_module_and_driver_and_reboots_once(fak
     held = ("linux-image-generic linux-modules-nvidia-580-server-open-generic nvidia-headless-no-dkms-580-server-open "
             "nvidia-utils-580-server")
     move = (f"apt-mark unhold {held} >/dev/null && if DEBIAN_FRONTEND=noninteractive apt-get install -y "
-            "--no-install-recommends --allow-downgrades linux-image-generic=5.15.0.127.126 "
+            "--no-install-recommends linux-image-generic=5.15.0.127.126 "
             "linux-modules-nvidia-580-server-open-generic=5.15.0-127.137+1 "
             "linux-modules-nvidia-580-server-open-5.15.0-127-generic=5.15.0-127.137+1 "
             "nvidia-headless-no-dkms-580-server-open=580.105.08-0ubuntu0.22.04.1 "
@@ -465,3 +465,37 @@ def test_a_fallback_kernel_without_a_respin_is_named_not_silently_left_without_i
     assert "linux-modules-nvidia-580-server-open-6.8.0-50-generic" not in dset.pins
     assert ("the kernel 6.8.0-50-generic loses its nvidia module with this move: the archive has none for it at "
             "driver 580.105.08") in " ".join(dset.waits)
+
+
+def test_a_fully_updated_box_in_the_modules_late_window_is_never_downgraded():
+    """(6) Ubuntu's pockets keep one version each: linux-image-generic 6.8.0-51.51 is in -security (its modules a day
+    late), 6.8.0-50.50 in -updates. The box is fully updated (apt full-upgrade: kernel B and the metapackage at
+    6.8.0-51.51 installed) and runs A. Was: the set fell back to linux-image-generic 6.8.0-50.50 (a downgrade, which
+    removes linux-generic). Now the metapackage stays, the module set follows the running kernel, and B is named."""
+    arch = archive("ga")
+    arch[K].insert(0, {"version": "6.8.0-51.51", "depends": f"linux-image-{B}"})
+    have = {K: "6.8.0-51.51", "linux-generic": "6.8.0-51.51"}
+    dset = driver_set.driver_set(580, "open", K, B, arch, keep=(A,), installed=have)
+    assert dset.pins == {K: "6.8.0-51.51", M: "6.8.0-50.50+1", per_abi(A): "6.8.0-50.50+1",
+                         H: "580.95.05-0ubuntu1", U: "580.95.05-0ubuntu1"}
+    assert (dset.boot, dset.no_module) == (B, B)  # named; the reboot is withheld
+    assert dset.waits == [f"kernel {B} (linux-image-generic 6.8.0-51.51) waits: the archive has no {M} for it yet"]
+    # and without knowing what is installed (the old behaviour) it would have moved the metapackage backwards
+    assert driver_set.driver_set(580, "open", K, B, arch, keep=(A,)).pins[K] == "6.8.0-50.50"
+
+
+def test_no_driver_set_ever_pins_a_version_older_than_the_installed_one():
+    """Every stage of the archive, with every combination of what can be installed (each package at each version
+    apt lists, or absent): no pin comes after the installed version in apt's order."""
+    import itertools
+
+    for stage in ("ga", "a", "b", "c"):
+        arch = archive(stage)
+        names = [K, M, U, H, per_abi(A)]
+        for combo in itertools.product(*[[None, *(v["version"] for v in arch[n])] for n in names]):
+            have = {n: v for n, v in zip(names, combo) if v}
+            for boot in (A, B, C):
+                dset = driver_set.driver_set(580, "open", K, boot, arch, keep=(A,), installed=have)
+                for p, v in (dset.pins if dset else {}).items():
+                    order = [x["version"] for x in arch.get(p, [])]
+                    assert p not in have or order.index(v) <= order.index(have[p]), (stage, have, boot, p, v)

@@ -503,6 +503,60 @@ def boot_has_module(env) -> tuple[str, bool]:
     return kernel, ko == f"stand-in nvidia.ko {user}"
 
 
+def new_story(env, name: str) -> tuple[Ubuntu, str]:
+    """A clean box on a new archive: the earlier tests' packages purged, the sources on this story's pockets, the
+    base published and linux-generic installed (as Ubuntu installs a box)."""
+    h = env["h"]
+    sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null 2>&1; dpkg --purge $(dpkg-query "
+          "-W -f='${Package}\\n' 'linux-modules-nvidia-*' 'linux-objects-nvidia-*' 'linux-signatures-nvidia-*' "
+          "'nvidia-*' 'libnvidia-*' 'linux-generic*' 'linux-image-*' 2>/dev/null | grep -v container) "
+          ">/dev/null 2>&1; true")
+    story, source = Ubuntu(env, env["archive"] / name), f"{env['url']}{name}/"
+    sh(h, f"echo 'deb [trusted=yes] {source} ./' > /etc/apt/sources.list.d/llmhost-standin.list && "
+          f"echo 'deb [trusted=yes] {env['url']}{name}/security/ ./' > "
+          "/etc/apt/sources.list.d/ubuntu-security.list && printf 'Unattended-Upgrade::Origins-Pattern "
+          "{ \"origin=llmhost-standin,suite=noble-security\"; };\\n' > /etc/apt/apt.conf.d/52llmhost-test-origins")
+    story.base()
+    sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} install -y -qq linux-generic >/dev/null")
+    return story, source
+
+
+def downgraded(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Packages whose installed version went backwards (dpkg's own comparison), or that the user had and lost."""
+    out = []
+    for p, v in before.items():
+        if p == "linux-generic" and p not in after:
+            out.append(f"{p} removed")
+        elif p in after and subprocess.run(["dpkg", "--compare-versions", after[p], "lt", v]).returncode == 0:
+            out.append(f"{p} {v} -> {after[p]}")
+    return out
+
+
+def test_a_fully_updated_box_in_the_modules_late_window_keeps_its_kernel_metapackage(env):
+    """(6) One version per pocket: linux-image-generic 6.8.0-61.61 in -security with its modules a day late,
+    6.8.0-60.60 in -updates. The box is fully updated (apt full-upgrade) before its first deploy. Was: the set fell
+    back to 6.8.0-60.60, a downgrade that removed linux-generic. Now nothing moves backwards: the module set follows
+    the running kernel, 6.8.0-61 is named and its reboot withheld; when its module comes, the next run moves."""
+    h = env["h"]
+    story, source = new_story(env, "finding6")
+    story.security_kernel(modules_same_day=False)
+    sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} full-upgrade -y -qq >/dev/null")
+    before = installed(env)
+    assert before[K] == "6.8.0-61.61" and "linux-generic" in before
+    p = deploy(env, story.abi(0), driver_standin_archive=source)
+    assert p.returncode == 0, p.stdout[-4000:]
+    after = installed(env)
+    assert downgraded(before, after) == [] and after[K] == "6.8.0-61.61"
+    assert f"the kernel {story.abi(1)} boots next and has no nvidia" in p.stdout
+    assert {K, M, *USER} <= set(holds(env))
+    assert after[f"linux-modules-nvidia-580-server-open-{story.abi(0)}"]  # the running kernel keeps the GPU
+    assert changes(deploy(env, story.abi(0), driver_standin_archive=source).stdout) == 0
+    story.modules_catch_up()
+    p = deploy(env, story.abi(0), driver_standin_archive=source)
+    assert p.returncode == 0 and "boots next and has no nvidia" not in p.stdout, p.stdout[-4000:]
+    assert boot_has_module(env) == (story.abi(1), True)
+
+
 def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
     """Issue 26: sequences drawn (seeded) from what Ubuntu publishes (a security kernel with its modules the same day
     or later, a driver point release without modules, modules catching up) and what users and the box do
@@ -510,33 +564,25 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
     GRUB's choice), against real apt + dpkg + unattended-upgrades and pockets that keep one version per package.
     After every step: the kernel that boots has an nvidia.ko built against the installed user space, or the last
     deploy named that kernel (the user does not reboot then); after every deploy: the set is held, a second run
-    changes nothing, every version installed is one apt can still fetch or already has."""
+    changes nothing, nothing installed moved backwards and linux-generic is kept (finding 6: half the stories start
+    on a box fully updated inside a modules-a-day-late window)."""
     import random
 
     h = env["h"]
     log = []
     for seq in range(SEQUENCES):
         rnd = random.Random(SEED + seq)
-        # a clean box on a new archive: the earlier tests' packages purged, the sources on this story's pockets
-        sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null 2>&1; dpkg --purge $(dpkg-query "
-              "-W -f='${Package}\\n' 'linux-modules-nvidia-*' 'linux-objects-nvidia-*' 'linux-signatures-nvidia-*' "
-              "'nvidia-*' 'libnvidia-*' 'linux-generic*' 'linux-image-*' 2>/dev/null | grep -v container) "
-              ">/dev/null 2>&1; true")
-        story, source = Ubuntu(env, env["archive"] / f"gen{seq}"), f"{env['url']}gen{seq}/"
-        sh(h, f"echo 'deb [trusted=yes] {source} ./' > /etc/apt/sources.list.d/llmhost-standin.list && "
-              f"echo 'deb [trusted=yes] {env['url']}gen{seq}/security/ ./' > "
-              "/etc/apt/sources.list.d/ubuntu-security.list && printf 'Unattended-Upgrade::Origins-Pattern "
-              "{ \"origin=llmhost-standin,suite=noble-security\"; };\\n' > /etc/apt/apt.conf.d/52llmhost-test-origins")
-        story.base()
-        sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} install -y -qq linux-generic >/dev/null")
+        story, source = new_story(env, f"gen{seq}")
+        # a box fully updated before its first deploy, inside a modules-a-day-late window (finding 6), or not
+        first = ["security-kernel-late", "apt-full-upgrade"] if rnd.random() < 0.5 else []
         running, named = story.abi(0), ""
-        events = ["deploy", "reboot"] + [rnd.choice(["security-kernel", "point-release", "modules", "unattended",
+        events = first + ["deploy", "reboot"] + [rnd.choice(["security-kernel", "point-release", "modules", "unattended",
                                                       "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy",
                                                       "deploy", "reboot"]) for _ in range(EVENTS)] + ["deploy"]
         for step, event in enumerate(events):
             what = event
-            if event == "security-kernel":
-                what = story.security_kernel(rnd.random() < 0.5)
+            if event.startswith("security-kernel"):
+                what = story.security_kernel(event == "security-kernel" and rnd.random() < 0.5)
             elif event == "point-release":
                 what = story.point_release()
             elif event == "modules":
@@ -550,8 +596,10 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 sh(h, f"echo 'APT::NeverAutoRemove {{ {protect}}};' > /etc/apt/apt.conf.d/01autoremove-kernels")
                 sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} {verb} -y -qq >/dev/null")
             elif event == "deploy":
+                before = installed(env)
                 p = deploy(env, running, driver_standin_archive=source)
                 assert p.returncode == 0, (log, p.stdout[-4000:])
+                assert downgraded(before, installed(env)) == [], log  # nothing backwards, linux-generic kept
                 kernel, ok = boot_has_module(env)
                 named = kernel if f"the kernel {kernel} boots next and has no nvidia" in p.stdout else ""
                 held = holds(env)

@@ -125,7 +125,7 @@ class DriverSet:
 
 
 def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, archive: dict[str, list[dict]],
-               keep: tuple[str, ...] = ()) -> DriverSet | None:
+               keep: tuple[str, ...] = (), installed: dict[str, str] | None = None) -> DriverSet | None:
     """The newest coherent set: a version of ``kernel_meta`` and of its modules metapackage for the same kernel, that
     kernel's module, and the user space at the driver version the module was built against. The kernel that boots
     is the newer of that kernel and ``next_boot`` (the newest installed image): it must have a module at that driver
@@ -133,6 +133,12 @@ def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, arch
     lost module comes back; the fallback kernel keeps one); where the archive has none, apt removes the old module
     with the move, and that is named in ``waits`` (the kernel stays bootable, without the GPU). ``archive`` maps
     package -> its versions in apt's order (newest first; AptVersions), each with its Depends.
+    ``installed``: package -> installed version. Nothing moves backwards (Ubuntu's pockets keep one version per
+    package, so an older one is usually gone, and a downgrade would take ``linux-generic`` with it): a kernel
+    metapackage version older than the installed one is never a candidate, nor a set that would downgrade any
+    package. When the installed kernel metapackage's own kernel has no module yet (a fully updated box inside the
+    modules-a-day-late window), the set follows the running kernel, the metapackage stays where it is and the new
+    kernel is named (``no_module``: its reboot is withheld).
     None when the archive says nothing of the kernel metapackage (apt lists not read yet)."""
     meta = modules_package(branch, flavour, kernel_meta)
     user = userspace_packages(branch, flavour)
@@ -151,22 +157,34 @@ def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, arch
                  for p in user}
         return found if all(found.values()) else None
 
+    installed = installed or {}
+
+    def older(package: str, version: str) -> bool:
+        """``version`` comes after the installed one in apt's order (newest first): installing it downgrades."""
+        order = [v["version"] for v in archive.get(package, [])]
+        have = installed.get(package)
+        return have in order and version in order and order.index(version) > order.index(have)
+
+    have_meta = installed.get(kernel_meta)
+    candidates = [(image_of(kv["depends"]), kv["version"]) for kv in archive[kernel_meta]
+                  if not older(kernel_meta, kv["version"])]
+    if have_meta:  # the metapackage stays; the module set follows a kernel that has one (the running kernel)
+        candidates += [(k, have_meta) for k in keep if k and k not in [abi for abi, _ in candidates]]
     waits: list[str] = []
-    for kv in archive[kernel_meta]:
-        abi = image_of(kv["depends"])
+    for abi, meta_version in candidates:
         mv = next((m for m in archive[meta]
                    if re.search(rf"{re.escape(abi_modules_package(branch, flavour, abi))} \(= ", m["depends"])), None)
         exact = re.search(r"\(= ([^)]+)\)", mv["depends"]).group(1) if mv else None
         module = module_at(abi, None, exact) if mv else None
         if not module:
-            waits.append(f"kernel {abi} ({kernel_meta} {kv['version']}) waits: the archive has no {meta} for it yet")
+            waits.append(f"kernel {abi} ({kernel_meta} {meta_version}) waits: the archive has no {meta} for it yet")
             continue
         space = userspace_at(module["driver"])
         if not space:
             waits.append(f"kernel {abi} waits: its module was built against driver {module['driver']}, whose user "
                          "space is not in the archive")
             continue
-        pins = {kernel_meta: kv["version"], meta: mv["version"], abi_modules_package(branch, flavour, abi):
+        pins = {kernel_meta: meta_version, meta: mv["version"], abi_modules_package(branch, flavour, abi):
                 module["version"], **space}
         boot = max(abi, next_boot, key=abi_key) if next_boot else abi
         no_module = ""
@@ -185,6 +203,11 @@ def driver_set(branch: int, flavour: str, kernel_meta: str, next_boot: str, arch
             elif k:
                 waits.append(f"the kernel {k} loses its nvidia module with this move: the archive has none for it "
                              f"at driver {module['driver']} (it stays bootable, without the GPU, as a fallback)")
+        down = sorted(p for p, v in pins.items() if older(p, v))
+        if down:
+            waits.append(f"kernel {abi} at driver {module['driver']} is not taken: it would downgrade "
+                         f"{', '.join(down)}")
+            continue
         newest_user = next((v["version"] for v in archive.get(user[1], [])), "")
         if newest_user and upstream(newest_user) != module["driver"]:
             waits.append(f"driver {upstream(newest_user)} waits: no module for kernel {abi} built against it yet")
