@@ -308,13 +308,15 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
         _fail(str(exc))
     branch, flavour = s.nvidia_driver_branch, ctx.flavour
     ctx.modules_package = driver_set.modules_package(branch, flavour, ctx.kernel_meta)
-    names = [ctx.kernel_meta, ctx.modules_package, *driver_set.userspace_packages(branch, flavour)]
+    names = [ctx.kernel_meta, ctx.modules_package, *driver_set.userspace_packages(branch, flavour),
+             *ctx.other_kernel_metas]
     known = host.get_fact(AptVersions, packages=names)
     abis = {kernels["next"], kernels["running"]} | {driver_set.image_of(v["depends"])
                                                      for v in known.get(ctx.kernel_meta, [])}
     known.update(host.get_fact(AptVersions, packages=sorted(driver_set.abi_modules_package(branch, flavour, a)
                                                             for a in abis if a)))
     have = {name: next(iter(versions)) for name, versions in host.get_fact(DebPackages).items() if versions}
+    ctx.warnings += driver_set.held_beside(ctx.kernel_meta, ctx.other_kernel_metas, have, known)
     ctx.driver_set = driver_set.driver_set(branch, flavour, ctx.kernel_meta, kernels["next"], known,
                                            keep=(kernels["running"],), installed=have)
     if ctx.driver_set and not ctx.driver_set.pins:

@@ -499,3 +499,16 @@ def test_no_driver_set_ever_pins_a_version_older_than_the_installed_one():
                 for p, v in (dset.pins if dset else {}).items():
                     order = [x["version"] for x in arch.get(p, [])]
                     assert p not in have or order.index(v) <= order.index(have[p]), (stage, have, boot, p, v)
+
+
+def test_a_kernel_metapackage_held_beside_the_booting_one_is_named_when_the_archive_moves_on():
+    """(3) linux-image-generic held beside linux-image-generic-hwe-24.04 (the kernel that boots): llmhost never moves
+    it, so a newer one in the archive is named (was: held forever, nothing said)."""
+    hwe = "linux-image-generic-hwe-24.04"
+    arch = {K: [{"version": "6.8.0-52.52", "depends": "linux-image-6.8.0-52-generic"},
+                {"version": "6.8.0-50.50", "depends": f"linux-image-{A}"}]}
+    said = driver_set.held_beside(hwe, [K], {K: "6.8.0-50.50", hwe: "6.11.0-29.29~24.04.1"}, arch)
+    assert said == [f"{K} is held at 6.8.0-50.50 beside {hwe} (the kernel that boots): the archive has 6.8.0-52.52, "
+                    f"which llmhost does not install (it moves only the booting kernel's metapackage); apt remove {K} "
+                    "if that kernel is not used"]
+    assert driver_set.held_beside(hwe, [K], {K: "6.8.0-52.52"}, arch) == []  # current: nothing to say

@@ -21,6 +21,7 @@ lockstage)  # issue 17: one piece of the era's lock (wheels, or parts of a wheel
 replay)  # join split wheels, then tools/gpu_replay.py detached (the venv from the lock, the unit's environment)
   set -e
   cd /tmp/stage
+  if ls part.* >/dev/null 2>&1; then cat part.* | tar xf - && rm part.*; fi  # issue 28: one tar split in pieces
   for first in *.part00; do [ -e "$first" ] || break; w=${first%.part00}; cat "$w".part* > "$w" && rm "$w".part*; done
   ls *.whl | wc -l
   cd - >/dev/null

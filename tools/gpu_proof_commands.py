@@ -37,17 +37,17 @@ def spec(name: str) -> tuning.ModelSpec:
     return tuning.ModelSpec.from_config(cfg, json.loads(q.read_text()) if q.exists() else None)
 
 
-def deploy_command(gpu: tuning.GpuSpec, **settings) -> dict:
+def deploy_command(gpu: tuning.GpuSpec, fixture: str = "llama-3-8b-instruct-gptq", **settings) -> dict:
     s = Settings(**settings)
-    p = tuning.plan(spec("llama-3-8b-instruct-gptq"), gpu, s.vllm_version,
-                    tensor_parallel_size=s.vllm_tensor_parallel_size)
-    cfg = json.loads((MODELS / "llama-3-8b-instruct-gptq" / "config.json").read_text())
+    p = tuning.plan(spec(fixture), gpu, s.vllm_version, tensor_parallel_size=s.vllm_tensor_parallel_size)
+    cfg = json.loads((MODELS / fixture / "config.json").read_text())
     ctx = Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open", family=versions.model_family(cfg))
-    assert ctx.snapshot_path == SNAP
+    assert fixture != "llama-3-8b-instruct-gptq" or ctx.snapshot_path == SNAP
     unit = render("vllm.service.j2", **vllm_service.unit_vars(ctx))
     envfile = render("vllm.env.j2", **vllm_service.env_vars(ctx))
     line = next(l for l in unit.splitlines() if l.startswith("ExecStart="))
-    return {"unit": unit, "env": envfile, "exec_start": line[len("ExecStart="):], "plan": p.to_json()}
+    return {"unit": unit, "env": envfile, "exec_start": line[len("ExecStart="):], "plan": p.to_json(),
+            "snapshot": ctx.snapshot_path, "served": s.served_model_name}
 
 
 # The planner's own plans run on the GPU host (name, card, model fixture): 8, 12, 16 and 24 GB budgets, Llama 3 GPTQ
@@ -97,6 +97,24 @@ def main() -> None:
     ]
     for name, model, flags in cal:
         runs.append(dict(name=name, model=model, argv=base + flags, env="", probe=False, bench=False))
+    if "--replay-era" in sys.argv:  # issue 28: the deploy's RTX 3060 command of an era, with the default model
+        era = sys.argv[sys.argv.index("--replay-era") + 1]
+        fixture = sys.argv[sys.argv.index("--replay-era") + 2]
+        model = {"llama-3.1-8b-instruct-awq-int4": ("hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4",
+                                                    "db1f81ad4b8c7e39777509fac66c652eb0a52f91")}[fixture]
+        r = deploy_command(rtx, fixture, vllm_version=era, model_repo=model[0], model_revision=model[1])
+        util = r["plan"]["gpu_memory_utilization"] * rtx.memory_mib / H200_MIB
+        argv = [re.sub(r"^--gpu-memory-utilization=.*", f"--gpu-memory-utilization={util:.4f}", a)
+                for a in r["exec_start"].split()] + ["--load-format", "dummy"]
+        out = [dict(name="deploy-rtx3060", model=fixture, model_dir=r["snapshot"], argv=argv, env=r["env"],
+                    unit=r["unit"], plan=r["plan"], served=r["served"], max_model_len=r["plan"]["max_model_len"],
+                    warm=True, tools=True)]
+        d = REPO / f"tests/fixtures/gpu-host/vllm-{era}-replay"
+        d.mkdir(exist_ok=True)
+        (d / "runs.json").write_text(json.dumps(out, indent=1) + "\n")
+        print(" ".join(argv))
+        print(r["env"])
+        return
     if "--replay" in sys.argv:  # issue 17: the deploy's RTX 3060 command, replayed with Open WebUI's requests
         r = deploy_command(rtx)
         util = r["plan"]["gpu_memory_utilization"] * rtx.memory_mib / H200_MIB

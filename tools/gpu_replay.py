@@ -38,8 +38,9 @@ from gpu_vllm_proof import http  # noqa: E402  (one HTTP helper for both GPU pro
 
 REPO = Path(__file__).resolve().parent.parent
 RES = Path("/tmp/res")
-VENV = Path("/opt/llmhost/vllm/venvs/lock-0.26.0")
-LOCK = REPO / "operations/core/locks/vllm-0.26.0.txt"
+ERA = os.environ.get("LLMHOST_ERA", "0.26.0")  # issue 28: the new era's proof runs the same program
+VENV = Path(f"/opt/llmhost/vllm/venvs/lock-{ERA}")
+LOCK = REPO / f"operations/core/locks/vllm-{ERA}.txt"
 USER = "llmhost-vllm"
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # torch's own wheels: the host's (same versions as the lock); everything else comes from the lock's pieces
@@ -59,18 +60,36 @@ def build_venv() -> None:
         return
     sh(f"python3 -m venv {VENV}")
     sh(f"{VENV}/bin/pip install -q --no-index --no-deps --no-compile /tmp/stage/*.whl")
+    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    # wheels carried unpacked (torch, triton, vLLM stripped of what sm_90 / sm_86 never load): zstd tars of the tree
+    for tzst in sorted(glob.glob("/tmp/stage/*.tzst")):
+        sh(f"{VENV}/bin/python -c 'import sys, zstandard; zstandard.ZstdDecompressor().copy_stream(sys.stdin.buffer, "
+           f"sys.stdout.buffer)' < {tzst} | tar xf - -C {VENV}/lib/{pyver}/site-packages")
+    for dist in glob.glob(f"{VENV}/lib/{pyver}/site-packages/*.dist-info/entry_points.txt"):  # what pip writes
+        import configparser
+
+        eps = configparser.ConfigParser()
+        eps.read(dist)
+        for name, target in (eps["console_scripts"].items() if eps.has_section("console_scripts") else []):
+            script = VENV / "bin" / name
+            if not script.exists():
+                mod, func = target.split(":")
+                script.write_text(f"#!{VENV}/bin/python\nimport sys\nfrom {mod} import {func}\n"
+                                  f"sys.exit({func}())\n")
+                script.chmod(0o755)
     import torch  # the host's torch: link it and the CUDA wheels it depends on into the venv
 
     site = Path(torch.__file__).parent.parent
     own = VENV / "host-torch"
     own.mkdir(exist_ok=True)
-    staged = {w.split("-")[0].lower() for w in os.listdir("/tmp/stage")}  # the wheels the lock's pieces brought
+    staged = {w.split("-")[0].split(".")[0].lower() for w in os.listdir("/tmp/stage")}  # what the pieces brought
+    host_own = HOST_OWN if "torch" not in staged else tuple(
+        n for n in HOST_OWN if n not in ("torch", "torchgen", "functorch", "triton"))  # the era's own torch
     for entry in site.iterdir():
         base = entry.name.split("-")[0].lower()
-        if base in HOST_OWN or (entry.name.endswith(".dist-info") and base.startswith("nvidia_")
+        if base in host_own or (entry.name.endswith(".dist-info") and base.startswith("nvidia_")
                                 and base not in staged):
             (own / entry.name).symlink_to(entry)
-    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
     (VENV / "lib" / pyver / "site-packages" / "llmhost-host-torch.pth").write_text(str(own) + "\n")
     (VENV / ".llmhost-complete").touch()
     Path("/opt/llmhost/vllm/current").unlink(missing_ok=True)
@@ -87,8 +106,19 @@ def freeze() -> None:
     (RES / "lock-vs-venv.json").write_text(json.dumps(diff, indent=1))
 
 
-def tokenizer_json(dest: Path, tokenizer_config: dict) -> None:
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+def tokenizer_json(dest: Path, tokenizer_config: dict, byte_level: bool = False) -> None:
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    special = {int(i): t["content"] for i, t in tokenizer_config["added_tokens_decoder"].items()}
+    if byte_level:  # every string encodable (guided decoding of tool-call JSON needs "{", quotes, digits...)
+        vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+        vocab.update({c: i for i, c in special.items()})
+        tok = Tokenizer(models.BPE(vocab, [], ignore_merges=True))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens([AddedToken(c, special=True, normalized=False) for c in special.values()])
+        tok.save(str(dest / "tokenizer.json"))
+        return
 
     words = ["<unk>"] + ("the a of to and in is it you that he was for on are with as I his they be at one have this "
                          "from or had by hot word but what some we can out other were all there when up use your how "
@@ -97,7 +127,6 @@ def tokenizer_json(dest: Path, tokenizer_config: dict) -> None:
                          "most people my over know water than call first who may down side been now find hello say "
                          "world llama vllm gpu card memory token fast slow server model answer question").split()
     vocab = {w: i for i, w in enumerate(words)}
-    special = {int(i): t["content"] for i, t in tokenizer_config["added_tokens_decoder"].items()}
     vocab.update({c: i for i, c in special.items()})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -114,7 +143,11 @@ def model_dir(run: dict) -> None:
     src = REPO / "tests/fixtures/models" / run["model"]
     for f in src.glob("*.json"):
         shutil.copy(f, d / f.name)
-    tokenizer_json(d, json.loads((src / "tokenizer_config.json").read_text()))
+    tokenizer_json(d, json.loads((src / "tokenizer_config.json").read_text()), byte_level=bool(run.get("tools")))
+    if run.get("chat_template"):  # the checkpoint's ORIGINAL template, from the trl wheel at proof time
+        tc = json.loads((d / "tokenizer_config.json").read_text())
+        tc["chat_template"] = Path("/tmp/stage", run["chat_template"]).read_text()
+        (d / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
     cfg = json.loads((src / "config.json").read_text())
     qc = cfg.get("quantization_config") or json.loads((src / "quantize_config.json").read_text())
     gptq_header(d, cfg, int(qc["bits"]), int(qc["group_size"]))
@@ -203,9 +236,45 @@ def replay(run: dict, key: str) -> list[dict]:
     return results
 
 
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city now.",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                          "required": ["city"]}}}
+
+
+def tool_round_trip(run: dict, key: str) -> dict:
+    """A request with tools and tool_choice naming the function (dummy weights cannot choose on their own; forced
+    choice still runs the template, guided decoding and the response shape), then the tool's result sent back."""
+    base, model = "http://127.0.0.1:8000", run["served"]
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    st, txt = http("POST", base + "/v1/chat/completions", {
+        "model": model, "messages": msgs, "tools": [WEATHER], "max_tokens": 200,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, key)
+    out = {"forced": {"status": st, "body": txt[:1500]}}
+    if st != 200:
+        return out
+    msg = json.loads(txt)["choices"][0]["message"]
+    calls = msg.get("tool_calls") or []
+    out["forced"].update(calls=[c["function"]["name"] for c in calls])
+    if not calls:
+        return out
+    try:
+        out["forced"]["arguments_json"] = isinstance(json.loads(calls[0]["function"]["arguments"]), dict)
+    except ValueError:
+        out["forced"]["arguments_json"] = False
+    back = msgs + [{"role": "assistant", "content": None, "tool_calls": calls},
+                   {"role": "tool", "tool_call_id": calls[0]["id"], "content": '{"temperature_c": 14, "sky": "rain"}'}]
+    st, txt = http("POST", base + "/v1/chat/completions", {"model": model, "messages": back, "tools": [WEATHER],
+                                                           "max_tokens": 32}, key)
+    out["result_sent_back"] = {"status": st, **summarize(st, txt, False)}
+    st, txt = http("POST", base + "/v1/chat/completions", {"model": model, "messages": msgs, "tools": [WEATHER],
+                                                           "tool_choice": "auto", "max_tokens": 32}, key)
+    out["auto"] = {"status": st, **summarize(st, txt, False)}
+    return out
+
+
 def main() -> None:
     RES.mkdir(exist_ok=True)
-    runs = json.loads((REPO / "tests/fixtures/gpu-host/vllm-0.26.0-replay/runs.json").read_text())
+    runs = json.loads((REPO / f"tests/fixtures/gpu-host/vllm-{ERA}-replay/runs.json").read_text())
     sh(f"id {USER} || useradd --system --home-dir /var/lib/llmhost/vllm --shell /usr/sbin/nologin {USER}")
     sh(f"mkdir -p /var/lib/llmhost/vllm /etc/llmhost && chown {USER}:{USER} /var/lib/llmhost/vllm && "
        "chmod 750 /var/lib/llmhost/vllm")
@@ -218,6 +287,7 @@ def main() -> None:
     key = secret.read_text().split("=", 1)[1].strip()
     build_venv()
     freeze()
+    sh(f"{VENV}/bin/vllm serve --help=all > {RES}/vllm-{ERA}-serve-help.txt 2>&1", check=False)
     hidden = Path("/usr/local/cuda").exists()
     if hidden:
         os.rename("/usr/local/cuda", "/usr/local/cuda.llmhost-hidden")
@@ -231,6 +301,8 @@ def main() -> None:
                 res["models_no_key"] = http("GET", "http://127.0.0.1:8000/v1/models")[0]
                 res["models_with_key"] = http("GET", "http://127.0.0.1:8000/v1/models", key=key)[0]
                 res["replay"] = replay(run, key)
+                if run.get("tools"):
+                    res["tool_round_trip"] = tool_round_trip(run, key)
             stop(proc)
             if cold and run.get("warm"):
                 proc, warm = start(run, run["name"] + "-warm")

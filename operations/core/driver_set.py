@@ -101,6 +101,20 @@ def stale_holds(holds: list[str], keep: list[str]) -> list[str]:
             and p not in keep]
 
 
+def held_beside(kernel_meta: str, others: list[str], installed: dict[str, str],
+                archive: dict[str, list[dict]]) -> list[str]:
+    """The kernel metapackages held beside the booting kernel's (linux-generic beside -hwe-24.04): llmhost never
+    moves them, so a newer version in the archive (an HWE series roll, a GA security kernel) is named, with the fix."""
+    out = []
+    for meta in others:
+        newest = next((v["version"] for v in archive.get(meta, [])), "")
+        if newest and installed.get(meta) and newest != installed[meta]:
+            out.append(f"{meta} is held at {installed[meta]} beside {kernel_meta} (the kernel that boots): the "
+                       f"archive has {newest}, which llmhost does not install (it moves only the booting kernel's "
+                       f"metapackage); apt remove {meta} if that kernel is not used")
+    return out
+
+
 def image_of(depends: str) -> str:
     """The kernel a linux-image metapackage version depends on: 'linux-image-6.8.0-90-generic, linux-firmware' ->
     6.8.0-90-generic ('' when none)."""
