@@ -234,7 +234,8 @@ def _check() -> Context:
         p = plan(ModelSpec.from_config(cfg, qcfg), gpu, s.vllm_version, max_model_len=s.vllm_max_model_len,
                  gpu_memory_utilization=s.vllm_gpu_memory_utilization, max_num_seqs=s.vllm_max_num_seqs,
                  reserved_mib=reserved, min_concurrency=s.vllm_min_concurrency,
-                 tensor_parallel_size=s.vllm_tensor_parallel_size, pipeline_parallel_size=s.vllm_nnodes)
+                 tensor_parallel_size=s.vllm_tensor_parallel_size, pipeline_parallel_size=s.vllm_nnodes,
+                 min_context=versions.needed_context(s.openwebui_version, bool(fam.tool_call_parser)))
     except PlanError as exc:
         own = str(exc).startswith(("max_model_len=", "gpu_memory_utilization=", "max_num_seqs=", "reserved_mib="))
         why = f"vllm_{exc}" if own else f"model_repo={s.model_repo}: {exc}"  # the planner's own bounds are settings

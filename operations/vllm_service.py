@@ -65,8 +65,9 @@ def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
         return boundary.Quoted(s.vllm_exec_start_override.format(
             host=word(s.vllm_host), port=s.vllm_port, model=word(ctx.snapshot_path),
             served_model_name=word(s.served_model_name), flags=" ".join(word(f) for f in flags)))
-    args = [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path,
-            "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
+    start = [f"{venv}/bin/vllm", "serve", ctx.snapshot_path] if s.era.serve_cli else \
+        [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path]
+    args = [*start, "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
             *s.era.serve_args, *ctx.plan.flags, *family_args(ctx.family),
             *(["--disable-custom-all-reduce"] if s.vllm_nccl_p2p_disable else []), *multinode_args(s)]
     return boundary.exec_line(args, "vLLM's command line")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_REPO = "astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit"
-DEFAULT_SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
+DEFAULT_REPO = "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
+DEFAULT_SHA = "db1f81ad4b8c7e39777509fac66c652eb0a52f91"
 PYINFRA = [sys.executable, "-m", "pyinfra"]
 # The real tier's Open WebUI admin: every deploy the tests run gets its password from the controller's environment
 # (the deploy's openwebui_admin_password_env); the test of a generated password empties it for its own runs.
@@ -96,7 +96,7 @@ def offline_hf_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("hf")
     snap = home / "hub" / f"models--{DEFAULT_REPO.replace('/', '--')}" / "snapshots" / DEFAULT_SHA
     snap.mkdir(parents=True)
-    for f in (REPO / "tests/fixtures/models/llama-3-8b-instruct-gptq").glob("*.json"):
+    for f in (REPO / "tests/fixtures/models/llama-3.1-8b-instruct-awq-int4").glob("*.json"):
         shutil.copy(f, snap / f.name)
     return home
 

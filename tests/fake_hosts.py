@@ -246,8 +246,9 @@ def converged() -> dict:
     from operations.shared_ops import HOSTSIDE
     from operations.core.settings import Settings
     from operations.core.tuning import GpuSpec, ModelSpec, plan
-    from operations.core.versions import cuda_visible_mib, model_family
-    from tests.test_eras import GPTQ_CFG, GPTQ_Q
+    from operations.core.versions import cuda_visible_mib, model_family, needed_context
+
+    cfg = json.loads((Path(__file__).parent / "fixtures/models/llama-3.1-8b-instruct-awq-int4/config.json").read_text())
 
     module = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (x)  2025"
     out = responses(version="24.04", smi=SMI_3060, module=module, probe='{"ok": true, "models": ["m"], '
@@ -255,9 +256,11 @@ def converged() -> dict:
     # converged-upgrade: the host converged on the default pins, this run asks for other ones (an upgrade)
     s = Settings(**(extra if scenario == "converged" else {}))
     gpu = GpuSpec(cuda_visible_mib("NVIDIA GeForce RTX 3060", 12288), 8.6, 1, "NVIDIA GeForce RTX 3060")
-    ctx = Context(s, "ubuntu", "24.04", "580.95.05", {}, plan(ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), gpu,
-                                                               s.vllm_version), s.model_revision, "open",
-                  family=model_family(GPTQ_CFG))
+    fam = model_family(cfg)  # the default checkpoint's, planned as preflight plans it
+    ctx = Context(s, "ubuntu", "24.04", "580.95.05", {}, plan(
+        ModelSpec.from_config(cfg), gpu, s.vllm_version,
+        min_context=needed_context(s.openwebui_version, bool(fam.tool_call_parser))), s.model_revision, "open",
+        family=fam)
     bvars = openwebui_service.backup_vars(ctx)
     backup = f"{s.install_root}/bin/llmhost-webui-backup"
     rendered = {  # path: (content, mode, owner); a program's values first (its path is a prefix of theirs)

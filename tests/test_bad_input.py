@@ -54,8 +54,8 @@ def test_pyinfra_connection_keys_are_not_settings():
 
 
 HOST_CASES = [
-    ("fresh-2204", {"vllm_tool_call_parser": "llama3_json"},
-     "leaves -1204 tokens for the conversation after Open WebUI 0.12.4's own prompt"),
+    ("fresh-2204", {"vllm_max_model_len": 8192},  # Llama 3.1: native tools, Open WebUI's schemas counted
+     "max_model_len 8192 leaves -1204 tokens for the conversation after Open WebUI 0.12.4's own prompt"),
     ("ubuntu-2004", {}, "ubuntu 20.04 is not supported"),
     ("arm64", {}, "architecture aarch64 is not supported"),
     ("no-gpu", {}, "no NVIDIA GPU on the PCI bus: plug the card in, or set gpu_host=False"),
@@ -73,9 +73,10 @@ HOST_CASES = [
     ("fresh-2204", {"vllm_version": "0.26.0", "nvidia_driver_branch": 550},
      "vllm_version=0.26.0 bundles CUDA 13.0, which needs driver >= 580.65.06; nvidia_driver_branch=550"),
     ("fresh-2204", {"vllm_version": "0.20.0"}, "vllm_version=0.20.0 has no era"),
-    ("pascal-driver", {}, "vllm_version=0.26.0 needs compute capability >= 7.5; this GPU has 6.1: pin "
+    ("pascal-driver", {}, "vllm_version=0.33.0 needs compute capability >= 7.5; this GPU has 6.1: pin "
      "vllm_version=0.6.3.post1"),
-    ("fresh-2204", {"vllm_max_model_len": 16384}, "vllm_max_model_len=16384 is above the model's max_position_embeddings=8192"),
+    ("fresh-2204", {"vllm_max_model_len": 200000},
+     "vllm_max_model_len=200000 is above the model's max_position_embeddings=131072"),
     ("fresh-2204", {"gpu_card": "rtx-3060-ti", "model_revision": "0" * 40}, "config.json is not in the controller's cache"),
     ("fresh-2204", {"gpu_memory_mib": 4096}, "the model does not fit"),
     ("fresh-2204", {"vllm_port": "x"}, "vllm_port"),

@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 def test_uv_cutoffs_come_from_the_era():
     from operations.vllm_service import uv_cutoffs
 
-    assert uv_cutoffs(Settings()) == ["--exclude-newer", "2026-07-27T00:00:00Z"]
+    assert uv_cutoffs(Settings()) == ["--exclude-newer", "2026-11-03T00:00:00Z"]
+    assert uv_cutoffs(Settings(vllm_version="0.26.0")) == ["--exclude-newer", "2026-07-27T00:00:00Z"]
     old = Settings(vllm_version="0.6.3.post1")
     assert uv_cutoffs(old) == ["--exclude-newer", "2024-10-20T00:00:00Z",
                                "--exclude-newer-package", "pyairports=2026-01-01T00:00:00Z"]
@@ -34,13 +35,16 @@ def test_the_venv_is_installed_from_the_eras_lock_of_every_package():
     dependency at one version (the same set the GPU proof runs), FlashInfer included where vLLM requires it."""
     from operations.vllm_service import vllm_requirements
 
-    old, new = vllm_requirements(Settings(vllm_version="0.6.3.post1")), vllm_requirements(Settings())
+    old, mid, new = (vllm_requirements(Settings(vllm_version="0.6.3.post1")),
+                     vllm_requirements(Settings(vllm_version="0.26.0")), vllm_requirements(Settings()))
     for reqs, must in ((old, {"vllm==0.6.3.post1", "torch==2.4.0", "transformers==4.45.2", "setuptools==75.2.0"}),
-                       (new, {"vllm==0.26.0", "torch==2.11.0", "flashinfer-python==0.6.14", "ninja==1.13.0"})):
+                       (mid, {"vllm==0.26.0", "torch==2.11.0", "flashinfer-python==0.6.14", "ninja==1.13.0"}),
+                       (new, {"vllm==0.33.0", "torch==2.14.0", "flashinfer-python==0.7.2.post1",
+                              "transformers==5.20.2"})):
         assert must <= set(reqs)
         assert all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*(\[[a-z0-9,_-]+\])?==[0-9][^ ;]*", r) for r in reqs), reqs
         assert len({r.split("==")[0] for r in reqs}) == len(reqs)  # one version of each package
-    assert len(old) == 114 and len(new) == 192
+    assert len(old) == 114 and len(mid) == 192 and len(new) == 199
 
 
 def test_cuda_home_only_when_the_toolkit_is_the_eras_runtime():

@@ -29,8 +29,8 @@ def test_two_gpu_hosts_behind_one_ui_host():
     fleet = [gpu("gpu1", "10.214.0.2"), gpu("gpu2", "10.214.0.3"), ui("ui", "10.214.0.4")]
     check(fleet)
     assert backends(fleet[2], fleet) == [
-        Backend("gpu1", "http://10.214.0.2:8000/v1", "astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", False),
-        Backend("gpu2", "http://10.214.0.3:8000/v1", "astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", False)]
+        Backend("gpu1", "http://10.214.0.2:8000/v1", "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", False),
+        Backend("gpu2", "http://10.214.0.3:8000/v1", "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", False)]
     assert clients(fleet[0], fleet) == ["10.214.0.4"]  # the only address gpu1's firewall admits to vLLM
     assert clients(fleet[2], fleet) == []
 
@@ -57,7 +57,7 @@ def test_one_box_is_not_a_fleet_and_needs_no_key():
     ([gpu("gpu1", "10.214.0.2"), gpu("gpu1-again", "10.214.0.2"), ui("ui", "10.214.0.4")],
      "GPU hosts gpu1 and gpu1-again are one host (10.214.0.2): list each GPU host once"),
     ([gpu("gpu1", "10.214.0.2"), gpu("gpu2", "10.214.0.3", model_revision=REV_B), ui("ui", "10.214.0.4")],
-     "gpu1 and gpu2 both serve 'astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit' but with different models"),
+     "gpu1 and gpu2 both serve 'hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4' but with different models"),
     ([gpu("gpu1", "10.214.0.2", vllm_host="127.0.0.1"), ui("ui", "10.214.0.4")],
      "gpu1 serves vLLM to ui but vllm_host=127.0.0.1"),
     ([gpu("gpu1", "10.214.0.2", vllm_api_key_env=None), ui("ui", "10.214.0.4")],
@@ -74,7 +74,7 @@ def test_different_names_may_serve_different_models():
     fleet = [gpu("gpu1", "10.214.0.2"), gpu("gpu2", "10.214.0.3", model_revision=REV_A,
                                                 vllm_served_model_name="other"), ui("ui", "10.214.0.4")]
     check(fleet)
-    assert {b.model for b in backends(fleet[2], fleet)} == {"astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", "other"}
+    assert {b.model for b in backends(fleet[2], fleet)} == {"hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", "other"}
 
 
 def test_hosts_in_no_group_are_separate_one_box_deployments():

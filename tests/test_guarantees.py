@@ -78,7 +78,7 @@ def test_open_webui_env_whole_file():
         "OPENAI_API_BASE_URL=http://127.0.0.1:8000/v1", "ENABLE_OPENAI_API=true", "ENABLE_OLLAMA_API=false",
         "ENABLE_PERSISTENT_CONFIG=false", "WEBUI_AUTH=true", "ENABLE_SIGNUP=false", "DEFAULT_USER_ROLE=pending",
         "WEBUI_ADMIN_EMAIL=admin@llmhost.home.arpa", "WEBUI_ADMIN_NAME=Admin",
-        "DEFAULT_MODELS=astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", 'DEFAULT_MODEL_PARAMS={"function_calling":"legacy"}',
+        "DEFAULT_MODELS=hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4",  # native function calling: no params
         "OFFLINE_MODE=true", "HF_HUB_OFFLINE=1",
         "RAG_EMBEDDING_ENGINE=",
         "RAG_EMBEDDING_MODEL=/var/lib/llmhost/open-webui/embedding/models--sentence-transformers--all-MiniLM-L6-v2/"

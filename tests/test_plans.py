@@ -13,7 +13,7 @@ def test_fresh_ubuntu_2204_gpu_host_gets_every_component(fake_plan):
     assert "NVIDIA driver | Keep NVIDIA/CUDA out of unattended-upgrades" in ch
     assert "CUDA toolkit | Install cuda-toolkit-12-1 (no driver)" in ch
     assert "NVIDIA container toolkit | Install the container toolkit (four packages together)" in ch
-    assert any(n.startswith("Model weights | Weights astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit@") for n in ch)
+    assert any(n.startswith("Model weights | Weights hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4@") for n in ch)
     assert "vLLM service | vllm.service" in ch and "Open WebUI service | open-webui.service" in ch
     # Reboot only if the driver install really changed something: conditional, not planned outright.
     assert "NVIDIA driver | Reboot into the new kernel / driver (the set moved)" in conditional(plan)
@@ -70,7 +70,7 @@ def test_recorded_h200_host_replayed(fake_plan):
     assert "CUDA toolkit | Install CUDA 12.1 from NVIDIA's runfile (no 12-1 debs on ubuntu 24.04)" in changed(plan)
     # The planner used the detected card (H200, CUDA-visible 143155 MiB), not the 12 GB defaults.
     assert "139.80 GiB x 1  [NVIDIA H200]" in out
-    assert "--max-num-seqs=256" in out and "--max-model-len=8192" in out
+    assert "--max-num-seqs=256" in out and "--max-model-len=131072" in out  # Llama 3.1's whole context fits
 
 
 def test_verify_rechecks_after_a_change_even_when_the_host_looked_healthy(fake_plan):
@@ -96,7 +96,7 @@ def test_a_converged_host_restarts_nothing(fake_plan):
     assert rc == 0, out[-3000:]
     ch = changed(plan)
     for op in ["vLLM service | vllm.service", "vLLM service | vLLM environment (no secrets)",
-               "vLLM service | vLLM 0.26.0 venv", "Open WebUI service | open-webui.service",
+               "vLLM service | vLLM 0.33.0 venv", "Open WebUI service | open-webui.service",
                "Open WebUI service | Open WebUI 0.12.4 venv",
                "vLLM service | vLLM restarted (only when its unit, env, key, venv or weights changed)",
                "vLLM service | vLLM running and enabled",

@@ -451,7 +451,7 @@ def test_unit_exposure_is_at_most_5(host, unit):
     assert level <= 5.0, out
 
 
-@pytest.mark.parametrize("version", ["0.26.0", "0.6.3.post1"])
+@pytest.mark.parametrize("version", ["0.33.0", "0.26.0", "0.6.3.post1"])
 def test_each_era_lock_resolves_on_the_test_host(host, version):
     """vLLM cannot run here (no GPU); each era's pin must resolve with its cut-off, as the deploy's uv does."""
     from operations.core.settings import Settings

@@ -2,6 +2,7 @@
 written here by hand: loopback vLLM, signup off, auth on, hardening present, secrets never in a unit, env file or
 command line, readiness on /health, restart policy."""
 
+import json
 import re
 from pathlib import Path
 
@@ -12,10 +13,13 @@ from operations.context import Context
 from operations.render import render
 from operations.core.settings import Settings
 from operations.core.tuning import GpuSpec, ModelSpec, plan
+from operations.core.versions import model_family
 from tests.conftest import host_program
 from tests.test_eras import GPTQ_CFG, GPTQ_Q
 
-SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
+SHA = "db1f81ad4b8c7e39777509fac66c652eb0a52f91"  # the default checkpoint (Llama 3.1 8B AWQ INT4)
+OLD_SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"  # the default until vLLM 0.33.0 (Llama 3 8B GPTQ, act-order)
+NEW_CFG = json.loads((Path(__file__).parent / "fixtures/models/llama-3.1-8b-instruct-awq-int4/config.json").read_text())
 HARDENING = ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
              "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectControlGroups=yes",
              "RestrictSUIDSGID=yes", "LockPersonality=yes", "CapabilityBoundingSet=", "AmbientCapabilities=",
@@ -25,8 +29,11 @@ RESTART = ["Restart=on-failure", "RestartSec=5", "StartLimitIntervalSec=600", "S
 
 def ctx(**settings) -> Context:
     s = Settings(gpu_card="rtx-3060-12gb", **settings)
-    p = plan(ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), GpuSpec.from_card("rtx-3060-12gb"), s.vllm_version)
-    return Context(s, "ubuntu", "24.04", None, {}, p, SHA, "open")
+    if s.model_repo.startswith("astronomer/"):  # the old default on its era
+        p = plan(ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), GpuSpec.from_card("rtx-3060-12gb"), s.vllm_version)
+        return Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open")
+    p = plan(ModelSpec.from_config(NEW_CFG), GpuSpec.from_card("rtx-3060-12gb"), s.vllm_version, min_context=10420)
+    return Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open", family=model_family(NEW_CFG))
 
 
 def lines(text: str) -> list[str]:
@@ -50,9 +57,14 @@ def test_vllm_listens_on_loopback_by_default_with_the_key_from_a_root_only_file(
     assert "User=llmhost-vllm" in unit and "Group=llmhost-vllm" in unit
     assert ("ExecStartPost=/opt/llmhost/bin/llmhost-probe --health http://127.0.0.1:8000/health --wait 900"
             in unit)
-    assert exec_start.startswith("ExecStart=/opt/llmhost/vllm/current/bin/python -m vllm.entrypoints.openai.api_server "
-                                 "--model /var/lib/llmhost/models/hub/models--astronomer--Llama-3-8B-Instruct-GPTQ-4-Bit"
-                                 f"/snapshots/{SHA} ")
+    assert exec_start.startswith("ExecStart=/opt/llmhost/vllm/current/bin/vllm serve /var/lib/llmhost/models/hub/"
+                                 f"models--hugging-quants--Meta-Llama-3.1-8B-Instruct-AWQ-INT4/snapshots/{SHA} ")
+    assert exec_start.endswith(" --enable-auto-tool-choice --tool-call-parser=llama3_json")  # native tools
+    old = next(l for l in vllm_unit(ctx(vllm_version="0.26.0", model_repo="astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit",
+                                        model_revision=OLD_SHA)) if l.startswith("ExecStart="))
+    assert old.startswith("ExecStart=/opt/llmhost/vllm/current/bin/python -m vllm.entrypoints.openai.api_server "
+                          "--model /var/lib/llmhost/models/hub/models--astronomer--Llama-3-8B-Instruct-GPTQ-4-Bit"
+                          f"/snapshots/{OLD_SHA} ")  # an era pinned by the user keeps its own start form
 
 
 @pytest.mark.parametrize("which", ["vllm", "webui"])

@@ -28,7 +28,7 @@ from tests.test_eras import GPTQ_CFG, GPTQ_Q
 EXAMPLES = int(os.environ.get("LLMHOST_HYPOTHESIS_EXAMPLES", "200"))
 BUDGET = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("LLMHOST_HYPOTHESIS_RANDOM"),
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-SHA = "ee9e2f9003ae49425a29e73a29b59dffc8870a83"
+SHA = "db1f81ad4b8c7e39777509fac66c652eb0a52f91"
 # What users paste: shell, systemd and env-file syntax, quotes, escapes, non-ASCII, and the control characters
 # that no file can carry (those must be refused).
 CHARS = st.sampled_from(list(" \"'\\$%`#;&|<>(){}[]*?!~=,:@/-\n\r\t\x00\x7fé€😀"))
@@ -184,7 +184,8 @@ def test_units_with_awkward_values_pass_systemd_analyze_verify(tmp_path):
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed")
     root = tmp_path / "opt"
-    for exe in ("bin/llmhost-probe", "vllm/current/bin/python", "open-webui/current/bin/open-webui"):
+    for exe in ("bin/llmhost-probe", "vllm/current/bin/python", "vllm/current/bin/vllm",
+                "open-webui/current/bin/open-webui"):
         (root / exe).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy("/bin/true", root / exe)
     c = ctx(install_root=str(root), vllm_served_model_name='my "llama" %h $VLLM_API_KEY ${HOME} \\ é;',

@@ -37,10 +37,16 @@ def spec(name: str) -> tuning.ModelSpec:
     return tuning.ModelSpec.from_config(cfg, json.loads(q.read_text()) if q.exists() else None)
 
 
+OLD_DEFAULT = dict(vllm_version="0.26.0", model_repo="astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit",
+                   model_revision="ee9e2f9003ae49425a29e73a29b59dffc8870a83")  # what the 0.26.0 proofs ran
+
+
 def deploy_command(gpu: tuning.GpuSpec, fixture: str = "llama-3-8b-instruct-gptq", **settings) -> dict:
-    s = Settings(**settings)
-    p = tuning.plan(spec(fixture), gpu, s.vllm_version, tensor_parallel_size=s.vllm_tensor_parallel_size)
+    s = Settings(**{**(OLD_DEFAULT if fixture == "llama-3-8b-instruct-gptq" else {}), **settings})
     cfg = json.loads((MODELS / fixture / "config.json").read_text())
+    p = tuning.plan(spec(fixture), gpu, s.vllm_version, tensor_parallel_size=s.vllm_tensor_parallel_size,
+                    min_context=versions.needed_context(s.openwebui_version,
+                                                        bool(versions.model_family(cfg).tool_call_parser)))
     ctx = Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open", family=versions.model_family(cfg))
     assert fixture != "llama-3-8b-instruct-gptq" or ctx.snapshot_path == SNAP
     unit = render("vllm.service.j2", **vllm_service.unit_vars(ctx))
@@ -108,7 +114,8 @@ def main() -> None:
                 for a in r["exec_start"].split()] + ["--load-format", "dummy"]
         out = [dict(name="deploy-rtx3060", model=fixture, model_dir=r["snapshot"], argv=argv, env=r["env"],
                     unit=r["unit"], plan=r["plan"], served=r["served"], max_model_len=r["plan"]["max_model_len"],
-                    warm=True, tools=True)]
+                    warm=True, tools=versions.model_family(json.loads((MODELS / fixture / "config.json").read_text()))
+                    .tool_call_parser, chat_template="llama3_1.jinja")]
         d = REPO / f"tests/fixtures/gpu-host/vllm-{era}-replay"
         d.mkdir(exist_ok=True)
         (d / "runs.json").write_text(json.dumps(out, indent=1) + "\n")

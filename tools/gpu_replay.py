@@ -295,6 +295,9 @@ def main() -> None:
         summary = {}
         for run in runs:
             model_dir(run)
+            if run.get("tools"):  # vLLM's own parser on a tool call in the model's format (tool_choice auto)
+                sh(f"{VENV}/bin/python {REPO}/tools/tool_parser_check.py {run['model_dir']} "
+                   f"{run['tools']} > {RES}/tool-parser.json 2>{RES}/tool-parser.err", check=False)
             proc, cold = start(run, run["name"] + "-cold")
             res = {"healthy_cold_s": cold, "exit": proc.poll()}
             if cold:

@@ -101,8 +101,8 @@ class Settings(BaseModel):
         None, description="Pin for the four nvidia-container-toolkit packages (e.g. '1.17.8-1'); None = newest, held.")
 
     # --- model weights -----------------------------------------------------------------------------------
-    model_repo: str = Field("astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit", description="Hugging Face repo id.")
-    model_revision: str = Field("ee9e2f9003ae49425a29e73a29b59dffc8870a83",
+    model_repo: str = Field("hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", description="Hugging Face repo id.")
+    model_revision: str = Field("db1f81ad4b8c7e39777509fac66c652eb0a52f91",
                                 description="Pinned 40-hex commit of model_repo.")
     models_keep: int = Field(2, ge=1, description="Model snapshots kept under data_root/models after a switch: the "
                              "serving one and the most recently fetched others (2: the previous one stays for a "
@@ -123,7 +123,7 @@ class Settings(BaseModel):
         {}, description="Per-package cut-offs added to the era's (0.6.3.post1's era has pyairports=2026-01-01: "
         "pyairports 0.0.1 was re-uploaded in 2025).")
     vllm_python: str | None = Field(None, description="Python for the vLLM venv; default: the era's (3.12 for "
-                                    "0.26.0, 3.11 for 0.6.3.post1); uv fetches it if the host lacks it.")
+                                    "0.33.0 and 0.26.0, 3.11 for 0.6.3.post1); uv fetches it if the host lacks it.")
     vllm_host: str = Field("127.0.0.1", description="vLLM bind address (loopback by default).")
     vllm_port: int = Field(8000, ge=1, le=65535, description="vLLM port.")
     vllm_served_model_name: str | None = Field(None, description="Name clients see; default: model_repo.")

@@ -310,7 +310,10 @@ def estimate(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len
 def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: int | None = None,
          gpu_memory_utilization: float | None = None, max_num_seqs: int | None = None,
          reserved_mib: int = 0, min_concurrency: float = 2.0, tensor_parallel_size: int | None = None,
-         pipeline_parallel_size: int = 1) -> Plan:
+         min_context: int = 0, pipeline_parallel_size: int = 1) -> Plan:
+    """vLLM's flags for the model on the card. The context is the longest power of two (up to the model's own) at
+    which the KV cache holds ``min_concurrency`` full-length sequences; where that is below ``min_context`` (what the
+    client's own prompt needs: Open WebUI's with its tool schemas), the longest in 1024-token steps instead."""
     engine = vllm_engine(vllm_version)
     warnings: list[str] = []
     _check_inputs(gpu, max_model_len, gpu_memory_utilization, max_num_seqs, reserved_mib, min_concurrency)
@@ -377,12 +380,19 @@ def plan(model: ModelSpec, gpu: GpuSpec, vllm_version: str, *, max_model_len: in
                             f"(vllm_min_concurrency={min_concurrency})")
     else:
         candidates = [limit] + [c for c in (131072, 65536, 32768, 16384, 8192, 4096, 2048, MIN_CONTEXT) if c < limit]
-        for ctx in candidates:
+        for i, ctx in enumerate(candidates):
             b, seqs = evaluate(ctx)
             if b["kv_tokens"] >= ctx * min_concurrency:
                 break
         else:
             raise PlanError(_no_fit(model, gpu, b, MIN_CONTEXT, min_concurrency, tp))
+        if i and ctx < min_context:  # too short for what the client sends (Open WebUI's prompt with its tool
+            # schemas): the longest context in 1024-token steps below the one that did not fit, if it is long enough
+            for longer in range(candidates[i - 1] - 1024, ctx, -1024):
+                lb, lseqs = evaluate(longer)
+                if lb["kv_tokens"] >= longer * min_concurrency:
+                    ctx, b, seqs = longer, lb, lseqs
+                    break
         if ctx < limit:
             warnings.append(f"max_model_len {ctx} < the model's {limit}: the KV cache holds "
                             f"{min_concurrency:g} sequences only at this length")

@@ -48,6 +48,7 @@ class Era:
     requirements: tuple[str, ...]  # besides vllm==pin
     serve_args: tuple[str, ...]  # fixed arguments of this era's api_server
     act_order: bool = True  # GPTQ desc_act (g_idx) honoured; vLLM 0.30 ignores g_idx (vllm #54809)
+    serve_cli: bool = False  # started as `vllm serve MODEL` (else `python -m vllm.entrypoints.openai.api_server`)
 
     @property
     def lock(self) -> Path:
@@ -78,15 +79,22 @@ ERAS: dict[str, Era] = {e.vllm: e for e in [
     Era("0.6.3.post1", "2.4.0", "12.1", 7.0, "2024-10-20T00:00:00Z",
         (("pyairports", "2026-01-01T00:00:00Z"),), "v0", "vllm-0.6.3.post1-api-server-help.txt", "3.11",
         ("setuptools",), ("--disable-log-requests",)),
-    # The default. The newest release that pins the GPU host's torch 2.11.0 (0.20-0.26 do; 0.27+ pin 2.13), so it is
+    # The default until December 2026. The newest release that pins the GPU host's torch 2.11.0 (0.20-0.26 do; 0.27+ pin 2.13), so it is
     # the newest one whose rendered command could be started on a real GPU here. Released 2026-07-25 (uv resolves
     # vllm==0.26.0 with --exclude-newer 2026-07-26 and not with 2026-07-25). CUDA 13.0: driver >= 580.65.06 and
     # Turing (sm_75) or newer (CUDA 13 dropped Maxwell, Pascal and Volta). Request logging is off by default
     # (--disable-log-requests no longer exists).
     Era("0.26.0", "2.11.0", "13.0", 7.5, "2026-07-27T00:00:00Z", (), "v1",
         "vllm-0.26.0-api-server-help.txt", "3.12", (), ()),
+    # The newest vLLM that installs from PyPI as published: 0.34.0's wheel pins flashinfer-python==0.7.3, which
+    # PyPI does not serve (0.7.2.post1 and 0.7.4 only: uv says "there is no version of flashinfer-python==0.7.3").
+    # Released 2026-11-01 (uv resolves vllm==0.33.0 with --exclude-newer 2026-11-02 and not with 2026-11-01). torch
+    # 2.14.0, CUDA 13.0. GPTQ act-order is ignored (g_idx dropped in 0.30, vllm #54809). Started as `vllm serve`
+    # (the api_server module form is deprecated). Its memory model is V1's, as calibrated on 0.26.0.
+    Era("0.33.0", "2.14.0", "13.0", 7.5, "2026-11-03T00:00:00Z", (), "v1",
+        "vllm-0.33.0-serve-help.txt", "3.12", (), (), act_order=False, serve_cli=True),
 ]}
-DEFAULT_ERA = "0.26.0"
+DEFAULT_ERA = "0.33.0"
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,11 @@ def openwebui_prompt_tokens(openwebui_version: str, native_tools: bool) -> int:
     native function calling its tool schemas on top (each chat turn carries them)."""
     o = OPENWEBUI_PROMPTS.get(openwebui_version) or OPENWEBUI_PROMPTS[max(OPENWEBUI_PROMPTS)]
     return o["template_tokens"] + o["title_max_tokens"] + (o["tools_tokens"] if native_tools else 0)
+
+
+def needed_context(openwebui_version: str, native_tools: bool) -> int:
+    """The shortest context Open WebUI can chat in: its own prompt plus MIN_CONVERSATION_TOKENS."""
+    return openwebui_prompt_tokens(openwebui_version, native_tools) + MIN_CONVERSATION_TOKENS
 
 
 def conversation_room(max_model_len: int, openwebui_version: str, native_tools: bool) -> int:
