@@ -73,7 +73,7 @@ HOST_CASES = [
     ("fresh-2204", {"vllm_version": "0.26.0", "nvidia_driver_branch": 550},
      "vllm_version=0.26.0 bundles CUDA 13.0, which needs driver >= 580.65.06; nvidia_driver_branch=550"),
     ("fresh-2204", {"vllm_version": "0.20.0"}, "vllm_version=0.20.0 has no era"),
-    ("pascal-driver", {}, "vllm_version=0.33.0 needs compute capability >= 7.5; this GPU has 6.1: pin "
+    ("pascal-driver", {}, "vllm_version=0.26.0 needs compute capability >= 7.5; this GPU has 6.1: pin "
      "vllm_version=0.6.3.post1"),
     ("fresh-2204", {"vllm_max_model_len": 200000},
      "vllm_max_model_len=200000 is above the model's max_position_embeddings=131072"),

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 def test_uv_cutoffs_come_from_the_era():
     from operations.vllm_service import uv_cutoffs
 
-    assert uv_cutoffs(Settings()) == ["--exclude-newer", "2026-11-03T00:00:00Z"]
-    assert uv_cutoffs(Settings(vllm_version="0.26.0")) == ["--exclude-newer", "2026-07-27T00:00:00Z"]
+    assert uv_cutoffs(Settings()) == ["--exclude-newer", "2026-07-27T00:00:00Z"]
+    assert uv_cutoffs(Settings(vllm_version="0.33.0")) == ["--exclude-newer", "2026-11-03T00:00:00Z"]
     old = Settings(vllm_version="0.6.3.post1")
     assert uv_cutoffs(old) == ["--exclude-newer", "2024-10-20T00:00:00Z",
                                "--exclude-newer-package", "pyairports=2026-01-01T00:00:00Z"]
@@ -36,7 +36,7 @@ def test_the_venv_is_installed_from_the_eras_lock_of_every_package():
     from operations.vllm_service import vllm_requirements
 
     old, mid, new = (vllm_requirements(Settings(vllm_version="0.6.3.post1")),
-                     vllm_requirements(Settings(vllm_version="0.26.0")), vllm_requirements(Settings()))
+                     vllm_requirements(Settings()), vllm_requirements(Settings(vllm_version="0.33.0")))
     for reqs, must in ((old, {"vllm==0.6.3.post1", "torch==2.4.0", "transformers==4.45.2", "setuptools==75.2.0"}),
                        (mid, {"vllm==0.26.0", "torch==2.11.0", "flashinfer-python==0.6.14", "ninja==1.13.0"}),
                        (new, {"vllm==0.33.0", "torch==2.14.0", "flashinfer-python==0.7.2.post1",

@@ -96,7 +96,7 @@ def test_a_converged_host_restarts_nothing(fake_plan):
     assert rc == 0, out[-3000:]
     ch = changed(plan)
     for op in ["vLLM service | vllm.service", "vLLM service | vLLM environment (no secrets)",
-               "vLLM service | vLLM 0.33.0 venv", "Open WebUI service | open-webui.service",
+               "vLLM service | vLLM 0.26.0 venv", "Open WebUI service | open-webui.service",
                "Open WebUI service | Open WebUI 0.12.4 venv",
                "vLLM service | vLLM restarted (only when its unit, env, key, venv or weights changed)",
                "vLLM service | vLLM running and enabled",

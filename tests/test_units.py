@@ -57,14 +57,16 @@ def test_vllm_listens_on_loopback_by_default_with_the_key_from_a_root_only_file(
     assert "User=llmhost-vllm" in unit and "Group=llmhost-vllm" in unit
     assert ("ExecStartPost=/opt/llmhost/bin/llmhost-probe --health http://127.0.0.1:8000/health --wait 900"
             in unit)
-    assert exec_start.startswith("ExecStart=/opt/llmhost/vllm/current/bin/vllm serve /var/lib/llmhost/models/hub/"
+    assert exec_start.startswith("ExecStart=/opt/llmhost/vllm/current/bin/python -m vllm.entrypoints.openai.api_server "
+                                 "--model /var/lib/llmhost/models/hub/"
                                  f"models--hugging-quants--Meta-Llama-3.1-8B-Instruct-AWQ-INT4/snapshots/{SHA} ")
     assert exec_start.endswith(" --enable-auto-tool-choice --tool-call-parser=llama3_json")  # native tools
-    old = next(l for l in vllm_unit(ctx(vllm_version="0.26.0", model_repo="astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit",
+    new = next(l for l in vllm_unit(ctx(vllm_version="0.33.0")) if l.startswith("ExecStart="))
+    assert new.startswith("ExecStart=/opt/llmhost/vllm/current/bin/vllm serve /var/lib/llmhost/models/hub/"
+                          f"models--hugging-quants--Meta-Llama-3.1-8B-Instruct-AWQ-INT4/snapshots/{SHA} ")  # its form
+    old = next(l for l in vllm_unit(ctx(model_repo="astronomer/Llama-3-8B-Instruct-GPTQ-4-Bit",
                                         model_revision=OLD_SHA)) if l.startswith("ExecStart="))
-    assert old.startswith("ExecStart=/opt/llmhost/vllm/current/bin/python -m vllm.entrypoints.openai.api_server "
-                          "--model /var/lib/llmhost/models/hub/models--astronomer--Llama-3-8B-Instruct-GPTQ-4-Bit"
-                          f"/snapshots/{OLD_SHA} ")  # an era pinned by the user keeps its own start form
+    assert "--tool-call-parser" not in old  # Llama 3.0: no tool calling
 
 
 @pytest.mark.parametrize("which", ["vllm", "webui"])

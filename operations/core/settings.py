@@ -123,7 +123,7 @@ class Settings(BaseModel):
         {}, description="Per-package cut-offs added to the era's (0.6.3.post1's era has pyairports=2026-01-01: "
         "pyairports 0.0.1 was re-uploaded in 2025).")
     vllm_python: str | None = Field(None, description="Python for the vLLM venv; default: the era's (3.12 for "
-                                    "0.33.0 and 0.26.0, 3.11 for 0.6.3.post1); uv fetches it if the host lacks it.")
+                                    "0.26.0 and 0.33.0, 3.11 for 0.6.3.post1); uv fetches it if the host lacks it.")
     vllm_host: str = Field("127.0.0.1", description="vLLM bind address (loopback by default).")
     vllm_port: int = Field(8000, ge=1, le=65535, description="vLLM port.")
     vllm_served_model_name: str | None = Field(None, description="Name clients see; default: model_repo.")
