@@ -272,6 +272,10 @@ def _check() -> Context:
             _fail(f"model_repo={s.model_repo}: {exc}")
         logger.info(f"{host.print_prefix}Open WebUI's own prompt takes up to "
                     f"{p.max_model_len - room} tokens of {p.max_model_len}: {room} left for the conversation")
+    if not s.gpu_host:  # the test host: no GPU, so the plan is what a box with the named card would get
+        logger.info(f"{host.print_prefix}this host has no GPU (gpu_host=False): the plan below is the one for "
+                    f"{f'gpu_card={s.gpu_card}' if s.gpu_card else 'the default card'} (LLMHOST_GPU_CARD), shown for "
+                    "reference; nothing here runs it")
     logger.info(f"{host.print_prefix}{p.table()}")
     for w in ctx.warnings:
         logger.warning(f"{host.print_prefix}warning: {w}")

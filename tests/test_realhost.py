@@ -80,6 +80,9 @@ def test_fresh_host_dry_diff_plans_every_component_gpu_steps_skipped_as_plans(ho
                  "open-webui.service", "Open WebUI 0.12.4 venv", "Verify |"):
         assert step in out, step
     assert "Will create /etc/systemd/system/vllm.service" in out  # the unit diff itself
+    # issue 30: a GPU-less host's plan is labelled as the named card's, right before the table
+    assert ("this host has no GPU (gpu_host=False): the plan below is the one for gpu_card=rtx-3060-12gb "
+            "(LLMHOST_GPU_CARD), shown for reference; nothing here runs it") in out
 
 
 def test_unknown_repo_fails_before_any_change(host):

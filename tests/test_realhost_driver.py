@@ -439,7 +439,7 @@ class Ubuntu:
         self.env, self.updates, self.security = env, root, root / "security"
         self.security.mkdir(parents=True, exist_ok=True)
         self.apt = f"apt-get -o Acquire::http::Proxy=http://{env['h']['gateway']}:8888"  # as publish() above
-        self.kernels, self.drivers = 0, 0
+        self.kernels, self.drivers, self.respins = 0, 0, 0
         self.module_driver: dict[int, int] = {}  # kernel -> driver its published module was built against
 
     @staticmethod
@@ -486,6 +486,25 @@ class Ubuntu:
         aptarchive.driver(self.updates, 580, self.driver(self.drivers))
         self.publish()
         return f"driver point release {self.driver(self.drivers)} (no module yet)"
+
+    def respin(self) -> str:
+        """The newest kernel's modules rebuilt at the same driver (a new package version, same nvidia.ko)."""
+        self.respins += 1
+        i = self.kernels
+        d = self.module_driver.setdefault(i, self.drivers)
+        aptarchive.modules(self.updates, 580, self.driver(d), self.abi(i), f"6.8.0-{60 + i}.{60 + i}+{d + 1}.{self.respins}",
+                           ("generic",))
+        self.publish()
+        return f"modules of {self.abi(i)} respun"
+
+    def lowlatency(self) -> str:
+        """The user installs the lowlatency kernel of the newest ABI (GRUB's sort -V puts it before -generic);
+        Ubuntu publishes no -server NVIDIA modules metapackage for it in this story."""
+        abi = self.abi(self.kernels).replace("-generic", "-lowlatency")
+        aptarchive.kernel(self.updates, abi, f"6.8.0-{60 + self.kernels}.{60 + self.kernels}")
+        self.publish()
+        sh(self.env["h"], f"DEBIAN_FRONTEND=noninteractive {self.apt} install -y -qq linux-image-{abi} >/dev/null")
+        return f"lowlatency kernel {abi} installed by the user"
 
     def modules_catch_up(self) -> str:
         """Modules for every kernel without one at the newest driver, respun into -updates."""
@@ -559,9 +578,9 @@ def test_a_fully_updated_box_in_the_modules_late_window_keeps_its_kernel_metapac
 
 def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
     """Issue 26: sequences drawn (seeded) from what Ubuntu publishes (a security kernel with its modules the same day
-    or later, a driver point release without modules, modules catching up) and what users and the box do
-    (unattended-upgrades from -security, `apt upgrade`, `apt full-upgrade`, `apt autoremove`, a deploy, a reboot into
-    GRUB's choice), against real apt + dpkg + unattended-upgrades and pockets that keep one version per package.
+    or later, a driver point release without modules, modules catching up, a respin) and what users and the box do
+    (unattended-upgrades from -security, and with -updates enabled, `apt upgrade`, `apt full-upgrade`, `apt
+    autoremove`, a lowlatency kernel installed, a deploy, a reboot into GRUB's choice), against real apt + dpkg + unattended-upgrades and pockets that keep one version per package.
     After every step: the kernel that boots has an nvidia.ko built against the installed user space, or the last
     deploy named that kernel (the user does not reboot then); after every deploy: the set is held, a second run
     changes nothing, nothing installed moved backwards and linux-generic is kept (finding 6: half the stories start
@@ -576,9 +595,10 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
         # a box fully updated before its first deploy, inside a modules-a-day-late window (finding 6), or not
         first = ["security-kernel-late", "apt-full-upgrade"] if rnd.random() < 0.5 else []
         running, named = story.abi(0), ""
-        events = first + ["deploy", "reboot"] + [rnd.choice(["security-kernel", "point-release", "modules", "unattended",
-                                                      "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy",
-                                                      "deploy", "reboot"]) for _ in range(EVENTS)] + ["deploy"]
+        events = first + ["deploy", "reboot"] + [rnd.choice([
+            "security-kernel", "point-release", "modules", "respin", "unattended", "unattended-updates",
+            "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy", "deploy", "reboot", "lowlatency"])
+            for _ in range(EVENTS)] + ["deploy"]
         for step, event in enumerate(events):
             what = event
             if event.startswith("security-kernel"):
@@ -587,7 +607,16 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 what = story.point_release()
             elif event == "modules":
                 what = story.modules_catch_up()
+            elif event == "respin":
+                what = story.respin()
+            elif event == "lowlatency":
+                what = story.lowlatency()
             elif event == "unattended":
+                unattended_upgrade(env)
+            elif event == "unattended-updates":  # the user enabled -updates for unattended-upgrades too
+                sh(h, "printf 'Unattended-Upgrade::Origins-Pattern { \"origin=llmhost-standin,suite=noble-security\"; "
+                      "\"origin=llmhost-standin,suite=llmhost-standin\"; };\\n' > "
+                      "/etc/apt/apt.conf.d/52llmhost-test-origins")
                 unattended_upgrade(env)
             elif event in ("apt-upgrade", "apt-full-upgrade", "autoremove"):
                 verb = {"apt-upgrade": "upgrade", "apt-full-upgrade": "full-upgrade", "autoremove": "autoremove"}[event]
