@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
-from operations.core.versions import CARDS, DEFAULT_ERA
+from operations.core.settings import Settings
+from operations.core.versions import CARDS, DEFAULT_ERA, model_family, needed_context
 
 
 def load_model_config(config: str | None = None, model: str | None = None, endpoint: str | None = None,
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reserved-mib", type=int, default=0)
     p.add_argument("--min-concurrency", type=float, default=2.0)
     p.add_argument("--vllm-version", default=DEFAULT_ERA)
+    p.add_argument("--openwebui-version", default=Settings.model_fields["openwebui_version"].default,
+                   help="the context must hold this Open WebUI's own prompt (with its tool schemas for a model "
+                        "family with tool calling), as the deploy plans it; 'none' for vLLM alone")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     want_json = "--json" in (argv if argv is not None else sys.argv[1:])
 
@@ -68,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         result = plan(ModelSpec.from_config(cfg, qcfg), gpu, a.vllm_version, max_model_len=a.max_model_len,
                       gpu_memory_utilization=a.gpu_memory_utilization, max_num_seqs=a.max_num_seqs,
                       reserved_mib=a.reserved_mib, min_concurrency=a.min_concurrency,
-                      tensor_parallel_size=a.tensor_parallel_size)
+                      tensor_parallel_size=a.tensor_parallel_size,
+                      min_context=0 if a.openwebui_version == "none" else
+                      needed_context(a.openwebui_version, bool(model_family(cfg).tool_call_parser)))
     except PlanError as exc:
         return fail(str(exc))
     except (OSError, ValueError) as exc:  # missing/unreadable/invalid config file, hub errors

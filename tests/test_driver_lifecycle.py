@@ -512,3 +512,14 @@ def test_a_kernel_metapackage_held_beside_the_booting_one_is_named_when_the_arch
                     f"which llmhost does not install (it moves only the booting kernel's metapackage); apt remove {K} "
                     "if that kernel is not used"]
     assert driver_set.held_beside(hwe, [K], {K: "6.8.0-52.52"}, arch) == []  # current: nothing to say
+
+
+def test_a_kernel_installed_by_hand_beside_a_newer_metapackage_keeps_the_running_flavours_metapackage():
+    """Found by the generated sequences (seed 100): linux-image-generic moved to 6.8.0-61 (its modules a day late, the
+    reboot withheld, 6.8.0-60 still running), then the user installs 6.8.0-61-lowlatency by hand, which boots next.
+    Was: refused ("no NVIDIA modules package matches the kernel"), so the deploy could not even name that kernel. Now
+    the running kernel's flavour decides: linux-image-generic, and the lowlatency kernel is named by the set."""
+    metas = {"linux-image-generic": "6.8.0-61-generic"}
+    assert driver_set.kernel_metapackage(metas, "6.8.0-61-lowlatency", "6.8.0-60-generic") == "linux-image-generic"
+    with pytest.raises(ValueError, match="no NVIDIA modules package matches the kernel"):
+        driver_set.kernel_metapackage(metas, "6.12.9-custom", "6.12.9-custom")  # still refused: no such flavour

@@ -191,3 +191,15 @@ def test_every_flag_the_deploy_passes_exists_in_the_pinned_vllm():
         Ctx.plan, Ctx.family = p, fam
         used = set(re.findall(r"(--[a-z][a-z0-9-]+)", exec_start(Ctx, "/opt/llmhost/vllm/current")))
         assert used and used <= known, used - known
+
+
+def test_the_plan_cli_plans_the_default_checkpoint_as_the_deploy_does(capsys):
+    """Issue 28: Llama 3.1 with tool calling on an RTX 3060: the power-of-two context (8192) cannot hold Open WebUI's
+    own prompt with its 36 tool schemas (9,396 tokens + 1,024 for the conversation), so the planner takes the longest
+    context in 1024-token steps that still holds two full-length chats: 15360 (the deploy's fake runs print the same)."""
+    cfg = str(MODELS / "llama-3.1-8b-instruct-awq-int4" / "config.json")
+    assert plan_cli.main(["--config", cfg, "--gpu", "rtx-3060-12gb", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["max_model_len"] == 15360 and 2 * 15360 <= got["kv_tokens"] < 2 * 16384  # the next step does not fit
+    assert plan_cli.main(["--config", cfg, "--gpu", "rtx-3060-12gb", "--json", "--openwebui-version", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_model_len"] == 8192  # vLLM alone: the power of two

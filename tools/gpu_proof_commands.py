@@ -114,9 +114,12 @@ def main() -> None:
                 for a in r["exec_start"].split()] + ["--load-format", "dummy"]
         out = [dict(name="deploy-rtx3060", model=fixture, model_dir=r["snapshot"], argv=argv, env=r["env"],
                     unit=r["unit"], plan=r["plan"], served=r["served"], max_model_len=r["plan"]["max_model_len"],
+                    budget_mib=r["plan"]["gpu_memory_utilization"] * rtx.memory_mib,
                     warm=True, tools=versions.model_family(json.loads((MODELS / fixture / "config.json").read_text()))
                     .tool_call_parser, chat_template="llama3_1.jinja")]
-        d = REPO / f"tests/fixtures/gpu-host/vllm-{era}-replay"
+        d = REPO / "tests/fixtures/gpu-host" / (sys.argv[sys.argv.index("--replay-era") + 3]
+                                                 if len(sys.argv) > sys.argv.index("--replay-era") + 3
+                                                 else f"vllm-{era}-replay")
         d.mkdir(exist_ok=True)
         (d / "runs.json").write_text(json.dumps(out, indent=1) + "\n")
         print(" ".join(argv))

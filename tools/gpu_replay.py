@@ -221,6 +221,8 @@ def replay(run: dict, key: str) -> list[dict]:
     for fixture in sorted(glob.glob(str(REPO / "tests/fixtures/openwebui/0.12.4/*.jsonl"))):
         for i, line in enumerate(Path(fixture).read_text().splitlines()):
             req = {**json.loads(line), "model": model}
+            if os.environ.get("LLMHOST_MAX_TOKENS"):  # dummy weights rarely stop: cap what each answer may take
+                req["max_tokens"] = int(os.environ["LLMHOST_MAX_TOKENS"])
             st, txt = http("POST", base + "/v1/chat/completions", req, key)
             results.append({"fixture": Path(fixture).name, "n": i, "tools": len(req.get("tools") or []),
                             "stream": bool(req.get("stream")), **summarize(st, txt, bool(req.get("stream")) and st == 200)})
@@ -274,7 +276,8 @@ def tool_round_trip(run: dict, key: str) -> dict:
 
 def main() -> None:
     RES.mkdir(exist_ok=True)
-    runs = json.loads((REPO / f"tests/fixtures/gpu-host/vllm-{ERA}-replay/runs.json").read_text())
+    runs = json.loads((REPO / "tests/fixtures/gpu-host" / os.environ.get("LLMHOST_REPLAY_DIR", f"vllm-{ERA}-replay")
+                       / "runs.json").read_text())
     sh(f"id {USER} || useradd --system --home-dir /var/lib/llmhost/vllm --shell /usr/sbin/nologin {USER}")
     sh(f"mkdir -p /var/lib/llmhost/vllm /etc/llmhost && chown {USER}:{USER} /var/lib/llmhost/vllm && "
        "chmod 750 /var/lib/llmhost/vllm")
@@ -295,6 +298,16 @@ def main() -> None:
         summary = {}
         for run in runs:
             model_dir(run)
+            if run.get("budget_mib"):  # the card's budget in bytes on whichever big card this is (H100 or H200)
+                import re
+
+                import torch
+
+                total = torch.cuda.mem_get_info()[1] / 2**20
+                run["argv"] = [re.sub(r"^--gpu-memory-utilization=.*",
+                                      f"--gpu-memory-utilization={run['budget_mib'] / total:.4f}", a)
+                               for a in run["argv"]]
+                (RES / "argv.txt").write_text(" ".join(run["argv"]) + f"\n# total {total:.0f} MiB\n")
             if run.get("tools"):  # vLLM's own parser on a tool call in the model's format (tool_choice auto)
                 sh(f"{VENV}/bin/python {REPO}/tools/tool_parser_check.py {run['model_dir']} "
                    f"{run['tools']} > {RES}/tool-parser.json 2>{RES}/tool-parser.err", check=False)

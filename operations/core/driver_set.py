@@ -47,11 +47,16 @@ def kernel_metapackage(metas: dict[str, str], boot: str, running: str = "") -> s
     """The linux-image metapackage of the kernel that boots next, chosen as ubuntu-drivers does
     (UbuntuDrivers/kerneldetection.py): of the installed metapackages that depend on that kernel's image, the one
     with the greatest name (linux-image-generic-hwe-24.04 over linux-image-generic-6.14, both on one kernel); else
-    the running kernel's. ``metas`` maps each installed linux-image-* metapackage to its kernel (KernelImages)."""
+    the running kernel's; else one of the running kernel's flavour. ``metas`` maps each installed linux-image-* metapackage to its kernel (KernelImages)."""
     for abi in (boot, running):
         same = sorted(m for m, image in metas.items() if image == abi and abi)
         if same:
             return same[-1]
+    # neither kernel is a metapackage's own (the running one is older than its metapackage, and the one that boots
+    # next was installed by hand, e.g. a lowlatency kernel): the metapackage of the running kernel's flavour
+    same = sorted(m for m, image in metas.items() if image and kernel_flavour(image) == kernel_flavour(running))
+    if running and same:
+        return same[-1]
     found = ", ".join(f"{m} ({image or '?'})" for m, image in sorted(metas.items())) or "none"
     raise ValueError(f"no NVIDIA modules package matches the kernel {boot or running}: linux-image metapackages "
                      f"found: {found}. Install the metapackage of the kernel you boot (e.g. apt install "
