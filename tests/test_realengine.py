@@ -171,17 +171,6 @@ def test_the_real_server_runs_the_deploys_rendered_command(engine):
     assert code == 200 and models["data"][0]["id"] == engine["model"]
 
 
-def test_every_recorded_open_webui_request_is_answered_by_real_vllm(engine):
-    """Open WebUI 0.12.4's requests, legacy and native function calling (36 tool schemas), as a real browser sent
-    them: all 200 from vLLM's own server with the Llama 3.1 template and parser (random tokens: dummy weights)."""
-    rows = recorded()
-    assert len(rows) >= 10 and any(r.get("tools") for _, r in rows)
-    for name, req in rows:
-        body = {**req, "model": engine["model"], "max_tokens": 16}
-        code, answer = http(engine["base"] + "/v1/chat/completions", body, token=KEY, timeout=300)
-        assert code == 200, (name, answer)
-
-
 def test_a_forced_tool_call_runs_the_template_and_the_parsers_format_and_the_result_goes_back(engine):
     base, model = engine["base"], engine["model"]
     msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -209,22 +198,26 @@ def test_vllms_own_refusal_of_a_prompt_beyond_the_context(engine):
     assert code == 400 and answer["error"]["message"].startswith("This model's maximum context length is 15360 tokens")
 
 
-def test_the_standin_answers_the_recorded_requests_as_the_real_server_does(engine):
-    """The stand-in's contract, against the real server: same flags, same statuses for every recorded request and
-    the over-long prompt (the stand-in keeps serving the quick demo and the fleet tests)."""
+def test_every_recorded_open_webui_request_is_answered_by_real_vllm_and_the_standin_agrees(engine):
+    """Open WebUI 0.12.4's requests, legacy and native function calling (36 tool schemas), as a real browser sent
+    them: all 200 from vLLM's own server with the Llama 3.1 template and parser (random tokens: dummy weights). The
+    stand-in's contract, against the real server: started with the same flags, it gives the same status for each of
+    them and for a prompt over the context (it keeps serving the quick demo and the fleet tests)."""
     from tests.test_standin_contract import start_standin
 
+    rows = recorded()
+    assert len(rows) >= 10 and any(r.get("tools") for _, r in rows)
     argv = engine["argv"]
-    flags = argv[argv.index("--port") + 2:]
-    proc, base = start_standin("--model", engine["model"], *flags, env={"VLLM_API_KEY": KEY})
+    proc, base = start_standin("--model", engine["model"], *argv[argv.index("--port") + 2:], env={"VLLM_API_KEY": KEY})
     try:
-        cases = [{**req, "model": engine["model"], "max_tokens": 16} for _, req in recorded()]
-        cases.append({"model": engine["model"], "messages": [{"role": "user", "content": "hello " * 15400}],
-                      "max_tokens": 4})
-        for body in cases:
+        for name, req in rows:
+            body = {**req, "model": engine["model"], "max_tokens": 16}
             real = http(engine["base"] + "/v1/chat/completions", body, token=KEY, timeout=300)
-            stand = http(base + "/v1/chat/completions", body, token=KEY)
-            assert stand[0] == real[0], (body["messages"][-1]["content"][:80], real, stand)
+            assert real[0] == 200, (name, real)
+            assert http(base + "/v1/chat/completions", body, token=KEY)[0] == 200, name
+        long = {"model": engine["model"], "messages": [{"role": "user", "content": "hello " * 15400}], "max_tokens": 4}
+        assert http(engine["base"] + "/v1/chat/completions", long, token=KEY, timeout=300)[0] == 400
+        assert http(base + "/v1/chat/completions", long, token=KEY)[0] == 400
     finally:
         proc.terminate()
         proc.wait()
