@@ -290,7 +290,8 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
     kernels = host.get_fact(KernelImages, running=s.driver_standin_kernel or "")
     ctx.running_kernel = kernels["running"]
     installed = host.get_fact(DpkgVersion, package=f"nvidia-utils-{s.nvidia_driver_branch}-server").split("-")[0]
-    present = sorted(host.get_fact(DebPackages))
+    have = {name: next(iter(versions)) for name, versions in host.get_fact(DebPackages).items() if versions}
+    present = sorted(have)
     desktop = driver_set.desktop_driver(present)
     if desktop:  # Additional Drivers / ubuntu-drivers: apt would swap it for the -server set without its modules
         _fail(f"this box runs Ubuntu's desktop NVIDIA driver ({', '.join(desktop)}; Additional Drivers or "
@@ -320,7 +321,6 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
                                                      for v in known.get(ctx.kernel_meta, [])}
     known.update(host.get_fact(AptVersions, packages=sorted(driver_set.abi_modules_package(branch, flavour, a)
                                                             for a in abis if a)))
-    have = {name: next(iter(versions)) for name, versions in host.get_fact(DebPackages).items() if versions}
     ctx.warnings += driver_set.held_beside(ctx.kernel_meta, ctx.other_kernel_metas, have, known)
     ctx.driver_set = driver_set.driver_set(branch, flavour, ctx.kernel_meta, kernels["next"], known,
                                            keep=(kernels["running"],), installed=have)

@@ -115,9 +115,9 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, aut
       driver set never moves backwards, and apt then refuses a downgrade rather than carry one out)
 
     Held packages cannot be changed by apt, so a change unholds, installs the set in one apt call (which may
-    downgrade where ``downgrade`` says so, and removes what conflicts with it) and holds again. When apt fails (a dependency not published yet),
-    what was held before is held again and apt's exit status kept: unattended-upgrades never finds the set unheld,
-    and the next run tries again."""
+    downgrade where ``downgrade`` says so, and removes what conflicts with it) and holds again. When apt fails (a
+    dependency not published yet), what was held before is held again and apt's exit status kept:
+    unattended-upgrades never finds the set unheld, and the next run tries again."""
     hold = list(versions) if hold is None else hold
     holds = host.get_fact(AptHolds)
     pins = " ".join(f"{p}={v}" for p, v in versions.items())

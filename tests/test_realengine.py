@@ -49,23 +49,22 @@ def sh(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
 
 
-_BUILD: list = []  # the background build started at session start (tests/conftest.py), joined by the fixture
+_BUILD: list = []  # the background build's thread, started at session start (tests/conftest.py)
 
 
 def prebuild() -> None:
     """Start building the venv in a thread while the fast tier runs (it takes minutes of downloads on a cold box)."""
     import threading
 
+    def build() -> None:
+        try:
+            venv()
+        except Exception:  # the fixture's own call builds again and fails with the real error
+            pass
+
     if not _BUILD:
-        _BUILD.append(threading.Thread(target=lambda: _BUILD.append(_try(venv)), daemon=True))
+        _BUILD.append(threading.Thread(target=build, daemon=True))
         _BUILD[0].start()
-
-
-def _try(fn):
-    try:
-        return fn()
-    except Exception as exc:  # reported by the fixture, which builds again and fails with the real error
-        return exc
 
 
 def venv() -> Path:
@@ -103,28 +102,18 @@ def chat_template() -> Path:
 
 
 def rendered(model_dir: Path) -> tuple[list[str], list[str]]:
-    """The deploy's ExecStart and vllm.env for the default checkpoint on an RTX 3060, era 0.33.0."""
-    from operations import vllm_service
-    from operations.context import Context
-    from operations.core import tuning, versions
+    """The deploy's ExecStart and vllm.env for the default checkpoint on an RTX 3060, era 0.33.0 (the same rendering
+    the GPU proof runs: tools/gpu_proof_commands.deploy_command), pointed at this venv, model and port."""
     from operations.core.settings import Settings
-    from operations.render import render
+    from operations.core.tuning import GpuSpec
+    from tools.gpu_proof_commands import deploy_command
 
-    s = Settings(gpu_card="rtx-3060-12gb", vllm_version="0.33.0")
-    cfg = json.loads((REPO / "tests/fixtures/models/llama-3.1-8b-instruct-awq-int4/config.json").read_text())
-    fam = versions.model_family(cfg)
-    p = tuning.plan(tuning.ModelSpec.from_config(cfg), tuning.GpuSpec.from_card("rtx-3060-12gb"), s.vllm_version,
-                    min_context=versions.needed_context(s.openwebui_version, bool(fam.tool_call_parser)))
-    ctx = Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open", family=fam)
-    line = next(l for l in render("vllm.service.j2", **vllm_service.unit_vars(ctx)).splitlines()
-                if l.startswith("ExecStart="))
-    argv = shlex.split(line[len("ExecStart="):].replace("%%", "%"))
-    assert argv[:3] == [f"{s.install_root}/vllm/current/bin/vllm", "serve", ctx.snapshot_path], argv
+    r = deploy_command(GpuSpec.from_card("rtx-3060-12gb"), "llama-3.1-8b-instruct-awq-int4", vllm_version="0.33.0")
+    argv = shlex.split(r["exec_start"].replace("%%", "%"))
+    assert argv[:3] == [f"{Settings().install_root}/vllm/current/bin/vllm", "serve", r["snapshot"]], argv
     argv = [str(VENV / "bin/vllm"), "serve", str(model_dir)] + argv[3:]
     argv[argv.index("--port") + 1] = str(PORT)
-    env = [l for l in render("vllm.env.j2", **vllm_service.env_vars(ctx)).splitlines()
-           if l.strip() and not l.startswith("#")]
-    return argv, env
+    return argv, [l for l in r["env"].splitlines() if l.strip() and not l.startswith("#")]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from operations.context import Context
 from operations.render import render
 from operations.core.settings import Settings
 from operations.core.tuning import GpuSpec, ModelSpec, plan
-from operations.core.versions import model_family
+from operations.core.versions import model_family, needed_context
 from tests.conftest import host_program
 from tests.test_eras import GPTQ_CFG, GPTQ_Q
 
@@ -32,8 +32,10 @@ def ctx(**settings) -> Context:
     if s.model_repo.startswith("astronomer/"):  # the old default on its era
         p = plan(ModelSpec.from_config(GPTQ_CFG, GPTQ_Q), GpuSpec.from_card("rtx-3060-12gb"), s.vllm_version)
         return Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open")
-    p = plan(ModelSpec.from_config(NEW_CFG), GpuSpec.from_card("rtx-3060-12gb"), s.vllm_version, min_context=10420)
-    return Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open", family=model_family(NEW_CFG))
+    fam = model_family(NEW_CFG)  # planned as preflight plans it: Open WebUI's prompt with its tool schemas
+    p = plan(ModelSpec.from_config(NEW_CFG), GpuSpec.from_card("rtx-3060-12gb"), s.vllm_version,
+             min_context=needed_context(s.openwebui_version, bool(fam.tool_call_parser)))
+    return Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open", family=fam)
 
 
 def lines(text: str) -> list[str]:
@@ -364,7 +366,7 @@ def family_ctx(config_name: str, **settings) -> Context:
     import json
     from pathlib import Path
 
-    from operations.core.versions import model_family
+    from operations.core.versions import model_family, needed_context
 
     cfg = json.loads((Path(__file__).parent / "fixtures/models" / config_name / "config.json").read_text())
     c = ctx(**settings)

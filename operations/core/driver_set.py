@@ -47,7 +47,8 @@ def kernel_metapackage(metas: dict[str, str], boot: str, running: str = "") -> s
     """The linux-image metapackage of the kernel that boots next, chosen as ubuntu-drivers does
     (UbuntuDrivers/kerneldetection.py): of the installed metapackages that depend on that kernel's image, the one
     with the greatest name (linux-image-generic-hwe-24.04 over linux-image-generic-6.14, both on one kernel); else
-    the running kernel's; else one of the running kernel's flavour. ``metas`` maps each installed linux-image-* metapackage to its kernel (KernelImages)."""
+    the running kernel's; else one of the running kernel's flavour. ``metas`` maps each installed linux-image-*
+    metapackage to its kernel (KernelImages)."""
     for abi in (boot, running):
         same = sorted(m for m, image in metas.items() if image == abi and abi)
         if same:
