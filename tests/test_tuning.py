@@ -203,3 +203,22 @@ def test_the_plan_cli_plans_the_default_checkpoint_as_the_deploy_does(capsys):
     assert got["max_model_len"] == 15360 and 2 * 15360 <= got["kv_tokens"] < 2 * 16384  # the next step does not fit
     assert plan_cli.main(["--config", cfg, "--gpu", "rtx-3060-12gb", "--json", "--openwebui-version", "none"]) == 0
     assert json.loads(capsys.readouterr().out)["max_model_len"] == 8192  # vLLM alone: the power of two
+
+
+def test_a_longer_needed_context_never_over_promises_and_never_shortens_the_plan():
+    """Every card of the table x every model fixture x needed contexts from none to beyond any card: the KV cache
+    always holds min_concurrency full-length sequences, the context never gets shorter for a client that needs
+    more, and it changes only where the power-of-two context was below what the client needs."""
+    from operations.core.versions import CARDS
+
+    for card in CARDS:
+        for fixture in sorted(p.name for p in MODELS.iterdir() if (p / "config.json").exists()):
+            try:
+                base = plan(model(fixture), GpuSpec.from_card(card), "0.26.0")
+            except PlanError:
+                continue
+            for need in (0, 4096, 10420, 20000, 200000):
+                p = plan(model(fixture), GpuSpec.from_card(card), "0.26.0", min_context=need)
+                assert p.kv_tokens >= p.max_model_len * 2, (card, fixture, need)
+                assert p.max_model_len >= base.max_model_len, (card, fixture, need)
+                assert p.max_model_len == base.max_model_len or base.max_model_len < need, (card, fixture, need)
