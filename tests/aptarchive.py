@@ -3,8 +3,10 @@
 Derived from Ubuntu's real control data, so names, versions and Depends / Provides / Conflicts / Replaces / Breaks are
 Ubuntu's:
 - the driver's packages are generated from debian/control of canonical/nvidia-graphics-drivers, branches
-  580-server-noble (commit 24d7353e, 580.126.20-0ubuntu0.24.04.2) and 595-server-noble (c505fea2, 595.58.03), kept in
-  tests/fixtures/ubuntu/: the closure of nvidia-headless-no-dkms-<branch>-server[-open] and nvidia-utils, with the
+  580-server-noble (commit 24d7353e, 580.126.20-0ubuntu0.24.04.2) and 595-server-noble (c505fea2, 595.58.03), and
+  for Ubuntu's desktop driver ("Additional Drivers") 580-noble (2eed1444, 580.142-0ubuntu0.24.04.1), kept in
+  tests/fixtures/ubuntu/: the closure of nvidia-headless-no-dkms-<branch>-server[-open] and nvidia-utils (the
+  desktop's: of nvidia-driver-<branch>[-open], what `ubuntu-drivers install` asks apt for), with the
   upstream version, ${binary:Version} and ${source:Version} put in for the version published; ${...:Depends} and
   :i386 relations dropped (dpkg fills them from the binaries), and Depends on packages outside the closure
   (adduser, ocl-icd-libopencl1) dropped. So the headless metapackage depends on
@@ -77,9 +79,9 @@ CONTROLS = Path(__file__).parent / "fixtures" / "ubuntu"
 RELATIONS = ("Depends", "Provides", "Conflicts", "Replaces", "Breaks")
 
 
-def stanzas(branch: int) -> list[dict[str, str]]:
-    """debian/control of nvidia-graphics-drivers-<branch>-server (noble) as {field: value} per package."""
-    text = (CONTROLS / f"nvidia-graphics-drivers-{branch}-server-noble.control").read_text()
+def stanzas(branch: int, server: bool = True) -> list[dict[str, str]]:
+    """debian/control of nvidia-graphics-drivers-<branch>[-server] (noble) as {field: value} per package."""
+    text = (CONTROLS / f"nvidia-graphics-drivers-{branch}{'-server' if server else ''}-noble.control").read_text()
     out = []
     for block in re.split(r"\n\s*\n", text):
         fields, key = {}, None
@@ -96,12 +98,14 @@ def stanzas(branch: int) -> list[dict[str, str]]:
     return out
 
 
-def driver(pool: Path, branch: int, version: str, flavour: str = "open") -> None:
-    """The user space of ``branch`` at ``version`` (e.g. 580.95.05-0ubuntu0.24.04.1) from Ubuntu's control data."""
+def driver(pool: Path, branch: int, version: str, flavour: str = "open", server: bool = True) -> None:
+    """The user space of ``branch`` at ``version`` (e.g. 580.95.05-0ubuntu0.24.04.1) from Ubuntu's control data;
+    ``server=False``: the desktop driver's (nvidia-driver-<branch>[-open] and what it depends on, DKMS included)."""
     nv = version.split("-")[0]
-    packages = stanzas(branch)
-    old = next(re.match(rf"nvidia-firmware-{branch}-server-(\S+)", p["Package"]).group(1) for p in packages
-               if p["Package"].startswith(f"nvidia-firmware-{branch}-server-"))
+    packages = stanzas(branch, server)
+    srv = "-server" if server else ""
+    old = next(re.match(rf"nvidia-firmware-{branch}{srv}-(\S+)", p["Package"]).group(1) for p in packages
+               if p["Package"].startswith(f"nvidia-firmware-{branch}{srv}-"))
 
     def subst(value: str) -> str:
         return (value.replace("${binary:Version}", version).replace("${source:Version}", version)
@@ -109,7 +113,9 @@ def driver(pool: Path, branch: int, version: str, flavour: str = "open") -> None
 
     by_name = {subst(p["Package"]): p for p in packages}
     provided = {re.sub(r"\s*\(.*", "", v.strip()) for p in packages for v in subst(p.get("Provides", "")).split(",")}
-    want = [f"nvidia-headless-no-dkms-{branch}-server{'-open' if flavour == 'open' else ''}", f"nvidia-utils-{branch}-server"]
+    open_ = "-open" if flavour == "open" else ""
+    want = ([f"nvidia-headless-no-dkms-{branch}-server{open_}", f"nvidia-utils-{branch}-server"] if server
+            else [f"nvidia-driver-{branch}{open_}"])
     built: dict[str, dict[str, str]] = {}
     while want:
         name = want.pop()
@@ -138,22 +144,24 @@ def driver(pool: Path, branch: int, version: str, flavour: str = "open") -> None
 
 
 def modules(pool: Path, branch: int, version: str, abi: str, kver: str, metas: tuple[str, ...] = (),
-            flavour: str = "open") -> None:
+            flavour: str = "open", server: bool = True) -> None:
     """One kernel's NVIDIA modules built against driver ``version`` (linux-restricted-modules' shapes), package
-    version ``kver`` (a respin for a new driver gets a new one), and the flavour metapackages that follow that kernel."""
+    version ``kver`` (a respin for a new driver gets a new one), and the flavour metapackages that follow that kernel;
+    ``server=False``: the desktop driver's (linux-modules-nvidia-<branch>[-open]-*, its nvidia.ko under nvidia-<branch>)."""
     nv = version.split("-")[0]
-    name = f"linux-modules-nvidia-{branch}-server{'-open' if flavour == 'open' else ''}"
-    bounds = f"nvidia-kernel-common-{branch}-server (<= {nv}-1), nvidia-kernel-common-{branch}-server (>= {nv})"
+    srv = "-server" if server else ""
+    name = f"linux-modules-nvidia-{branch}{srv}{'-open' if flavour == 'open' else ''}"
+    bounds = f"nvidia-kernel-common-{branch}{srv} (<= {nv}-1), nvidia-kernel-common-{branch}{srv} (>= {nv})"
     image = f"linux-image-{abi} | linux-image-unsigned-{abi}"
     if flavour == "open":
         deps = f"{image}, {bounds}"
     else:
-        deb(pool, f"linux-objects-nvidia-{branch}-server-{abi}", kver, depends=image)
+        deb(pool, f"linux-objects-nvidia-{branch}{srv}-{abi}", kver, depends=image)
         deb(pool, f"linux-signatures-nvidia-{abi}", kver, depends=image)
-        deps = (f"{image}, linux-signatures-nvidia-{abi} (= {kver}), linux-objects-nvidia-{branch}-server-{abi} "
+        deps = (f"{image}, linux-signatures-nvidia-{abi} (= {kver}), linux-objects-nvidia-{branch}{srv}-{abi} "
                 f"(= {kver}), {bounds}")
     deb(pool, f"{name}-{abi}", kver, depends=deps,
-        files={f"lib/modules/{abi}/kernel/nvidia-{branch}srv/nvidia.ko": f"stand-in nvidia.ko {nv}\n"})
+        files={f"lib/modules/{abi}/kernel/nvidia-{branch}{'srv' if server else ''}/nvidia.ko": f"stand-in nvidia.ko {nv}\n"})
     for suffix in metas:
         deb(pool, f"{name}-{suffix}", kver, depends=f"{name}-{abi} (= {kver})")
 

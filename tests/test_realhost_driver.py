@@ -506,6 +506,21 @@ class Ubuntu:
         sh(self.env["h"], f"DEBIAN_FRONTEND=noninteractive {self.apt} install -y -qq linux-image-{abi} >/dev/null")
         return f"lowlatency kernel {abi} installed by the user"
 
+    def ubuntu_drivers(self) -> str:
+        """The user opens "Additional Drivers" (`ubuntu-drivers install`): apt is asked for Ubuntu's desktop driver,
+        nvidia-driver-580-open at the day's driver and linux-modules-nvidia-580-open-generic (580-noble's control data,
+        its modules built for every kernel). Returns what apt did: held -server packages refuse the swap."""
+        aptarchive.driver(self.updates, 580, self.driver(self.drivers), server=False)
+        for i in range(self.kernels + 1):
+            aptarchive.modules(self.updates, 580, self.driver(self.drivers), self.abi(i),
+                               f"6.8.0-{60 + i}.{60 + i}+{self.drivers + 1}", ("generic",) if i == self.kernels else (),
+                               server=False)
+        self.publish()
+        out = sh(self.env["h"], f"DEBIAN_FRONTEND=noninteractive {self.apt} install -y -qq nvidia-driver-580-open "
+                                "linux-modules-nvidia-580-open-generic 2>&1 >/dev/null; echo exit=$?", check=False)
+        return "ubuntu-drivers install: " + ("desktop driver installed" if "exit=0" in out
+                                             else "apt refused (" + out.strip().splitlines()[0][:80] + ")")
+
     def modules_catch_up(self) -> str:
         """Modules for every kernel without one at the newest driver, respun into -updates."""
         for i in range(self.kernels + 1):
@@ -516,10 +531,27 @@ class Ubuntu:
 
 
 def boot_has_module(env) -> tuple[str, bool]:
-    kernel = boots(env)
-    ko = sh(env["h"], f"cat /lib/modules/{kernel}/kernel/nvidia-580srv/nvidia.ko 2>/dev/null", check=False).strip()
-    user = installed(env).get("nvidia-utils-580-server", "?").split("-")[0]
+    """The kernel GRUB takes, and whether it has an nvidia.ko built against the installed user space (llmhost's
+    -server driver, or Ubuntu's desktop driver where the user put that in its place)."""
+    kernel, have = boots(env), installed(env)
+    srv = "srv" if "nvidia-utils-580-server" in have or "nvidia-utils-580" not in have else ""
+    ko = sh(env["h"], f"cat /lib/modules/{kernel}/kernel/nvidia-580{srv}/nvidia.ko 2>/dev/null", check=False).strip()
+    user = have.get(f"nvidia-utils-580{'-server' if srv else ''}", "?").split("-")[0]
     return kernel, ko == f"stand-in nvidia.ko {user}"
+
+
+def refused_untouched_then_fixed(env, deploy_run) -> None:
+    """A box with Ubuntu's desktop driver: the deploy refuses before any change (every package, version and hold as
+    before) and prints the fix; the fix is run as printed (apt purge ... && apt autoremove --purge, -y added): it
+    keeps linux-generic."""
+    before, held = installed(env), holds(env)
+    p = deploy_run()
+    assert p.returncode != 0 and "this box runs Ubuntu's desktop NVIDIA driver" in p.stdout, p.stdout[-3000:]
+    assert installed(env) == before and holds(env) == held
+    fix = re.search(r"\(sudo (apt purge [^)]*? && sudo apt autoremove --purge)\)", " ".join(p.stdout.split()))
+    assert fix, p.stdout[-3000:]
+    sh(env["h"], "DEBIAN_FRONTEND=noninteractive " + fix.group(1).replace("sudo ", "").replace("apt ", "apt -y "))
+    assert "linux-generic" in installed(env) or "linux-generic" not in before
 
 
 def new_story(env, name: str) -> tuple[Ubuntu, str]:
@@ -528,7 +560,8 @@ def new_story(env, name: str) -> tuple[Ubuntu, str]:
     h = env["h"]
     sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null 2>&1; dpkg --purge $(dpkg-query "
           "-W -f='${Package}\\n' 'linux-modules-nvidia-*' 'linux-objects-nvidia-*' 'linux-signatures-nvidia-*' "
-          "'nvidia-*' 'libnvidia-*' 'linux-generic*' 'linux-image-*' 2>/dev/null | grep -v container) "
+          "'nvidia-*' 'libnvidia-*' 'xserver-xorg-video-nvidia-*' 'linux-generic*' 'linux-image-*' 2>/dev/null | "
+          "grep -v container) "
           ">/dev/null 2>&1; true")
     story, source = Ubuntu(env, env["archive"] / name), f"{env['url']}{name}/"
     sh(h, f"echo 'deb [trusted=yes] {source} ./' > /etc/apt/sources.list.d/llmhost-standin.list && "
@@ -576,11 +609,33 @@ def test_a_fully_updated_box_in_the_modules_late_window_keeps_its_kernel_metapac
     assert boot_has_module(env) == (story.abi(1), True)
 
 
+def test_a_desktop_driver_from_additional_drivers_is_refused_untouched_and_the_printed_fix_gives_the_gpu(env):
+    """(1) with real apt and Ubuntu's desktop packages (580-noble's control data): `ubuntu-drivers install` left
+    nvidia-driver-580-open and linux-modules-nvidia-580-open-generic, and the GPU works. The deploy refuses before any
+    change; the fix it prints, run as printed, then the deploy give the -server set with the running kernel's module,
+    held; a second run changes nothing; Additional Drivers asked again is refused by apt (the holds)."""
+    story, source = new_story(env, "desktop")
+    assert story.ubuntu_drivers() == "ubuntu-drivers install: desktop driver installed"
+    assert boot_has_module(env) == (story.abi(0), True) and "nvidia-utils-580" in installed(env)
+    refused_untouched_then_fixed(env, lambda: deploy(env, story.abi(0), driver_standin_archive=source))
+    p = deploy(env, story.abi(0), driver_standin_archive=source)
+    assert p.returncode == 0, p.stdout[-4000:]
+    have = installed(env)
+    assert not {"nvidia-driver-580-open", "nvidia-utils-580", "linux-modules-nvidia-580-open-generic"} & set(have)
+    assert {K, M, *USER} <= set(holds(env)) and "linux-generic" in have
+    assert boot_has_module(env) == (story.abi(0), True) and "nvidia-utils-580-server" in have
+    assert changes(deploy(env, story.abi(0), driver_standin_archive=source).stdout) == 0
+    assert story.ubuntu_drivers().startswith("ubuntu-drivers install: apt refused")
+    assert installed(env) == have
+
+
 def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
     """Issue 26: sequences drawn (seeded) from what Ubuntu publishes (a security kernel with its modules the same day
     or later, a driver point release without modules, modules catching up, a respin) and what users and the box do
     (unattended-upgrades from -security, and with -updates enabled, `apt upgrade`, `apt full-upgrade`, `apt
-    autoremove`, a lowlatency kernel installed, a deploy, a reboot into GRUB's choice), against real apt + dpkg + unattended-upgrades and pockets that keep one version per package.
+    autoremove`, a lowlatency kernel installed, `ubuntu-drivers install` (Ubuntu's desktop driver, also as the box's
+    starting point: the deploy must refuse untouched, the user runs the printed fix), a deploy, a reboot into GRUB's
+    choice), against real apt + dpkg + unattended-upgrades and pockets that keep one version per package.
     After every step: the kernel that boots has an nvidia.ko built against the installed user space, or the last
     deploy named that kernel (the user does not reboot then); after every deploy: the set is held, a second run
     changes nothing, nothing installed moved backwards and linux-generic is kept (finding 6: half the stories start
@@ -594,10 +649,13 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
         story, source = new_story(env, f"gen{seq}")
         # a box fully updated before its first deploy, inside a modules-a-day-late window (finding 6), or not
         first = ["security-kernel-late", "apt-full-upgrade"] if rnd.random() < 0.5 else []
+        if rnd.random() < 0.5:  # issue 26 (1): the box came with Ubuntu's desktop driver (Additional Drivers)
+            first.append("ubuntu-drivers")
         running, named = story.abi(0), ""
         events = first + ["deploy", "reboot"] + [rnd.choice([
             "security-kernel", "point-release", "modules", "respin", "unattended", "unattended-updates",
-            "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy", "deploy", "reboot", "lowlatency"])
+            "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy", "deploy", "reboot", "lowlatency",
+            "ubuntu-drivers"])
             for _ in range(EVENTS)] + ["deploy"]
         for step, event in enumerate(events):
             what = event
@@ -611,6 +669,8 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 what = story.respin()
             elif event == "lowlatency":  # a kernel installed by hand, then the deploy re-run (README: do so)
                 what = story.lowlatency() + ", then a deploy"
+            elif event == "ubuntu-drivers":
+                what = story.ubuntu_drivers()
             elif event == "unattended":
                 unattended_upgrade(env)
             elif event == "unattended-updates":  # the user enabled -updates for unattended-upgrades too
@@ -626,7 +686,12 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} {verb} -y -qq >/dev/null")
             if event in ("deploy", "lowlatency"):
                 before = installed(env)
-                p = deploy(env, running, driver_standin_archive=source)
+                run = lambda: deploy(env, running, driver_standin_archive=source)  # noqa: E731
+                if "nvidia-driver-580-open" in before:  # refused untouched; the user runs the printed fix
+                    refused_untouched_then_fixed(env, run)
+                    what += " (refused: desktop driver; the printed fix run, then a deploy)"
+                    before = installed(env)
+                p = run()
                 assert p.returncode == 0, (log, p.stdout[-4000:])
                 assert downgraded(before, installed(env)) == [], log  # nothing backwards, linux-generic kept
                 kernel, ok = boot_has_module(env)
