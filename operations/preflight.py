@@ -313,10 +313,14 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
     except ValueError as exc:
         _fail(str(exc))
     branch, flavour = s.nvidia_driver_branch, ctx.flavour
-    ctx.modules_package = driver_set.modules_package(branch, flavour, ctx.kernel_meta)
-    names = [ctx.kernel_meta, ctx.modules_package, *driver_set.userspace_packages(branch, flavour),
-             *ctx.other_kernel_metas]
+    names = [*driver_set.userspace_packages(branch, flavour)] + [
+        x for m in sorted(kernels["meta"]) for x in (m, driver_set.modules_package(branch, flavour, m))]
     known = host.get_fact(AptVersions, packages=names)
+    followed = driver_set.followed_metapackage(ctx.kernel_meta, kernels["meta"], kernels["running"], branch, flavour,
+                                               known)
+    if followed != ctx.kernel_meta:
+        ctx.kernel_meta, ctx.other_kernel_metas = followed, sorted(m for m in kernels["meta"] if m != followed)
+    ctx.modules_package = driver_set.modules_package(branch, flavour, ctx.kernel_meta)
     abis = {kernels["next"], kernels["running"]} | {driver_set.image_of(v["depends"])
                                                      for v in known.get(ctx.kernel_meta, [])}
     known.update(host.get_fact(AptVersions, packages=sorted(driver_set.abi_modules_package(branch, flavour, a)

@@ -75,7 +75,8 @@ def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
 
 def env_vars(ctx: Context) -> dict:
     return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
-                nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer)
+                nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer,
+                step_timeout=ctx.s.vllm_multinode_step_timeout_s if ctx.s.vllm_nnodes > 1 else None)
 
 
 def unit_vars(ctx: Context) -> dict:

@@ -396,6 +396,21 @@ def test_every_installed_kernel_metapackage_is_held(fake_apply):
     assert holds and "linux-image-generic-hwe-24.04" in holds[0].split() and "linux-image-generic" in holds[0].split()
 
 
+def test_a_box_just_moved_to_hwe_whose_modules_come_later_keeps_the_running_kernels_set():
+    """Found by the generated sequences (seed 101: the user installs linux-generic-hwe-24.04 the day its 6.11 kernel
+    is published, its modules a day late, and re-runs the deploy): the set followed the booting kernel's
+    metapackage, apt was asked for linux-modules-nvidia-580-server-open-generic-hwe-24.04, which the archive did not
+    have yet, and the run failed. Now the set follows the running kernel's metapackage until the HWE modules come."""
+    metas = {"linux-image-generic": "6.8.0-61-generic", "linux-image-generic-hwe-24.04": "6.11.0-29-generic"}
+    ga = {"linux-modules-nvidia-580-server-open-generic": [{"version": "6.8.0-61.61+1", "depends": ""}]}
+    hwe = "linux-image-generic-hwe-24.04"
+    assert driver_set.followed_metapackage(hwe, metas, "6.8.0-61-generic", 580, "open", ga) == "linux-image-generic"
+    both = {**ga, "linux-modules-nvidia-580-server-open-generic-hwe-24.04": [{"version": "6.11.0-29.29+1",
+                                                                               "depends": ""}]}
+    assert driver_set.followed_metapackage(hwe, metas, "6.8.0-61-generic", 580, "open", both) == hwe
+    assert driver_set.followed_metapackage(hwe, metas, "6.8.0-61-generic", 580, "open", {}) == hwe  # nothing read
+
+
 def test_grub_order_counts_the_flavour_as_sort_v_does():
     """(4) 6.8.0-50-lowlatency boots before 6.8.0-50-generic (GRUB sorts with sort -V): the set must follow it."""
     archive = {

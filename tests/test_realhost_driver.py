@@ -441,6 +441,9 @@ class Ubuntu:
         self.apt = f"apt-get -o Acquire::http::Proxy=http://{env['h']['gateway']}:8888"  # as publish() above
         self.kernels, self.drivers, self.respins = 0, 0, 0
         self.module_driver: dict[int, int] = {}  # kernel -> driver its published module was built against
+        self.hwe_kernels: list[str] = []  # the HWE kernels published, oldest first (6.11 series, then 6.14)
+        self.hwe_module_driver: dict[str, int] = {}
+        self.on_hwe = False  # the user moved the box to HWE (linux-generic-hwe-24.04 installed)
 
     @staticmethod
     def abi(i: int) -> str:
@@ -521,11 +524,50 @@ class Ubuntu:
         return "ubuntu-drivers install: " + ("desktop driver installed" if "exit=0" in out
                                              else "apt refused (" + out.strip().splitlines()[0][:80] + ")")
 
+    @staticmethod
+    def hwe_version(abi: str) -> str:
+        series, n = abi.split("-")[0], abi.split("-")[1]
+        return f"{series}-{n}.{n}~24.04.1"
+
+    def hwe_modules(self, pocket, abi: str) -> None:
+        self.hwe_module_driver[abi] = self.drivers
+        aptarchive.modules(pocket, 580, self.driver(self.drivers), abi,
+                           f"{self.hwe_version(abi)}+{self.drivers + 1}",
+                           ("generic-hwe-24.04",) if abi == self.hwe_kernels[-1] else ())
+
+    def hwe(self, modules_same_day: bool) -> str:
+        """An HWE kernel in -security under linux-image-generic-hwe-24.04 / linux-generic-hwe-24.04 (Ubuntu's
+        linux-meta-hwe-24.04): the first is the 6.11 series, the later ones the roll to 6.14 (a new ABI under the same
+        metapackage names), its modules the same day or later. The first time, the user moves the box to HWE (`apt
+        install linux-generic-hwe-24.04`, linux-generic stays) and re-runs the deploy, as for any kernel by hand."""
+        series = "6.11.0" if not self.hwe_kernels else "6.14.0"
+        abi = f"{series}-{29 + len(self.hwe_kernels)}-generic"
+        self.hwe_kernels.append(abi)
+        version = self.hwe_version(abi)
+        aptarchive.kernel(self.security, abi, version)
+        aptarchive.deb(self.security, "linux-image-generic-hwe-24.04", version, depends=f"linux-image-{abi}")
+        aptarchive.deb(self.security, "linux-generic-hwe-24.04", version,
+                       depends=f"linux-image-generic-hwe-24.04 (= {version})")
+        if modules_same_day:
+            aptarchive.driver(self.security, 580, self.driver(self.drivers))
+            self.hwe_modules(self.security, abi)
+        self.publish()
+        what = f"HWE kernel {abi}" + ("" if modules_same_day else " (its modules later)")
+        if not self.on_hwe:
+            self.on_hwe = True
+            sh(self.env["h"], f"DEBIAN_FRONTEND=noninteractive {self.apt} install -y -qq linux-generic-hwe-24.04 "
+                              ">/dev/null")
+            return what + ": the user moves the box to HWE"
+        return what + ": the HWE series rolls"
+
     def modules_catch_up(self) -> str:
         """Modules for every kernel without one at the newest driver, respun into -updates."""
         for i in range(self.kernels + 1):
             if self.module_driver.get(i) != self.drivers:
                 self.modules(self.updates, i, i == self.kernels)
+        for abi in self.hwe_kernels:
+            if self.hwe_module_driver.get(abi) != self.drivers:
+                self.hwe_modules(self.updates, abi)
         self.publish()
         return f"modules for every kernel at {self.driver(self.drivers)}"
 
@@ -633,7 +675,8 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
     """Issue 26: sequences drawn (seeded) from what Ubuntu publishes (a security kernel with its modules the same day
     or later, a driver point release without modules, modules catching up, a respin) and what users and the box do
     (unattended-upgrades from -security, and with -updates enabled, `apt upgrade`, `apt full-upgrade`, `apt
-    autoremove`, a lowlatency kernel installed, `ubuntu-drivers install` (Ubuntu's desktop driver, also as the box's
+    autoremove`, a lowlatency kernel installed, the move to HWE and its series roll (6.11 -> 6.14, modules the same
+    day or later), `ubuntu-drivers install` (Ubuntu's desktop driver, also as the box's
     starting point: the deploy must refuse untouched, the user runs the printed fix), a deploy, a reboot into GRUB's
     choice), against real apt + dpkg + unattended-upgrades and pockets that keep one version per package.
     After every step: the kernel that boots has an nvidia.ko built against the installed user space, or the last
@@ -655,7 +698,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
         events = first + ["deploy", "reboot"] + [rnd.choice([
             "security-kernel", "point-release", "modules", "respin", "unattended", "unattended-updates",
             "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy", "deploy", "reboot", "lowlatency",
-            "ubuntu-drivers"])
+            "ubuntu-drivers", "hwe"])
             for _ in range(EVENTS)] + ["deploy"]
         for step, event in enumerate(events):
             what = event
@@ -671,6 +714,11 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 what = story.lowlatency() + ", then a deploy"
             elif event == "ubuntu-drivers":
                 what = story.ubuntu_drivers()
+            elif event == "hwe":  # the first time with a deploy after it (README: re-run after a kernel by hand)
+                moves = not story.on_hwe
+                what = story.hwe(rnd.random() < 0.5)
+                if moves:
+                    what += ", then a deploy"
             elif event == "unattended":
                 unattended_upgrade(env)
             elif event == "unattended-updates":  # the user enabled -updates for unattended-upgrades too
@@ -684,7 +732,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 protect = "".join(f'"^linux-.*-{re.escape(k)}$"; ' for k in {running, boots(env)})
                 sh(h, f"echo 'APT::NeverAutoRemove {{ {protect}}};' > /etc/apt/apt.conf.d/01autoremove-kernels")
                 sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} {verb} -y -qq >/dev/null")
-            if event in ("deploy", "lowlatency"):
+            if event in ("deploy", "lowlatency") or what.endswith("moves the box to HWE, then a deploy"):
                 before = installed(env)
                 run = lambda: deploy(env, running, driver_standin_archive=source)  # noqa: E731
                 if "nvidia-driver-580-open" in before:  # refused untouched; the user runs the printed fix
@@ -692,12 +740,18 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                     what += " (refused: desktop driver; the printed fix run, then a deploy)"
                     before = installed(env)
                 p = run()
+                if p.returncode:
+                    print("\n".join(log + [what]), p.stdout[-6000:], sep="\n")
                 assert p.returncode == 0, (log, p.stdout[-4000:])
                 assert downgraded(before, installed(env)) == [], log  # nothing backwards, linux-generic kept
                 kernel, ok = boot_has_module(env)
                 named = kernel if f"the kernel {kernel} boots next and has no nvidia" in p.stdout else ""
                 held = holds(env)
-                assert {K, M, *USER} <= set(held), (log, held)
+                # every kernel metapackage and the modules metapackage the set follows (the HWE one once its
+                # modules are out; until then the running GA kernel's) are held
+                metas = {M, M + "-hwe-24.04"} & set(installed(env))
+                want = {K, *USER, *(["linux-image-generic-hwe-24.04"] if story.on_hwe else [])}
+                assert want <= set(held) and metas and metas <= set(held), (log, held)
                 assert changes(deploy(env, running, driver_standin_archive=source).stdout) == 0, log
             if event == "reboot":
                 kernel, ok = boot_has_module(env)

@@ -78,6 +78,8 @@ def test_units_are_hardened_and_restart_only_on_failure_with_a_start_limit(which
         assert line in unit, line
     assert "Restart=always" not in unit
     assert ("PrivateDevices=yes" in unit) == (which == "webui")  # vLLM must see the GPU device nodes
+    # vLLM's server exits 0 when its engine dies (tests/test_realengine_multinode.py): a failure for systemd too
+    assert ("RestartForceExitStatus=0" in unit) == (which == "vllm")
 
 
 def test_open_webui_auth_on_signup_off_backend_on_loopback_no_trailing_slash():
@@ -245,6 +247,21 @@ def test_firewall_admits_only_the_ui_hosts_then_drops_the_vllm_port():
     assert body[3:8] == ['iif "lo" accept', "tcp dport 8000 ip saddr { 10.214.0.4 } accept",
                          "tcp dport 8000 ip6 saddr { fd00::4 } accept", "tcp dport 8000 drop", "}"]
     assert rules[2:4] == ["table inet llmhost_vllm", "delete table inet llmhost_vllm"]  # its own table, reloaded whole
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_multinode_host_bounds_the_wait_on_a_dead_stage_with_its_setting(rank):
+    """vLLM's rank 0 waits VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (its default 300) on a dead stage before its engine
+    fails (measured: tests/test_realengine_multinode.py): a multi-node host's env file sets it from the setting; a
+    single box keeps vLLM's default."""
+    env = lines(render("vllm.env.j2", **vllm_service.env_vars(ctx(vllm_nnodes=2, vllm_node_rank=rank,
+                                                                     vllm_master_addr="10.214.0.2",
+                                                                     vllm_multinode_step_timeout_s=45))))
+    i = env.index("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS=45")
+    assert env[i - 2].startswith("# Multi-node (vllm_multinode_step_timeout_s)")
+    assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS=60" in render("vllm.env.j2", **vllm_service.env_vars(
+        ctx(vllm_nnodes=2, vllm_node_rank=rank, vllm_master_addr="10.214.0.2")))  # the default
+    assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS" not in render("vllm.env.j2", **vllm_service.env_vars(ctx()))
 
 
 def test_p2p_off_only_when_asked_with_the_reason_beside_it():

@@ -202,7 +202,7 @@ def test_units_with_awkward_values_pass_systemd_analyze_verify(tmp_path):
 def test_no_template_writes_a_string_without_a_quoting_filter():
     """Statically (branches no test renders too): every {{ }} that can carry a string ends in a boundary filter."""
     numbers = {"port", "start_timeout + 30", "start_timeout", "keep", "backends", "num_retries", "gpu_temp_c",
-               "vllm_port"}
+               "vllm_port", "step_timeout"}
     quoted = {"exec_start"}  # a whole command line, built by boundary.exec_line (a Quoted; the render guard checks it)
     raw = []
     for d in DIRS:

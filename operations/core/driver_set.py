@@ -65,6 +65,21 @@ def kernel_metapackage(metas: dict[str, str], boot: str, running: str = "") -> s
                      "re-run")
 
 
+def followed_metapackage(kernel_meta: str, metas: dict[str, str], running: str, branch: int, flavour: str,
+                         archive: dict[str, list]) -> str:
+    """The kernel metapackage the driver set follows: ``kernel_meta`` (the booting kernel's), unless the archive has
+    no modules metapackage for it yet (the box just moved to HWE, or its series rolled, and the modules come a day
+    late) while the running kernel's metapackage has one: then that one, so the installed set stays, the new kernel
+    is named and its reboot withheld (was: apt asked for a package the archive does not have, the run failed)."""
+    if archive.get(modules_package(branch, flavour, kernel_meta)) or not running:
+        return kernel_meta
+    try:
+        fallback = kernel_metapackage(metas, running, running)
+    except ValueError:
+        return kernel_meta
+    return fallback if archive.get(modules_package(branch, flavour, fallback)) else kernel_meta
+
+
 def modules_package(branch: int, flavour: str, kernel_meta: str) -> str:
     """linux-modules-nvidia-<branch>-server[-open]-<meta suffix>; linux-image-virtual's kernels are -generic ones and
     take the -generic modules (ubuntu-drivers, LP #2085962)."""

@@ -152,6 +152,12 @@ class Settings(BaseModel):
     vllm_master_addr: str | None = Field(None, description="Multi-node: rank 0's fleet_address (a private network "
                                          "address; the nodes' traffic goes there).")
     vllm_master_port: int = Field(29501, ge=1, le=65535, description="Multi-node: rank 0's port for the nodes.")
+    vllm_multinode_step_timeout_s: int = Field(60, ge=5, le=3600, description="Multi-node: how long rank 0 waits "
+                                               "for the other stages on one model step before its engine fails "
+                                               "(VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS; vLLM's own default is 300). A "
+                                               "dead stage is noticed only then: rank 0's /health answers 200 "
+                                               "until a request comes; that request fails after this many seconds, "
+                                               "rank 0 exits and systemd restarts it.")
     vllm_nccl_p2p_disable: bool = Field(False, description="Several GPUs in one box whose PCIe peer-to-peer hangs or "
                                         "corrupts NCCL (consumer boards; vLLM issues 4996, 17676): NCCL_P2P_DISABLE=1 "
                                         "and --disable-custom-all-reduce for vLLM. vLLM itself turns custom all-reduce "

@@ -16,11 +16,16 @@ tests/test_standin_contract.py):
   no tokenizer: it counts one token per 3 characters of the messages and tools; for every request Open WebUI was
   recorded sending that is at least what Llama 3's own tokenizer counts (3.5-4.8 characters per token;
   tests/test_standin_contract.py checks it with Meta's tokenizer.model), so it refuses no later than vLLM would.
+
+How it ends, as vLLM does: SIGUSR1 stands for vLLM's engine dying under it (a dead multi-node stage, a crashed
+worker): vLLM's server then exits with status 0 (measured with vLLM's CPU build: tests/test_realengine_multinode.py;
+vLLM issue 48966), which systemd's Restart=on-failure alone would not restart.
 """
 
 import argparse
 import json
 import os
+import signal
 import socket
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -131,6 +136,7 @@ def main():
         def log_message(self, *args):
             pass
 
+    signal.signal(signal.SIGUSR1, lambda *_: os._exit(0))  # the engine died: vLLM's server exits 0
     ThreadingHTTPServer((a.host, a.port), Handler).serve_forever()
 
 
