@@ -752,6 +752,9 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 # block the user space's next move: its module pins the old driver)
                 want = {K, *USER, *(["linux-image-generic-hwe-24.04"] if story.on_hwe else [])}
                 assert want <= set(held) and len({M, M + "-hwe-24.04"} & set(held)) == 1, (log, held)
+                # finding 7: per-kernel modules stay automatically installed, so they leave with their kernels
+                manual = sh(h, "apt-mark showmanual 'linux-modules-nvidia-*'").split()
+                assert not [m for m in manual if re.search(r"-\d+\.\d+\.\d+-\d+-", m)], (log, manual)
                 assert changes(deploy(env, running, driver_standin_archive=source).stdout) == 0, log
             if event == "reboot":
                 kernel, ok = boot_has_module(env)
