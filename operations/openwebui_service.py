@@ -146,6 +146,13 @@ def backup_vars(ctx: Context) -> dict:
                 calendar=s.openwebui_backup_calendar)
 
 
+def venv_args(s) -> tuple[list[str], list[str]]:
+    """Open WebUI's requirements and uv's extra arguments: its torch through --torch-backend (openwebui_torch_backend;
+    a CPU torch by default: the unit never sees the GPU)."""
+    return ([f"open-webui=={s.openwebui_version}", *s.openwebui_extra_requirements],
+            ["--torch-backend", s.openwebui_torch_backend] if s.openwebui_torch_backend else [])
+
+
 def unit_vars(ctx: Context) -> dict:
     s = ctx.s
     return dict(version=s.openwebui_version, config_root=s.config_root, data_root=s.data_root,
@@ -175,14 +182,14 @@ def ensure(ctx: Context) -> Result:
     bvars = backup_vars(ctx)
     host_program("Backup tool llmhost-webui-backup", "webui_backup", script, backup_vars(ctx))
     root = f"{s.install_root}/open-webui"
-    requirements = [f"open-webui=={s.openwebui_version}", *s.openwebui_extra_requirements]
-    wanted = python_venv.target(root, s.openwebui_python, requirements, s.pip_index_url, s.pip_find_links)
+    requirements, torch = venv_args(s)
+    wanted = python_venv.target(root, s.openwebui_python, requirements, s.pip_index_url, s.pip_find_links, torch)
     backed_up_before_upgrade(name="Back up Open WebUI's data before its venv changes", script=script, root=root,
                              wanted=wanted, db=f"{s.data_root}/open-webui/webui.db",
                              reason=f"before-{s.openwebui_version}")
     venv = python_venv.venv(name=f"Open WebUI {s.openwebui_version} venv", root=root, python=s.openwebui_python,
                             uv=ctx.uv, requirements=requirements, index_url=s.pip_index_url,
-                            find_links=s.pip_find_links, env=ctx.download_env)
+                            find_links=s.pip_find_links, env=ctx.download_env, extra_args=torch)
     env = files.put(create_remote_dir=False, name="Open WebUI environment (no secrets)",
                     src=rendered("open-webui.env.j2", **env_vars(ctx)),
                     dest=f"{s.config_root}/open-webui.env", mode="644")

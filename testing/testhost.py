@@ -214,7 +214,10 @@ def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
     wheels = sorted(Path("/opt/wheels").glob("torch-*+cpu-cp311-*.whl"))
     if wheels:
         version = wheels[-1].name.split("-")[1]
-        data.update(pip_find_links=["/opt/wheels"], openwebui_extra_requirements=[f"torch=={version}"])
+        # the +cpu torch from the machine's local wheel store: PyTorch's CPU index (openwebui_torch_backend's
+        # default) is not reachable from these machines
+        data.update(pip_find_links=["/opt/wheels"], openwebui_extra_requirements=[f"torch=={version}"],
+                    openwebui_torch_backend=None)
     if hub:
         data["hf_endpoint"] = hub
         hub_state = REPO / ".cache" / "hub" / "state.json"

@@ -296,11 +296,11 @@ def converged() -> dict:
                  f"{s.config_root}/open-webui.admin.env"):
         matchers[re.compile(re.escape(path) + r"\b")] = [
             f"user=root group=root mode=-rw------- atime=0 mtime=0 ctime=0 size=10 '{path}'"]
+    ow_reqs, ow_extra = openwebui_service.venv_args(s)
     venvs = {f"{s.install_root}/vllm": venv_id(s.vllm_python_version, vllm_service.vllm_requirements(s)
                                                 + [" ".join([*vllm_service.uv_cutoffs(s), vllm_service.COMPILE])], s.pip_index_url,
                                                 s.pip_find_links),
-             f"{s.install_root}/open-webui": venv_id(s.openwebui_python, [f"open-webui=={s.openwebui_version}",
-                                                                         *s.openwebui_extra_requirements, ""],
+             f"{s.install_root}/open-webui": venv_id(s.openwebui_python, ow_reqs + [" ".join(ow_extra)],
                                                      s.pip_index_url, s.pip_find_links)}
     for root, vid in venvs.items():
         target = f"{root}/venvs/{vid}"
