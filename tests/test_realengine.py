@@ -101,19 +101,32 @@ def chat_template() -> Path:
     return out
 
 
-def rendered(model_dir: Path) -> tuple[list[str], list[str]]:
-    """The deploy's ExecStart and vllm.env for the default checkpoint on an RTX 3060, era 0.33.0 (the same rendering
-    the GPU proof runs: tools/gpu_proof_commands.deploy_command), pointed at this venv, model and port."""
+def rendered(model_dir: Path, port: int = PORT, **settings) -> tuple[list[str], list[str], str]:
+    """The deploy's ExecStart, vllm.env and unit for the default checkpoint on an RTX 3060, era 0.33.0 (the same
+    rendering the GPU proof runs: tools/gpu_proof_commands.deploy_command; ``settings`` added), pointed at this venv,
+    model and port."""
     from operations.core.settings import Settings
     from operations.core.tuning import GpuSpec
     from tools.gpu_proof_commands import deploy_command
 
-    r = deploy_command(GpuSpec.from_card("rtx-3060-12gb"), "llama-3.1-8b-instruct-awq-int4", vllm_version="0.33.0")
+    r = deploy_command(GpuSpec.from_card("rtx-3060-12gb"), "llama-3.1-8b-instruct-awq-int4", vllm_version="0.33.0",
+                       **settings)
     argv = shlex.split(r["exec_start"].replace("%%", "%"))
     assert argv[:3] == [f"{Settings().install_root}/vllm/current/bin/vllm", "serve", r["snapshot"]], argv
     argv = [str(VENV / "bin/vllm"), "serve", str(model_dir)] + argv[3:]
-    argv[argv.index("--port") + 1] = str(PORT)
-    return argv, [l for l in r["env"].splitlines() if l.strip() and not l.startswith("#")]
+    argv[argv.index("--port") + 1] = str(port)
+    return argv, [l for l in r["env"].splitlines() if l.strip() and not l.startswith("#")], r["unit"]
+
+
+def wait_healthy(base: str, t0: float, procs: list[subprocess.Popen]) -> float | None:
+    """Seconds from t0 until /health answers 200; None if a process ended first or after 900 s (a give-up bound)."""
+    while time.monotonic() - t0 < 900 and all(p.poll() is None for p in procs):
+        try:
+            if http(base + "/health", timeout=2)[0] == 200:
+                return time.monotonic() - t0
+        except Exception:
+            time.sleep(2)
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +134,7 @@ def engine(tmp_path_factory):
     py = venv()
     model = tmp_path_factory.mktemp("model") / "tiny"
     sh(str(py), "-m", "testing.tiny_model", str(model), str(chat_template()), cwd=REPO)
-    argv, env = rendered(model)
+    argv, env, _ = rendered(model)
     home = tmp_path_factory.mktemp("vllm-home")
     env = [e.replace("/var/lib/llmhost/vllm", str(home)) for e in env]  # the state dirs, here
     log = open(home / "vllm.log", "w")
@@ -130,14 +143,7 @@ def engine(tmp_path_factory):
                              "VLLM_CPU_KVCACHE_SPACE=1", *argv, "--load-format", "dummy"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{PORT}"
-    healthy = None
-    while time.monotonic() - t0 < 900 and proc.poll() is None:
-        try:
-            if http(base + "/health", timeout=2)[0] == 200:
-                healthy = time.monotonic() - t0
-                break
-        except Exception:
-            time.sleep(2)
+    healthy = wait_healthy(base, t0, [proc])
     print(f"vllm-cpu 0.32.0 healthy after {healthy and round(healthy)} s: {' '.join(argv)}")
     assert healthy, (home / "vllm.log").read_text()[-4000:]
     yield {"base": base, "argv": argv, "log": home / "vllm.log", "model": "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"}

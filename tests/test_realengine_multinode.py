@@ -22,7 +22,6 @@ whose process exits 0 that way (the stand-in's SIGUSR1, the recording of this).
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import time
@@ -30,31 +29,15 @@ import time
 import pytest
 
 from tests.conftest import REPO, http
-from tests.test_realengine import KEY, VENV, chat_template, sh, venv
+from tests.test_realengine import KEY, chat_template, rendered, sh, venv, wait_healthy
 
 pytestmark = pytest.mark.realhost
 PORT, MASTER_PORT, STEP_TIMEOUT = 18125, 29555, 10
 
 
-def rendered(rank: int, model_dir) -> tuple[list[str], list[str], str]:
-    """The deploy's ExecStart and vllm.env for rank ``rank`` of a 2-node model (the GPU proof's rendering, with the
-    fleet's multi-node settings), pointed at the CPU venv, the tiny model and this port."""
-    from operations.core.settings import Settings
-    from operations.core.tuning import GpuSpec
-    from tools.gpu_proof_commands import deploy_command
-
-    r = deploy_command(GpuSpec.from_card("rtx-3060-12gb"), "llama-3.1-8b-instruct-awq-int4", vllm_version="0.33.0",
-                       vllm_nnodes=2, vllm_node_rank=rank, vllm_master_addr="127.0.0.1", vllm_master_port=MASTER_PORT,
-                       vllm_multinode_step_timeout_s=STEP_TIMEOUT)
-    argv = shlex.split(r["exec_start"].replace("%%", "%"))
-    assert argv[:3] == [f"{Settings().install_root}/vllm/current/bin/vllm", "serve", r["snapshot"]], argv
-    argv = [str(VENV / "bin/vllm"), "serve", str(model_dir)] + argv[3:]
-    argv[argv.index("--port") + 1] = str(PORT)
-    return argv, [l for l in r["env"].splitlines() if l.strip() and not l.startswith("#")], r["unit"]
-
-
 def start(rank: int, model_dir, home) -> tuple[subprocess.Popen, list[str], list[str], str]:
-    argv, env, unit = rendered(rank, model_dir)
+    argv, env, unit = rendered(model_dir, PORT, vllm_nnodes=2, vllm_node_rank=rank, vllm_master_addr="127.0.0.1",
+                               vllm_master_port=MASTER_PORT, vllm_multinode_step_timeout_s=STEP_TIMEOUT)
     env = [e.replace("/var/lib/llmhost/vllm", str(home)) for e in env]
     log = open(home / f"rank{rank}.log", "w")
     proc = subprocess.Popen(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", *env, f"VLLM_API_KEY={KEY}",
@@ -78,14 +61,8 @@ def test_two_ranks_form_serve_and_a_dead_stage_fails_rank_0_within_the_step_time
         assert "--node-rank=0" in argv0 and "--headless" not in argv0
         assert "--node-rank=1" in argv1 and "--headless" in argv1
         assert f"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS={STEP_TIMEOUT}" in env0
-        base, healthy = f"http://127.0.0.1:{PORT}", None
-        while time.monotonic() - t0 < 900 and r0.poll() is None and r1.poll() is None:
-            try:
-                if http(base + "/health", timeout=2)[0] == 200:
-                    healthy = time.monotonic() - t0
-                    break
-            except Exception:
-                time.sleep(2)
+        base = f"http://127.0.0.1:{PORT}"
+        healthy = wait_healthy(base, t0, [r0, r1])
         logs = lambda: "\n".join((tmp_path / f"rank{i}.log").read_text()[-3000:] for i in (0, 1))  # noqa: E731
         assert healthy, logs()
         print(f"two ranks formed, rank 0 healthy after {healthy:.0f} s")
