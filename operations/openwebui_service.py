@@ -150,7 +150,7 @@ def venv_args(s) -> tuple[list[str], list[str]]:
     """Open WebUI's requirements and uv's extra arguments: its torch through --torch-backend (openwebui_torch_backend;
     a CPU torch by default: the unit never sees the GPU)."""
     return ([f"open-webui=={s.openwebui_version}", *s.openwebui_extra_requirements],
-            ["--torch-backend", s.openwebui_torch_backend] if s.openwebui_torch_backend else [])
+            ["--torch-backend", s.openwebui_torch_backend] if s.openwebui_torch_backend != "none" else [])
 
 
 def unit_vars(ctx: Context) -> dict:

@@ -217,7 +217,7 @@ def inventory_data(h: dict, key: Path, hub: str | None) -> dict:
         # the +cpu torch from the machine's local wheel store: PyTorch's CPU index (openwebui_torch_backend's
         # default) is not reachable from these machines
         data.update(pip_find_links=["/opt/wheels"], openwebui_extra_requirements=[f"torch=={version}"],
-                    openwebui_torch_backend=None)
+                    openwebui_torch_backend="none")
     if hub:
         data["hf_endpoint"] = hub
         hub_state = REPO / ".cache" / "hub" / "state.json"

@@ -413,7 +413,7 @@ def test_proprietary_flavour_with_objects_and_signatures(env):
 
 # --- Issue 26: generated sequences of what Ubuntu publishes and what users do, against real apt ------------------
 SEQUENCES = int(os.environ.get("LLMHOST_DRIVER_SEQUENCES", "2"))  # CI's fixed budget; more on demand
-EVENTS = int(os.environ.get("LLMHOST_DRIVER_EVENTS", "6"))
+EVENTS = int(os.environ.get("LLMHOST_DRIVER_EVENTS", "5"))
 SEED = int(os.environ.get("LLMHOST_DRIVER_SEED", "100"))  # its first story starts fully updated (finding 6)
 
 

@@ -73,11 +73,11 @@ def followed_metapackage(kernel_meta: str, metas: dict[str, str], running: str, 
     is named and its reboot withheld (was: apt asked for a package the archive does not have, the run failed)."""
     if archive.get(modules_package(branch, flavour, kernel_meta)) or not running:
         return kernel_meta
-    try:
-        fallback = kernel_metapackage(metas, running, running)
+    served = {m: image for m, image in metas.items() if archive.get(modules_package(branch, flavour, m))}
+    try:  # of those with modules: the running kernel's own, else one of its flavour
+        return kernel_metapackage(served, running, running) if served else kernel_meta
     except ValueError:
         return kernel_meta
-    return fallback if archive.get(modules_package(branch, flavour, fallback)) else kernel_meta
 
 
 def modules_package(branch: int, flavour: str, kernel_meta: str) -> str:

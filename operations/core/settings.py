@@ -196,11 +196,11 @@ class Settings(BaseModel):
     openwebui_enable_signup: bool = Field(False, description="Allow sign-ups after the first admin.")
     openwebui_extra_requirements: list[str] = Field(
         [], description="Extra pins installed with Open WebUI (e.g. a CPU torch from pip_find_links).")
-    openwebui_torch_backend: str | None = Field("cpu", pattern=r"^(auto|cpu|xpu|cu\d{2,3}|rocm\d+(\.\d+)*)$",
+    openwebui_torch_backend: str = Field("cpu", pattern=r"^(none|auto|cpu|xpu|cu\d{2,3}|rocm\d+(\.\d+)*)$",
                                                 description="Where Open WebUI's torch comes from, through uv's own "
                                                 "--torch-backend: 'cpu' (default) takes PyTorch's CPU index, not "
                                                 "PyPI's CUDA torch and its NVIDIA wheels (the unit has "
-                                                "PrivateDevices=yes: Open WebUI never sees the GPU). None: PyPI's "
+                                                "PrivateDevices=yes: Open WebUI never sees the GPU). 'none': PyPI's "
                                                 "default (or a torch pinned in openwebui_extra_requirements from "
                                                 "pip_find_links, as the test host does).")
     rag_embedding_repo: str | None = Field("sentence-transformers/all-MiniLM-L6-v2", description="Documents offline: "
