@@ -306,20 +306,18 @@ def _kernel_modules(ctx: Context, smi: dict[str, Any]) -> None:
         return  # a working driver from elsewhere is left alone (see nvidia_driver)
     try:
         driver_set.check_kernel(kernels["next"])
-        ctx.kernel_meta = driver_set.kernel_metapackage(kernels["meta"], kernels["next"], kernels["running"])
-        # every other kernel metapackage is held too: linux-generic beside -hwe-24.04 would pull a kernel (from
-        # unattended-upgrades) that no module of the set is built for
-        ctx.other_kernel_metas = sorted(m for m in kernels["meta"] if m != ctx.kernel_meta)
+        booting = driver_set.kernel_metapackage(kernels["meta"], kernels["next"], kernels["running"])
     except ValueError as exc:
         _fail(str(exc))
     branch, flavour = s.nvidia_driver_branch, ctx.flavour
     names = [*driver_set.userspace_packages(branch, flavour)] + [
         x for m in sorted(kernels["meta"]) for x in (m, driver_set.modules_package(branch, flavour, m))]
     known = host.get_fact(AptVersions, packages=names)
-    followed = driver_set.followed_metapackage(ctx.kernel_meta, kernels["meta"], kernels["running"], branch, flavour,
-                                               known)
-    if followed != ctx.kernel_meta:
-        ctx.kernel_meta, ctx.other_kernel_metas = followed, sorted(m for m in kernels["meta"] if m != followed)
+    ctx.kernel_meta = driver_set.followed_metapackage(booting, kernels["meta"], kernels["running"], branch, flavour,
+                                                      known)
+    # every other kernel metapackage is held too: linux-generic beside -hwe-24.04 would pull a kernel (from
+    # unattended-upgrades) that no module of the set is built for
+    ctx.other_kernel_metas = sorted(m for m in kernels["meta"] if m != ctx.kernel_meta)
     ctx.modules_package = driver_set.modules_package(branch, flavour, ctx.kernel_meta)
     abis = {kernels["next"], kernels["running"]} | {driver_set.image_of(v["depends"])
                                                      for v in known.get(ctx.kernel_meta, [])}

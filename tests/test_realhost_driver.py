@@ -440,9 +440,8 @@ class Ubuntu:
         self.security.mkdir(parents=True, exist_ok=True)
         self.apt = f"apt-get -o Acquire::http::Proxy=http://{env['h']['gateway']}:8888"  # as publish() above
         self.kernels, self.drivers, self.respins = 0, 0, 0
-        self.module_driver: dict[int, int] = {}  # kernel -> driver its published module was built against
+        self.module_driver: dict[str, int] = {}  # kernel ABI -> driver its published -server module was built against
         self.hwe_kernels: list[str] = []  # the HWE kernels published, oldest first (6.11 series, then 6.14)
-        self.hwe_module_driver: dict[str, int] = {}
         self.on_hwe = False  # the user moved the box to HWE (linux-generic-hwe-24.04 installed)
 
     @staticmethod
@@ -453,10 +452,24 @@ class Ubuntu:
     def driver(k: int) -> str:
         return f"580.{95 + k}.05-0ubuntu0.24.04.1"
 
-    def modules(self, pocket, i: int, newest_kernel: bool) -> None:
-        self.module_driver[i] = self.drivers
-        aptarchive.modules(pocket, 580, self.driver(self.drivers), self.abi(i), f"6.8.0-{60 + i}.{60 + i}+{self.drivers + 1}",
-                           ("generic",) if newest_kernel else ())
+    @staticmethod
+    def kernel_version(abi: str) -> str:
+        """The kernel's package version: 6.8.0-61.61 (GA), 6.11.0-29.29~24.04.1 (HWE, backported)."""
+        series, n = abi.split("-")[:2]
+        return f"{series}-{n}.{n}" + ("" if series == "6.8.0" else "~24.04.1")
+
+    def metas(self, abi: str) -> tuple[str, ...]:
+        """The modules metapackages that follow ``abi``: its flavour's, where it is that flavour's newest kernel."""
+        if abi == self.abi(self.kernels):
+            return ("generic",)
+        return ("generic-hwe-24.04",) if self.hwe_kernels and abi == self.hwe_kernels[-1] else ()
+
+    def modules(self, pocket, abi: str, server: bool = True) -> None:
+        """``abi``'s NVIDIA modules built against the day's driver (Ubuntu's desktop driver's: ``server=False``)."""
+        if server:
+            self.module_driver[abi] = self.drivers
+        aptarchive.modules(pocket, 580, self.driver(self.drivers), abi,
+                           f"{self.kernel_version(abi)}+{self.drivers + 1}", self.metas(abi), server=server)
 
     def publish(self) -> None:
         for pocket, suite in ((self.updates, "llmhost-standin"), (self.security, "noble-security")):
@@ -469,7 +482,7 @@ class Ubuntu:
         aptarchive.kernel(self.updates, self.abi(0), "6.8.0-60.60")
         aptarchive.kernel_meta(self.updates, "generic", "6.8.0-60.60", self.abi(0))
         aptarchive.driver(self.updates, 580, self.driver(0))
-        self.modules(self.updates, 0, True)
+        self.modules(self.updates, self.abi(0))
         aptarchive.container_toolkit(self.updates, "1.17.8-1")  # as the earlier tests left it installed
         self.publish()
 
@@ -480,7 +493,7 @@ class Ubuntu:
         aptarchive.kernel_meta(self.security, "generic", f"6.8.0-{60 + i}.{60 + i}", self.abi(i))
         if modules_same_day:
             aptarchive.driver(self.security, 580, self.driver(self.drivers))
-            self.modules(self.security, i, True)
+            self.modules(self.security, self.abi(i))
         self.publish()
         return f"security kernel {self.abi(i)}" + ("" if modules_same_day else " (its modules later)")
 
@@ -493,12 +506,12 @@ class Ubuntu:
     def respin(self) -> str:
         """The newest kernel's modules rebuilt at the same driver (a new package version, same nvidia.ko)."""
         self.respins += 1
-        i = self.kernels
-        d = self.module_driver.setdefault(i, self.drivers)
-        aptarchive.modules(self.updates, 580, self.driver(d), self.abi(i), f"6.8.0-{60 + i}.{60 + i}+{d + 1}.{self.respins}",
+        abi = self.abi(self.kernels)
+        d = self.module_driver.setdefault(abi, self.drivers)
+        aptarchive.modules(self.updates, 580, self.driver(d), abi, f"{self.kernel_version(abi)}+{d + 1}.{self.respins}",
                            ("generic",))
         self.publish()
-        return f"modules of {self.abi(i)} respun"
+        return f"modules of {abi} respun"
 
     def lowlatency(self) -> str:
         """The user installs the lowlatency kernel of the newest ABI (GRUB's sort -V puts it before -generic);
@@ -515,25 +528,12 @@ class Ubuntu:
         its modules built for every kernel). Returns what apt did: held -server packages refuse the swap."""
         aptarchive.driver(self.updates, 580, self.driver(self.drivers), server=False)
         for i in range(self.kernels + 1):
-            aptarchive.modules(self.updates, 580, self.driver(self.drivers), self.abi(i),
-                               f"6.8.0-{60 + i}.{60 + i}+{self.drivers + 1}", ("generic",) if i == self.kernels else (),
-                               server=False)
+            self.modules(self.updates, self.abi(i), server=False)
         self.publish()
         out = sh(self.env["h"], f"DEBIAN_FRONTEND=noninteractive {self.apt} install -y -qq nvidia-driver-580-open "
                                 "linux-modules-nvidia-580-open-generic 2>&1 >/dev/null; echo exit=$?", check=False)
         return "ubuntu-drivers install: " + ("desktop driver installed" if "exit=0" in out
                                              else "apt refused (" + out.strip().splitlines()[0][:80] + ")")
-
-    @staticmethod
-    def hwe_version(abi: str) -> str:
-        series, n = abi.split("-")[0], abi.split("-")[1]
-        return f"{series}-{n}.{n}~24.04.1"
-
-    def hwe_modules(self, pocket, abi: str) -> None:
-        self.hwe_module_driver[abi] = self.drivers
-        aptarchive.modules(pocket, 580, self.driver(self.drivers), abi,
-                           f"{self.hwe_version(abi)}+{self.drivers + 1}",
-                           ("generic-hwe-24.04",) if abi == self.hwe_kernels[-1] else ())
 
     def hwe(self, modules_same_day: bool) -> str:
         """An HWE kernel in -security under linux-image-generic-hwe-24.04 / linux-generic-hwe-24.04 (Ubuntu's
@@ -543,14 +543,14 @@ class Ubuntu:
         series = "6.11.0" if not self.hwe_kernels else "6.14.0"
         abi = f"{series}-{29 + len(self.hwe_kernels)}-generic"
         self.hwe_kernels.append(abi)
-        version = self.hwe_version(abi)
+        version = self.kernel_version(abi)
         aptarchive.kernel(self.security, abi, version)
         aptarchive.deb(self.security, "linux-image-generic-hwe-24.04", version, depends=f"linux-image-{abi}")
         aptarchive.deb(self.security, "linux-generic-hwe-24.04", version,
                        depends=f"linux-image-generic-hwe-24.04 (= {version})")
         if modules_same_day:
             aptarchive.driver(self.security, 580, self.driver(self.drivers))
-            self.hwe_modules(self.security, abi)
+            self.modules(self.security, abi)
         self.publish()
         what = f"HWE kernel {abi}" + ("" if modules_same_day else " (its modules later)")
         if not self.on_hwe:
@@ -562,12 +562,9 @@ class Ubuntu:
 
     def modules_catch_up(self) -> str:
         """Modules for every kernel without one at the newest driver, respun into -updates."""
-        for i in range(self.kernels + 1):
-            if self.module_driver.get(i) != self.drivers:
-                self.modules(self.updates, i, i == self.kernels)
-        for abi in self.hwe_kernels:
-            if self.hwe_module_driver.get(abi) != self.drivers:
-                self.hwe_modules(self.updates, abi)
+        for abi in [self.abi(i) for i in range(self.kernels + 1)] + self.hwe_kernels:
+            if self.module_driver.get(abi) != self.drivers:
+                self.modules(self.updates, abi)
         self.publish()
         return f"modules for every kernel at {self.driver(self.drivers)}"
 
@@ -701,7 +698,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
             "ubuntu-drivers", "hwe"])
             for _ in range(EVENTS)] + ["deploy"]
         for step, event in enumerate(events):
-            what = event
+            what, deploys = event, event in ("deploy", "lowlatency")
             if event.startswith("security-kernel"):
                 what = story.security_kernel(event == "security-kernel" and rnd.random() < 0.5)
             elif event == "point-release":
@@ -715,10 +712,8 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
             elif event == "ubuntu-drivers":
                 what = story.ubuntu_drivers()
             elif event == "hwe":  # the first time with a deploy after it (README: re-run after a kernel by hand)
-                moves = not story.on_hwe
-                what = story.hwe(rnd.random() < 0.5)
-                if moves:
-                    what += ", then a deploy"
+                deploys = not story.on_hwe
+                what = story.hwe(rnd.random() < 0.5) + (", then a deploy" if deploys else "")
             elif event == "unattended":
                 unattended_upgrade(env)
             elif event == "unattended-updates":  # the user enabled -updates for unattended-upgrades too
@@ -732,7 +727,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 protect = "".join(f'"^linux-.*-{re.escape(k)}$"; ' for k in {running, boots(env)})
                 sh(h, f"echo 'APT::NeverAutoRemove {{ {protect}}};' > /etc/apt/apt.conf.d/01autoremove-kernels")
                 sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} {verb} -y -qq >/dev/null")
-            if event in ("deploy", "lowlatency") or what.endswith("moves the box to HWE, then a deploy"):
+            if deploys:
                 before = installed(env)
                 run = lambda: deploy(env, running, driver_standin_archive=source)  # noqa: E731
                 if "nvidia-driver-580-open" in before:  # refused untouched; the user runs the printed fix

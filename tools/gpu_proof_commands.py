@@ -45,7 +45,8 @@ def deploy_command(gpu: tuning.GpuSpec, fixture: str = "llama-3-8b-instruct-gptq
     s = Settings(**{**(OLD_DEFAULT if fixture == "llama-3-8b-instruct-gptq" else {}), **settings})
     fam = versions.model_family(json.loads((MODELS / fixture / "config.json").read_text()))
     p = tuning.plan(spec(fixture), gpu, s.vllm_version, tensor_parallel_size=s.vllm_tensor_parallel_size,
-                    pipeline_parallel_size=s.vllm_nnodes, min_context=versions.needed_context(s.openwebui_version, bool(fam.tool_call_parser)))
+                    pipeline_parallel_size=s.vllm_nnodes,
+                    min_context=versions.needed_context(s.openwebui_version, bool(fam.tool_call_parser)))
     ctx = Context(s, "ubuntu", "24.04", None, {}, p, s.model_revision, "open", family=fam)
     assert fixture != "llama-3-8b-instruct-gptq" or ctx.snapshot_path == SNAP
     unit = render("vllm.service.j2", **vllm_service.unit_vars(ctx))
