@@ -24,6 +24,7 @@ whose process exits 0 that way (the stand-in's SIGUSR1, the recording of this).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -89,9 +90,12 @@ def test_two_ranks_form_serve_and_a_dead_stage_fails_rank_0_within_the_step_time
         print(f"after rank 1 died: the next request (sent 3 s later) got {code} after {failed:.1f} s, "
               f"{since_kill:.1f} s after the death (step timeout {STEP_TIMEOUT} s), rank 0 exited {rc} after "
               f"{exited:.1f} s")
-        # the step timeout is what ends the wait (nothing notices the death sooner), not vLLM's default 300 s; its
-        # clock may start before the request (an engine step already waiting on the dead stage)
-        assert since_kill >= STEP_TIMEOUT - 1 and failed < 300, (since_kill, failed)
+        # the step timeout is what ends the wait (nothing notices the death sooner: vLLM's own record of the cause),
+        # and it is the setting's, not vLLM's default 300 s (the request above gives up at 290 s); the timings are
+        # printed, not bounded (its clock may start before the request: an engine step already waiting on the stage)
+        # (the step's RPC that waited: execute_model or sample_tokens, both under VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS)
+        assert re.search(r"TimeoutError: RPC call to (execute_model|sample_tokens) timed out\.",
+                         (tmp_path / "rank0.log").read_text()), logs()
         # vLLM exits 0 although its engine died (vLLM issue 48966): the unit restarts on that status too
         assert rc == 0 and "RestartForceExitStatus=0" in unit0.splitlines(), rc
     finally:
