@@ -36,25 +36,55 @@ def read_json(repo: str, revision: str | None, filename: str, endpoint: str | No
         return None
 
 
+def chat_template(repo: str, revision: str, endpoint: str | None, token: str | None, offline: bool = False
+                  ) -> str | None:
+    """The repo's chat template as transformers finds it: tokenizer_config.json's chat_template (the default one
+    of a list), else chat_template.jinja; None when it has none."""
+    from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.utils import EntryNotFoundError
+
+    tc = read_json(repo, revision, "tokenizer_config.json", endpoint, token, offline) or {}
+    template = tc.get("chat_template")
+    if isinstance(template, list):
+        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    if isinstance(template, str):
+        return template
+    cached = try_to_load_from_cache(repo, "chat_template.jinja", revision=revision)
+    if isinstance(cached, str):
+        return Path(cached).read_text()
+    if cached is _CACHED_NO_EXIST or offline:
+        return None
+    try:
+        return Path(hf_hub_download(repo, "chat_template.jinja", revision=revision, endpoint=endpoint,
+                                    token=token)).read_text()
+    except EntryNotFoundError:
+        return None
+
+
+def offline() -> bool:
+    """huggingface_hub's own switch, HF_HUB_OFFLINE, on the controller."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
 def model_config(s: Settings, who: str) -> tuple[dict, dict | None, str, int]:
     """Resolve repo + revision on the controller and read config.json (+ quantize_config.json)."""
     from huggingface_hub import try_to_load_from_cache
 
     token = os.environ.get(s.hf_token_env) or None
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    off = offline()
     # A pinned commit never changes: when its config.json is already in the controller's cache (every re-run after
     # the first), the Hub is not asked again; air-gapped controllers rely on that cache alone.
     cached = isinstance(try_to_load_from_cache(s.model_repo, "config.json", revision=s.model_revision), str)
-    if offline or cached:
+    if off or cached:
         sha, size = s.model_revision, 0
     else:
-        sha, size = _resolve(s, s.model_repo, s.model_revision, token, who)
+        sha, size = resolve(s, s.model_repo, s.model_revision, token, who)
 
     def read(filename: str) -> dict | None:
-        return read_json(s.model_repo, sha, filename, s.hf_endpoint, token, offline)
+        return read_json(s.model_repo, sha, filename, s.hf_endpoint, token, off)
 
     cfg = read("config.json")
-    if cfg is None and offline:
+    if cfg is None and off:
         raise LlmhostError(f"{who}: HF_HUB_OFFLINE is set and {s.model_repo}@{s.model_revision} "
                            "config.json is not in the controller's cache: unset HF_HUB_OFFLINE or pre-fetch "
                            "it with `llmhost-plan --model REPO@REV`")
@@ -68,13 +98,13 @@ def check_embedding(s: Settings, who: str) -> None:
     """The pinned embedding model exists and is a sentence-transformers model, checked before any change. Its
     modules.json lands in the controller's cache, so later runs ask the Hub nothing; offline controllers skip this
     (the host's fetch decides)."""
-    if not s.rag_embedding_repo or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if not s.rag_embedding_repo or offline():
         return
     token = os.environ.get(s.hf_token_env) or None
     repo, rev = s.rag_embedding_repo, s.rag_embedding_revision
     if read_json(repo, rev, "modules.json", s.hf_endpoint, token, offline=True) is not None:
         return
-    _resolve(s, repo, rev, token, who, ("rag_embedding_repo", "rag_embedding_revision"))
+    resolve(s, repo, rev, token, who, ("rag_embedding_repo", "rag_embedding_revision"))
     if read_json(repo, rev, "modules.json", s.hf_endpoint, token) is None:
         raise LlmhostError(f"{who}: rag_embedding_repo={repo} has no modules.json: it must be a "
                            "sentence-transformers model (or set rag_embedding_repo to None)")
@@ -88,7 +118,7 @@ def _network_error(exc: BaseException) -> bool:
         for c in type(exc).__mro__)
 
 
-def _resolve(s: Settings, repo: str, revision: str, token: str | None, who: str,
+def resolve(s: Settings, repo: str, revision: str, token: str | None, who: str,
              names: tuple[str, str] = ("model_repo", "model_revision")) -> tuple[str, int]:
     """Check repo + revision on the hub: (commit sha, total size in bytes, 0 when the hub does not say). ``names``:
     the settings that hold them, for the messages."""

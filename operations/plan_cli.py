@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from operations.core.catalogue import fits, fits_table
 from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
 from operations.core.settings import Settings
 from operations.core.versions import CARDS, DEFAULT_ERA, model_family, needed_context
@@ -34,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="local config.json (quantize_config.json beside it is read too)")
     src.add_argument("--model", help="REPO[@REV] fetched with huggingface_hub (HF_ENDPOINT / HF_TOKEN honoured)")
-    card = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--fits", metavar="CARD", choices=sorted(CARDS),
+                     help="every catalogue model (the setting `model`) on this card: context, chats, tools; offline")
+    card = p.add_mutually_exclusive_group()
     card.add_argument("--gpu", choices=sorted(CARDS), help="a common card")
     card.add_argument("--gpu-memory-mib", type=int, help="CUDA-visible memory of one GPU in MiB")
     p.add_argument("--compute-capability", type=float, default=8.6)
@@ -64,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
             era(a.vllm_version)
         except ValueError as exc:
             raise PlanError(str(exc).replace("vllm_version=", "--vllm-version ")) from None
+        if a.fits:
+            gpu = GpuSpec.from_card(a.fits, a.gpu_count)
+            rows = fits(gpu, a.vllm_version, a.openwebui_version, a.min_concurrency)
+            print(json.dumps([dict(model=f.entry.name, repo=f.entry.repo, licence=f.entry.licence, verdict=f.verdict,
+                                   max_model_len=f.max_model_len, max_concurrency=round(f.max_concurrency, 2),
+                                   weights_gib=round(f.weights_gib, 2)) for f in rows])
+                  if a.json else fits_table(rows, gpu, a.vllm_version))
+            return 0
+        if a.gpu is None and a.gpu_memory_mib is None:
+            raise PlanError("give the card: --gpu CARD or --gpu-memory-mib MIB")
         cfg, qcfg = load_model_config(a.config, a.model)
         if a.gpu:
             gpu = GpuSpec.from_card(a.gpu, a.gpu_count)

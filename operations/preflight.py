@@ -17,7 +17,8 @@ from pyinfra.facts.hardware import Ipv4Addrs, Ipv6Addrs
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Arch, LinuxDistribution, RebootRequired
 
-from operations.core import boundary, driver_set, fleet, versions
+from operations import model_lock
+from operations.core import boundary, catalogue, driver_set, fleet, versions
 from operations.context import Context, LlmhostError, snapshots_to_prune
 from operations.hub import check_embedding, model_config
 from operations.facts import (AptVersions, DiskFreeMib, GpuMemoryHeld, ModelSnapshots, DpkgVersion, KernelImages, MemTotalMib, NvidiaKernelModule,
@@ -119,8 +120,8 @@ def _members() -> list[fleet.Member]:
     out = []
     for h in host.inventory:
         try:
-            hs = Settings.from_host_data(h.data.dict(), h.name)
-        except SettingsError:
+            hs = model_lock.pinned(Settings.from_host_data(h.data.dict(), h.name), h.name)[0]
+        except (SettingsError, LlmhostError):
             continue
         out.append(fleet.Member(h.name, frozenset(h.groups), hs.fleet_address or h.data.get("ssh_hostname")
                                 or h.name, hs))
@@ -133,6 +134,9 @@ def _check() -> Context:
         s = Settings.from_host_data(data, host.name)
     except SettingsError as exc:
         raise LlmhostError(str(exc)) from None
+    s, locked = model_lock.pinned(s, host.name)  # model: <name> -> the commit in the lock (resolved once)
+    if locked:
+        logger.info(f"{host.print_prefix}{locked}")
     members = _members()
     try:
         fleet.check(members)
@@ -277,6 +281,9 @@ def _check() -> Context:
                     f"{f'gpu_card={s.gpu_card}' if s.gpu_card else 'the default card'} (LLMHOST_GPU_CARD), shown for "
                     "reference; nothing here runs it")
     logger.info(f"{host.print_prefix}{p.table()}")
+    if s.vllm_nnodes == 1:  # what else this card serves (llmhost-plan --fits CARD prints the same)
+        rows = catalogue.fits(gpu, s.vllm_version, s.openwebui_version, s.vllm_min_concurrency)
+        logger.info(f"{host.print_prefix}{catalogue.fits_table(rows, gpu, s.vllm_version)}")
     for w in ctx.warnings:
         logger.warning(f"{host.print_prefix}warning: {w}")
     return ctx

@@ -140,14 +140,46 @@ def make_embedding_repo(base: Path, hidden: int = 32, inter: int = 64, positions
     return _git_commit(repo, "tiny embedding model")
 
 
-def serve(port: int, host: str = "0.0.0.0") -> tuple[subprocess.Popen, dict]:
-    """Start olah on port with the test repo; return the process and what it serves."""
+# The catalogue's families -> trl's copy of their checkpoints' original chat templates (testing/tiny_model.py).
+TEMPLATES = {"llama-3.1": "llama3_1", "llama-3.0": "llama3", "qwen2.5": "qwen2_5", "qwen3": "qwen3"}
+
+
+def make_catalogue_repos(base: Path) -> dict[str, str]:
+    """Every catalogue entry's repo under its real name (operations/core/catalogue.py): its recorded config.json (+
+    quantize_config.json), a tokenizer_config.json carrying the family's ORIGINAL chat template (trl's copy) and
+    8 KiB of zero weights. Returns name -> commit."""
+    from operations.core.catalogue import CATALOGUE
+    from testing.tiny_model import original_template
+
+    out = {}
+    for e in CATALOGUE.values():
+        repo = base / "models" / e.repo
+        if not (repo / ".git").exists():
+            repo.mkdir(parents=True, exist_ok=True)
+            for name, content in e.files.items():
+                (repo / name).write_text(json.dumps(content, indent=1))
+            (repo / "tokenizer_config.json").write_text(json.dumps(
+                {"chat_template": original_template(TEMPLATES[e.family]).read_text()}, indent=1))
+            (repo / "model.safetensors").write_bytes(tiny_safetensors())
+            (repo / "README.md").write_text(f"Stand-in for {e.repo} (llmhost tests): its recorded config, its family's "
+                                            "original chat template, zero weights. Not a model.\n")
+            _git_commit(repo, "catalogue stand-in")
+        out[e.name] = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                     check=True).stdout.strip()
+    return out
+
+
+def serve(port: int, host: str = "0.0.0.0", mirrors: Path | None = None) -> tuple[subprocess.Popen, dict]:
+    """Start olah on port with the test repos (in ``mirrors``, default .cache/hub/mirrors); return the process and
+    what it serves."""
     STATE.mkdir(parents=True, exist_ok=True)
-    mirrors = STATE / "mirrors"
+    mirrors = mirrors or STATE / "mirrors"
     sha, sha_big = make_repo(mirrors)
     embedding = make_embedding_repo(mirrors)
+    catalogue = make_catalogue_repos(mirrors)
     conf = STATE / f"olah-{port}.toml"
-    conf.write_text(f'[basic]\nhost = "{host}"\nport = {port}\nrepos-path = "{STATE / "repos"}"\n'
+    repos = STATE / "repos" if mirrors == STATE / "mirrors" else mirrors.parent / "olah-repos"  # olah's own cache
+    conf.write_text(f'[basic]\nhost = "{host}"\nport = {port}\nrepos-path = "{repos}"\n'
                     f'mirrors-path = ["{mirrors}"]\nmirror-scheme = "http"\n\n[accessibility]\noffline = true\n')
     olah = Path(sys.executable).with_name("olah-cli")
     log = open(STATE / f"olah-{port}.log", "wb")
@@ -163,7 +195,7 @@ def serve(port: int, host: str = "0.0.0.0") -> tuple[subprocess.Popen, dict]:
                 raise RuntimeError(f"olah did not start (see {log.name})")
             time.sleep(0.3)
     return proc, {"pid": proc.pid, "port": port, "repo": TEST_REPO, "commit": sha, "commit_big": sha_big,
-                  "embedding_repo": EMBEDDING_REPO, "embedding_commit": embedding,
+                  "embedding_repo": EMBEDDING_REPO, "embedding_commit": embedding, "catalogue": catalogue,
                   "endpoint": f"http://127.0.0.1:{port}"}
 
 

@@ -24,6 +24,25 @@ SHRINK = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, 
           "num_key_value_heads": 2, "head_dim": 64}
 
 
+TRL = REPO / ".cache" / "realengine" / "trl"
+
+
+def original_template(name: str = "llama3_1") -> Path:
+    """trl's copy of a checkpoint's ORIGINAL chat template (trl/chat_templates/<name>.jinja), from the wheel on PyPI
+    (pip's own client, downloaded once into .cache), never committed here."""
+    import subprocess
+    import zipfile
+
+    out = TRL / f"{name}.jinja"
+    if not out.exists():
+        if not list(TRL.glob("trl-*.whl")):
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(TRL), "trl"],
+                           check=True, timeout=600, stdin=subprocess.DEVNULL)
+        whl = sorted(TRL.glob("trl-*.whl"))[-1]
+        out.write_bytes(zipfile.ZipFile(whl).read(f"trl/chat_templates/{name}.jinja"))
+    return out
+
+
 def build(dest: Path, template: Path) -> Path:
     from transformers.convert_slow_tokenizer import TikTokenConverter
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from testing.tiny_model import original_template
 from tests.conftest import REPO, http
 
 pytestmark = pytest.mark.realhost
@@ -88,19 +89,6 @@ def venv() -> Path:
     return py
 
 
-def chat_template() -> Path:
-    """trl's copy of the original Llama 3.1 template, from the wheel on PyPI, never committed."""
-    d = CACHE / "trl"
-    if not list(d.glob("trl-*.whl")):
-        sh(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(d), "trl", timeout=600)
-    import zipfile
-
-    whl = sorted(d.glob("trl-*.whl"))[-1]
-    out = d / "llama3_1.jinja"
-    out.write_bytes(zipfile.ZipFile(whl).read("trl/chat_templates/llama3_1.jinja"))
-    return out
-
-
 def rendered(model_dir: Path, port: int = PORT, **settings) -> tuple[list[str], list[str], str]:
     """The deploy's ExecStart, vllm.env and unit for the default checkpoint on an RTX 3060, era 0.33.0 (the same
     rendering the GPU proof runs: tools/gpu_proof_commands.deploy_command; ``settings`` added), pointed at this venv,
@@ -133,7 +121,7 @@ def wait_healthy(base: str, t0: float, procs: list[subprocess.Popen]) -> float |
 def engine(tmp_path_factory):
     py = venv()
     model = tmp_path_factory.mktemp("model") / "tiny"
-    sh(str(py), "-m", "testing.tiny_model", str(model), str(chat_template()), cwd=REPO)
+    sh(str(py), "-m", "testing.tiny_model", str(model), str(original_template()), cwd=REPO)
     argv, env, _ = rendered(model)
     home = tmp_path_factory.mktemp("vllm-home")
     env = [e.replace("/var/lib/llmhost/vllm", str(home)) for e in env]  # the state dirs, here

@@ -32,7 +32,8 @@ import time
 import pytest
 
 from tests.conftest import REPO, http
-from tests.test_realengine import KEY, chat_template, rendered, sh, venv, wait_healthy
+from testing.tiny_model import original_template
+from tests.test_realengine import KEY, rendered, sh, venv, wait_healthy
 
 pytestmark = pytest.mark.realhost
 PORT, MASTER_PORT, STEP_TIMEOUT = 18125, 29555, 30
@@ -52,7 +53,7 @@ def start(rank: int, model_dir, home) -> tuple[subprocess.Popen, list[str], list
 def test_two_ranks_form_serve_and_a_dead_stage_fails_rank_0_within_the_step_timeout(tmp_path):
     py = venv()
     model = tmp_path / "tiny"
-    sh(str(py), "-m", "testing.tiny_model", str(model), str(chat_template()), cwd=REPO)
+    sh(str(py), "-m", "testing.tiny_model", str(model), str(original_template()), cwd=REPO)
     procs = []
     try:
         t0 = time.monotonic()

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -384,14 +385,28 @@ def test_full_disk_during_download_is_a_clear_error_and_never_marked_complete(ho
     assert totals(pyinfra().stdout)[1] == 0
 
 
-def test_switching_models_fetches_restarts_vllm_once_keeps_chats_and_prunes_beyond_models_keep(host):
-    """Issue 20 part 3: model_revision changed on a re-run: the new snapshot is fetched, vLLM restarts once (Open
-    WebUI and its data stay), switching back needs no download (models_keep=2 kept it), then zero changes;
-    models_keep=1 then deletes the snapshot that is not serving (huggingface_hub's cache cleaner), never the serving one."""
+def by_name(tmp: Path, **data) -> dict:
+    """The test host's inventory with the model named from the catalogue (model: <name>) instead of its hand pin,
+    the lock in tmp: the environment that points inventories/home.py at it."""
+    hosts = json.loads((REPO / ".cache/testhost/inventory.json").read_text())
+    for _, hd in hosts:
+        hd.pop("model_repo", None), hd.pop("model_revision", None)
+        hd.update(model_lock_file=str(tmp / "llmhost.lock"), **data)
+    (tmp / "inventory.json").write_text(json.dumps(hosts))
+    return {"LLMHOST_INVENTORY_JSON": str(tmp / "inventory.json")}
+
+
+def test_switching_models_by_name_locks_fetches_restarts_vllm_once_keeps_chats_and_prunes(host, tmp_path):
+    """Issue 20 part 3 and issue 30: a re-run that names a catalogue model (model: qwen3-8b-awq) resolves it on the
+    hub, locks its commit, fetches the snapshot and restarts vLLM once with the family's parsers (Open WebUI and its
+    data stay); the same run offline (HF_HUB_OFFLINE=1, the lock and the controller's cache only) changes nothing;
+    switching back needs no download (models_keep=2 kept it), then zero changes; models_keep=1 then deletes the
+    snapshot that is not serving (huggingface_hub's cache cleaner), never the serving one."""
     st = json.loads((REPO / ".cache/hub/state.json").read_text())
     org, name = st["repo"].split("/")
-    marker = "/var/lib/llmhost/models/.complete-{}--{}-{}".format(org, name, "{}")
-    snap = f"/var/lib/llmhost/models/hub/models--{org}--{name}/snapshots/{{}}"
+    marker = "/var/lib/llmhost/models/.complete-{}-{}"
+    other, commit = "Qwen/Qwen3-8B-AWQ", st["catalogue"]["qwen3-8b-awq"]
+    snap = f"/var/lib/llmhost/models/hub/models--{other.replace('/', '--')}/snapshots/{commit}"
     base = f"http://{host['address']}:8080"
     token = admin_token(base)
     code, chat = http(base + "/api/v1/chats/new", {"chat": {"title": "before the switch", "messages": []}},
@@ -400,26 +415,36 @@ def test_switching_models_fetches_restarts_vllm_once_keeps_chats_and_prunes_beyo
     webui_pid, vllm_pid = main_pid(host, "open-webui"), main_pid(host, "vllm")
     starts = "journalctl -u vllm.service -o cat | grep -c '^Started vllm.service' || true"
     started = int(sh(host, starts).strip())
-    fetched = sh(host, f"stat -c %Y {marker.format(st['commit'])}")
-    p = pyinfra(data={"model_revision": st["commit_big"]})
+    fetched = sh(host, f"stat -c %Y {marker.format(f'{org}--{name}', st['commit'])}")
+    env = by_name(tmp_path, model="qwen3-8b-awq")
+    p = pyinfra(env_extra=env)
     assert p.returncode == 0, p.stdout[-3000:]
-    assert sh(host, f"ls {marker.format(st['commit_big'])}").strip()
-    assert f"@ {st['commit_big'][:12]})" in sh(host, "head -n1 /etc/systemd/system/vllm.service")
+    assert f"model=qwen3-8b-awq locked to {other}@{commit}" in p.stdout
+    assert json.loads((tmp_path / "llmhost.lock").read_text())["models"] == {
+        "qwen3-8b-awq": {"repo": other, "commit": commit}}
+    assert sh(host, f"ls {marker.format(other.replace('/', '--'), commit)}").strip()
+    unit = sh(host, "cat /etc/systemd/system/vllm.service")
+    assert f"{other} @ {commit[:12]})" in unit.splitlines()[0], unit.splitlines()[0]
+    assert "--tool-call-parser=hermes" in unit and "--reasoning-parser=qwen3" in unit
     assert main_pid(host, "vllm") != vllm_pid and main_pid(host, "open-webui") == webui_pid
     assert int(sh(host, starts).strip()) == started + 1  # vLLM started once
-    back = pyinfra()  # the default revision again: still there (models_keep=2), so no download
+    offline = pyinfra(env_extra={**env, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 0 and totals(offline.stdout)[1] == 0, offline.stdout[-3000:]
+    assert "locked to" not in offline.stdout
+    back = pyinfra()  # the test host's own pin again: still there (models_keep=2), so no download
     assert back.returncode == 0, back.stdout[-3000:]
-    assert sh(host, f"stat -c %Y {marker.format(st['commit'])}") == fetched  # its marker was not rewritten
+    assert sh(host, f"stat -c %Y {marker.format(f'{org}--{name}', st['commit'])}") == fetched  # not rewritten
     assert main_pid(host, "open-webui") == webui_pid
     assert totals(pyinfra().stdout)[1] == 0
     code, chats = http(base + "/api/v1/chats/", token=token)
     assert "before the switch" in [c["title"] for c in chats], chats
-    assert sh(host, f"ls -d {snap.format(st['commit_big'])}").strip()  # models_keep=2: the previous one stays
+    assert sh(host, f"ls -d {snap}").strip()  # models_keep=2: the previous one stays
     p = pyinfra(data={"models_keep": 1})
     assert p.returncode == 0, p.stdout[-3000:]
-    assert sh(host, f"ls -d {snap.format(st['commit_big'])} {marker.format(st['commit_big'])} 2>/dev/null",
+    assert sh(host, f"ls -d {snap} {marker.format(other.replace('/', '--'), commit)} 2>/dev/null",
               check=False).strip() == ""
-    assert sh(host, f"ls {snap.format(st['commit'])}/config.json").strip()  # the serving one is kept
+    assert sh(host, f"ls /var/lib/llmhost/models/hub/models--{org}--{name}/snapshots/{st['commit']}/config.json"
+              ).strip()  # the serving one is kept
     assert totals(pyinfra(data={"models_keep": 1}).stdout)[1] == 0
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from operations.core import boundary
+from operations.core import boundary, catalogue
 from operations.core.versions import DEFAULT_ERA, ERAS, SERVER_BRANCHES, TRANSITIONAL_BRANCHES, era
 
 
@@ -104,6 +104,15 @@ class Settings(BaseModel):
     model_repo: str = Field("hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", description="Hugging Face repo id.")
     model_revision: str = Field("db1f81ad4b8c7e39777509fac66c652eb0a52f91",
                                 description="Pinned 40-hex commit of model_repo.")
+    model: str | None = Field(None, description="A catalogue name instead of model_repo + model_revision (`llmhost-"
+                              "plan --fits CARD` lists them with what fits the card): the repo comes from the catalogue,"
+                              " the commit from model_lock_file; the first run resolves it on the Hub, checks the "
+                              "repo's config and chat template against the entry and writes it there.")
+    model_lock_file: str = Field("inventories/llmhost.lock", description="The lock of catalogue models' commits on the "
+                                 "controller (relative to where pyinfra runs); review and commit it like any lock.")
+    model_lock: Literal["use", "update"] = Field("use", description="'update' resolves `model`'s commit on the Hub "
+                                                 "again and rewrites its line in model_lock_file (--data "
+                                                 "model_lock=update); 'use' takes the locked commit, offline.")
     models_keep: int = Field(2, ge=1, description="Model snapshots kept under data_root/models after a switch: the "
                              "serving one and the most recently fetched others (2: the previous one stays for a "
                              "rollback); older ones are deleted, and preflight's disk check counts what that frees.")
@@ -327,6 +336,13 @@ class Settings(BaseModel):
                              f"{allowed}" + (f" (not {', '.join(unknown)})" if unknown else ""))
         return v
 
+    @field_validator("model")
+    @classmethod
+    def _in_catalogue(cls, v: str | None) -> str | None:
+        if v is not None:
+            catalogue.entry(v)
+        return v
+
     @field_validator("model_revision", "rag_embedding_revision")
     @classmethod
     def _revision_pinned(cls, v: str) -> str:
@@ -456,6 +472,26 @@ class Settings(BaseModel):
                             raise ValueError(f"{name} contains a control character ({CONTROL_RE.search(part).group()!r}):"
                                              " remove it (newlines, tabs and escapes cannot reach a unit or a shell)")
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_by_name(cls, data: Any) -> Any:
+        """``model`` names a catalogue entry, whose repo becomes model_repo; its commit comes from the lock
+        (operations/model_lock.py). A hand pin beside it would be ambiguous: refused."""
+        if not isinstance(data, dict) or not data.get("model"):
+            return data
+        if not isinstance(data["model"], str):
+            return data  # the field's own type check names it
+        mine = [n for n in ("model_repo", "model_revision") if data.get(n, cls.model_fields[n].default)
+                != cls.model_fields[n].default]
+        if mine:
+            raise ValueError(f"model={data['model']} and {' + '.join(mine)} are both set: keep model (its repo comes "
+                             "from the catalogue, its commit from model_lock_file) or remove it to pin model_repo + "
+                             "model_revision yourself")
+        try:
+            return {**data, "model_repo": catalogue.entry(data["model"]).repo}
+        except ValueError as exc:
+            raise ValueError(f"model={exc}") from None
 
     @model_validator(mode="before")
     @classmethod

@@ -35,8 +35,9 @@ class PlanError(ValueError):
 
 
 # Dense decoder-only families whose weights, KV and activations the planner models (the calibration runs cover
-# llama and qwen2). Anything else is refused by name rather than silently mis-sized.
-MODELLED_TYPES = ("llama", "mistral", "qwen2", "gemma2")
+# llama and qwen2; qwen3 has Qwen2's linear layout with head_dim from its config and two small q/k norms per layer,
+# and no run of its own). Anything else is refused by name rather than silently mis-sized.
+MODELLED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma2")
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size")
 
 

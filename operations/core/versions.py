@@ -119,19 +119,24 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("llama-3.1", "llama3_json", None, "Llama 3.1+ JSON tool calls (<|python_tag|>)"),
     # Qwen2.5 instruct: Hermes-style <tool_call> tags (vLLM docs: hermes).
     Family("qwen2.5", "hermes", None, "Qwen2.5 Hermes-style <tool_call> tags"),
+    # Qwen3: the same <tool_call> tags, and <think> blocks that vLLM's qwen3 reasoning parser moves out of the answer
+    # (vLLM docs: tool_calling.md hermes, reasoning_outputs.md qwen3; REFERENCE §10).
+    Family("qwen3", "hermes", "qwen3", "Qwen3 Hermes-style <tool_call> tags and <think> reasoning"),
     Family("other", None, None, "no tool-call parser known for this model family"),
 ]}
 
 
 def model_family(config: dict) -> Family:
     """The family of a config.json: Llama 3.1+ carry rope_scaling.rope_type 'llama3' (3.0 has none); Qwen2 is
-    model_type qwen2. Anything else gets no parser (Open WebUI's prompt-based function calling)."""
+    model_type qwen2, Qwen3 qwen3. Anything else gets no parser (Open WebUI's prompt-based function calling)."""
     mtype = str(config.get("model_type", ""))
     rope = (config.get("rope_scaling") or {}).get("rope_type") or (config.get("rope_scaling") or {}).get("type")
     if mtype == "llama" and int(config.get("vocab_size", 0)) >= 128256:
         return FAMILIES["llama-3.1" if rope == "llama3" else "llama-3.0"]
     if mtype == "qwen2":
         return FAMILIES["qwen2.5"]
+    if mtype == "qwen3":
+        return FAMILIES["qwen3"]
     return FAMILIES["other"]
 
 
