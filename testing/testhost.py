@@ -27,7 +27,7 @@ STATE = REPO / ".cache" / "testhost"
 IMAGES = Path(os.environ.get("LLMHOST_TESTHOST_CACHE", "/var/cache/llmhost-testhost"))
 ROOTS = Path("/var/lib/llmhost-testhost")
 PACKAGES = ["systemd", "systemd-sysv", "openssh-server", "python3", "python3-venv", "sudo", "dbus", "iproute2",
-            "ca-certificates", "procps"]
+            "ca-certificates", "procps", "apt-utils"]  # apt-utils: no "debconf: delaying package configuration"
 SUBNET = "10.213.{n}"
 FLEET_BRIDGE, FLEET_NET = "llmhost-fleet", "10.214.0"  # the hosts' private link to each other (fleet tests)
 PROXY_PORT = 8888
@@ -77,6 +77,8 @@ def golden_image() -> Path:
         return image
     build = IMAGES / f"build-{os.getpid()}"
     shutil.rmtree(build, ignore_errors=True)
+    print("testhost: building the Debian 12 image once (debootstrap from the Debian archive: a minute or two)",
+          file=sys.stderr, flush=True)
     t0 = time.monotonic()
     run("debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(build), host_mirror(),
         stdout=subprocess.DEVNULL)
@@ -321,6 +323,8 @@ def down(release: bool = True) -> None:
     state_file = STATE / "state.json"
     if state_file.exists():
         state = json.loads(state_file.read_text())
+        print(f"testhost: stopping {len(state['hosts'])} host(s) and deleting their files (Open WebUI's venv is "
+              "gigabytes: a minute or two)", file=sys.stderr, flush=True)
         for h in state["hosts"]:
             _kill(h["pid"])
             shutil.rmtree(h["root"], ignore_errors=True)

@@ -23,6 +23,8 @@ whose process exits 0 that way (the stand-in's SIGUSR1, the recording of this).
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import signal
@@ -32,6 +34,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, http
+from testing.standin.openai_standin import refuse
 from testing.tiny_model import original_template
 from tests.test_realengine import KEY, rendered, sh, venv, wait_healthy
 
@@ -41,7 +44,8 @@ PORT, MASTER_PORT, STEP_TIMEOUT = 18125, 29555, 30
 
 def start(rank: int, model_dir, home) -> tuple[subprocess.Popen, list[str], list[str], str]:
     argv, env, unit = rendered(model_dir, PORT, vllm_nnodes=2, vllm_node_rank=rank, vllm_master_addr="127.0.0.1",
-                               vllm_master_port=MASTER_PORT, vllm_multinode_step_timeout_s=STEP_TIMEOUT)
+                               vllm_master_port=MASTER_PORT, vllm_multinode_step_timeout_s=STEP_TIMEOUT,
+                               vllm_tool_call_parser="none")  # and vLLM's refusal of tools without a parser
     env = [e.replace("/var/lib/llmhost/vllm", str(home)) for e in env]
     log = open(home / f"rank{rank}.log", "w")
     proc = subprocess.Popen(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", *env, f"VLLM_API_KEY={KEY}",
@@ -76,6 +80,16 @@ def test_two_ranks_form_serve_and_a_dead_stage_fails_rank_0_within_the_step_time
         chat = {"model": models["data"][0]["id"], "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
         code, answer = http(base + "/v1/chat/completions", chat, token=KEY, timeout=300)
         assert code == 200 and answer["system_fingerprint"].startswith("vllm-0.32.0-pp2"), answer
+        # vllm_tool_call_parser=none renders no --enable-auto-tool-choice: vLLM's own refusal of a chat with tools
+        # (Open WebUI is put on prompt-based function calling for it), the text the stand-in claims for it
+        assert "--enable-auto-tool-choice" not in argv0 and not any(a.startswith("--tool-call-parser") for a in argv0)
+        tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+                                                                                      "properties": {}}}}
+        code, refused = http(base + "/v1/chat/completions", {**chat, "tools": [tool]}, token=KEY, timeout=300)
+        standin = refuse({"tools": [tool]}, argparse.Namespace(enable_auto_tool_choice=False, tool_call_parser=None,
+                                                               max_model_len=None))
+        assert code == 400 and standin in json.dumps(refused), (refused, standin)
+        print(f"tools without a parser: {code} {json.dumps(refused)[:300]}")
 
         os.killpg(r1.pid, signal.SIGKILL)  # rank 1's box dies
         killed = time.monotonic()

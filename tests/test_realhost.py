@@ -398,8 +398,8 @@ def by_name(tmp: Path, **data) -> dict:
 
 def test_switching_models_by_name_locks_fetches_restarts_vllm_once_keeps_chats_and_prunes(host, tmp_path):
     """Issue 20 part 3 and issue 30: a re-run that names a catalogue model (model: qwen3-8b-awq) resolves it on the
-    hub, locks its commit, fetches the snapshot and restarts vLLM once with the family's parsers (Open WebUI and its
-    data stay); the same run offline (HF_HUB_OFFLINE=1, the lock and the controller's cache only) changes nothing;
+    hub, locks its commit, fetches the snapshot and restarts vLLM once with the family's parsers, and Open WebUI once
+    for its new default model (DEFAULT_MODELS), its data kept; the same run offline (HF_HUB_OFFLINE=1, the lock and the controller's cache only) changes nothing;
     switching back needs no download (models_keep=2 kept it), then zero changes; models_keep=1 then deletes the
     snapshot that is not serving (huggingface_hub's cache cleaner), never the serving one."""
     st = json.loads((REPO / ".cache/hub/state.json").read_text())
@@ -426,16 +426,18 @@ def test_switching_models_by_name_locks_fetches_restarts_vllm_once_keeps_chats_a
     unit = sh(host, "cat /etc/systemd/system/vllm.service")
     assert f"{other} @ {commit[:12]})" in unit.splitlines()[0], unit.splitlines()[0]
     assert "--tool-call-parser=hermes" in unit and "--reasoning-parser=qwen3" in unit
-    assert main_pid(host, "vllm") != vllm_pid and main_pid(host, "open-webui") == webui_pid
+    assert f"DEFAULT_MODELS={other}" in sh(host, "cat /etc/llmhost/open-webui.env")
+    assert main_pid(host, "vllm") != vllm_pid and main_pid(host, "open-webui") != webui_pid
     assert int(sh(host, starts).strip()) == started + 1  # vLLM started once
+    webui_pid = main_pid(host, "open-webui")
     offline = pyinfra(env_extra={**env, "HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 0 and totals(offline.stdout)[1] == 0, offline.stdout[-3000:]
     assert "locked to" not in offline.stdout
     back = pyinfra()  # the test host's own pin again: still there (models_keep=2), so no download
     assert back.returncode == 0, back.stdout[-3000:]
     assert sh(host, f"stat -c %Y {marker.format(f'{org}--{name}', st['commit'])}") == fetched  # not rewritten
-    assert main_pid(host, "open-webui") == webui_pid
-    assert totals(pyinfra().stdout)[1] == 0
+    webui_pid = main_pid(host, "open-webui")  # restarted for its default model again
+    assert totals(pyinfra().stdout)[1] == 0 and main_pid(host, "open-webui") == webui_pid
     code, chats = http(base + "/api/v1/chats/", token=token)
     assert "before the switch" in [c["title"] for c in chats], chats
     assert sh(host, f"ls -d {snap}").strip()  # models_keep=2: the previous one stays
