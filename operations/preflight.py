@@ -81,15 +81,6 @@ def _held_by_others(s: Settings, smi: dict[str, Any]) -> tuple[int, str]:
     return need, what
 
 
-def _family(s: Settings, cfg: dict) -> versions.Family:
-    """The model's family from its config.json, or the one vllm_tool_call_parser names."""
-    if s.vllm_tool_call_parser == "auto":
-        return versions.model_family(cfg)
-    if s.vllm_tool_call_parser == "none":
-        return versions.Family("none", None, None, "vllm_tool_call_parser=none")
-    return versions.Family("custom", s.vllm_tool_call_parser, None, "vllm_tool_call_parser")
-
-
 def no_nagle(connector: Any) -> bool:
     """TCP_NODELAY on the host's SSH socket. paramiko sets no socket options: each pyinfra command is a few small
     SSH packets, and Nagle's algorithm holds the second until the server's delayed ACK (40 ms on Linux) - measured
@@ -214,7 +205,7 @@ def _check() -> Context:
 
     if "vllm" not in me.roles:  # a UI host of a fleet: no GPU, weights or flag plan here
         check_embedding(s, host.name)
-        fam = _family(s, model_config(s, host.name)[0])  # its Open WebUI sends what the backends accept
+        fam = versions.chosen_family(s.vllm_tool_call_parser, model_config(s, host.name)[0])  # its Open WebUI sends what the backends accept
         ctx = Context(s, os_id, os_version, None, {}, None, s.model_revision, flavour, s.warnings(), roles=me.roles,
                       backends=fleet.backends(me, members), family=fam)
         for w in ctx.warnings:
@@ -227,7 +218,7 @@ def _check() -> Context:
     if "webui" in me.roles:
         check_embedding(s, host.name)
     gpu = _gpu(s, smi)
-    fam = _family(s, cfg)
+    fam = versions.chosen_family(s.vllm_tool_call_parser, cfg)
     try:
         versions.check_compute_capability(s.vllm_version, gpu.compute_capability)
         versions.check_act_order(s.vllm_version, bool((cfg.get("quantization_config") or qcfg or {}).get("desc_act")))

@@ -43,7 +43,7 @@ OLD_DEFAULT = dict(vllm_version="0.26.0", model_repo="astronomer/Llama-3-8B-Inst
 
 def deploy_command(gpu: tuning.GpuSpec, fixture: str = "llama-3-8b-instruct-gptq", **settings) -> dict:
     s = Settings(**{**(OLD_DEFAULT if fixture == "llama-3-8b-instruct-gptq" else {}), **settings})
-    fam = versions.model_family(json.loads((MODELS / fixture / "config.json").read_text()))
+    fam = versions.chosen_family(s.vllm_tool_call_parser, json.loads((MODELS / fixture / "config.json").read_text()))
     p = tuning.plan(spec(fixture), gpu, s.vllm_version, tensor_parallel_size=s.vllm_tensor_parallel_size,
                     pipeline_parallel_size=s.vllm_nnodes,
                     min_context=versions.needed_context(s.openwebui_version, bool(fam.tool_call_parser)))

@@ -140,6 +140,16 @@ def model_family(config: dict) -> Family:
     return FAMILIES["other"]
 
 
+def chosen_family(tool_call_parser: str, config: dict) -> Family:
+    """The family the deploy serves with: the config's ('auto', the setting vllm_tool_call_parser's default), none
+    ('none': no parser, Open WebUI's prompt-based function calling), or the parser the setting names."""
+    if tool_call_parser == "auto":
+        return model_family(config)
+    if tool_call_parser == "none":
+        return Family("none", None, None, "vllm_tool_call_parser=none")
+    return Family("custom", tool_call_parser, None, "vllm_tool_call_parser")
+
+
 def family_args(family: Family) -> list[str]:
     """vLLM's flags for the family: tool calling (and reasoning) where it has a parser, nothing otherwise."""
     args = ["--enable-auto-tool-choice", f"--tool-call-parser={family.tool_call_parser}"] \
