@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from pyinfra import host, logger
-from pyinfra.api import FactBase, FunctionCommand, deploy, operation
+from pyinfra.api import FactBase, FunctionCommand, State, deploy, operation
+from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.operations.util import any_changed
 
 from operations.context import Context
@@ -35,28 +36,38 @@ class Probe(FactBase):
             return {"ok": False, "error": "\n".join(output)}
 
 
-def announce(message: str) -> bool:
-    """Run on the controller after the probe passed (a FunctionCommand): the URL comes only once it answers."""
-    logger.info(message)
-    return True
+class Where(BaseStateCallback):
+    """Every applied run ends with where Open WebUI answers: after pyinfra's results, for each host that did not fail
+    (its verify passed). A dry run ends before the operations run, so it prints none."""
+
+    urls: dict[str, str] = {}
+
+    @staticmethod
+    def host_disconnect(state: State, h) -> None:
+        if state.current_stage == StateStage.Disconnect and h not in state.failed_hosts and h.name in Where.urls:
+            logger.info(Where.urls.pop(h.name))
+
+
+def announce_at_the_end(url: str) -> None:
+    """Where Open WebUI answers, printed when pyinfra disconnects from this host after an applied run."""
+    Where.urls[host.name] = url
+    if not any(isinstance(c, Where) for c in host.state.callback_handlers):
+        host.state.add_callback_handler(Where())
 
 
 @operation()
-def healthy(probe: str, timeout: int, recheck: bool = False, url: str | None = None):
+def healthy(probe: str, timeout: int, recheck: bool = False):
     """Ensure the services answer; wait up to ``timeout`` seconds only when something changed or is unwell.
 
     + probe: the host's llmhost-probe
     + timeout: seconds to wait for both services
-    + recheck: something changed in this run, so look again even if the host looked healthy before
-    + url: printed once the probe passed (where to open Open WebUI)"""
+    + recheck: something changed in this run, so look again even if the host looked healthy before"""
     now = host.get_fact(Probe, probe=probe)
     if now.get("ok") and not recheck:
         host.noop(f"healthy: models {now.get('models')}, completion {now.get('completion')!r}, "
-                  f"Open WebUI /health {now.get('webui_health')}" + (f"; {url}" if url else ""))
+                  f"Open WebUI /health {now.get('webui_health')}")
         return
     yield shell_line([probe, "--wait", str(timeout)])
-    if url:
-        yield FunctionCommand(announce, (url,), {})
 
 
 def show_secret_once(path: str, variable: str, who: str) -> bool:
@@ -91,9 +102,11 @@ def ensure(ctx: Context, changes: list, new_admin=None):
         "the router's /health + /v1/models + a chat completion through it" if ctx.routed else
         "vLLM /health + /v1/models + a chat completion") + (
         ", Open WebUI /health + a streamed chat as its admin" if ctx.serves_webui else "")
-    healthy(name=what, probe=ctx.probe, timeout=s.verify_timeout_s, url=url)
+    healthy(name=what, probe=ctx.probe, timeout=s.verify_timeout_s)
     healthy(name="The same again after this run's changes (a service restarted)", probe=ctx.probe,
-            timeout=s.verify_timeout_s, recheck=True, url=url, _if=any_changed(*changes))
+            timeout=s.verify_timeout_s, recheck=True, _if=any_changed(*changes))
+    if url:
+        announce_at_the_end(url)
     if new_admin is not None:
         admin_shown(name="Open WebUI's admin password (generated in this run: shown once)",
                     path=f"{s.config_root}/open-webui.admin.env", email=s.openwebui_admin_email,

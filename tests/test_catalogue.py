@@ -129,3 +129,4 @@ def test_the_deploy_names_an_unlocked_model_offline_and_prints_what_fits(fake_pl
     rc, _, out = fake_plan("fresh-2404", diff=True)
     assert rc == 0, out[-3000:]
     assert "the catalogue on" in out and "qwen3-8b-awq" in out
+

@@ -185,3 +185,11 @@ def test_memory_other_processes_hold_is_kept_free_or_the_run_is_refused(fake_pla
     rc, plan, out = fake_plan("recorded-h200-graphics")
     assert rc == 0, out[-3000:]
     assert "other processes hold 785 MiB (python3 pid 491 775 MiB) of the GPU: planned with 1041 MiB kept free" in out
+
+
+def test_an_applied_run_ends_with_where_open_webui_answers_and_a_dry_run_does_not(fake_apply, fake_plan):
+    rc, _, out = fake_apply("fresh-2404")
+    assert rc == 0, out[-3000:]
+    assert out.rfind("Open WebUI answers at http://") > out.rfind("--> Results:") > 0, out[-2000:]
+    rc, _, out = fake_plan("fresh-2404", diff=True)
+    assert rc == 0 and "Open WebUI answers at" not in out, out[-2000:]

@@ -116,9 +116,9 @@ def test_apply_runs_every_non_gpu_step_for_real(host):
     print(f"first apply: {time.monotonic() - t0:.0f} s")
     assert p.returncode == 0, p.stdout[-4000:]
     assert sh(host, "systemctl is-active vllm open-webui").split() == ["active", "active"]
-    # The URL is printed only after verify's probe passed: after the Verify step's start, never while preparing.
+    # The URL is printed only after the operations ran (verify passed): at the very end, after the results table.
     url = p.stdout.find("Open WebUI answers at http://")
-    assert url > p.stdout.find("--> Beginning operation run") > 0, p.stdout[-3000:]
+    assert url > p.stdout.find("--> Results:") > p.stdout.find("--> Beginning operation run") > 0, p.stdout[-3000:]
     # Downloads in pyinfra's default output: the total up front (the planner's estimate here: the dry run before
     # cached config.json on the controller, and a cached pinned commit is not asked of the hub again), then the
     # fetcher's own lines as they come (this tiny repo takes under 30 s, so only its last line): every byte of the
@@ -205,6 +205,7 @@ def test_second_apply_reports_zero_changes_and_restarts_nothing(host):
     ops, changed = totals(p.stdout)
     assert ops > 20 and changed == 0, p.stdout[-3000:]
     assert sh(host, "systemctl show -p MainPID --value vllm.service open-webui.service") == pids
+    assert p.stdout.find(f"Open WebUI answers at http://{host['address']}:8080/") > p.stdout.find("--> Results:") > 0
 
 
 def test_changed_vllm_flag_diffs_and_restarts_only_vllm(host):

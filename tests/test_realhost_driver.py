@@ -497,6 +497,22 @@ class Ubuntu:
         self.publish()
         return f"security kernel {self.abi(i)}" + ("" if modules_same_day else " (its modules later)")
 
+    def phased_kernel(self) -> str:
+        """A kernel in -updates with its modules the same day, its metapackages phased (Phased-Update-Percentage 0:
+        Ubuntu's phasing has not reached any box yet; apt, unattended-upgrades included, holds them back)."""
+        self.kernels += 1
+        i = self.kernels
+        version, phased = f"6.8.0-{60 + i}.{60 + i}", {"Phased-Update-Percentage": "0"}
+        aptarchive.kernel(self.updates, self.abi(i), version)
+        aptarchive.deb(self.updates, "linux-image-generic", version, depends=f"linux-image-{self.abi(i)}",
+                       fields=phased)
+        aptarchive.deb(self.updates, "linux-generic", version, depends=f"linux-image-generic (= {version})",
+                       fields=phased)
+        aptarchive.driver(self.updates, 580, self.driver(self.drivers))
+        self.modules(self.updates, self.abi(i))
+        self.publish()
+        return f"kernel {self.abi(i)} in -updates, its metapackages phased (0 %)"
+
     def point_release(self) -> str:
         self.drivers += 1
         aptarchive.driver(self.updates, 580, self.driver(self.drivers))
@@ -671,7 +687,7 @@ def test_a_desktop_driver_from_additional_drivers_is_refused_untouched_and_the_p
 def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
     """Issue 26: sequences drawn (seeded) from what Ubuntu publishes (a security kernel with its modules the same day
     or later, a driver point release without modules, modules catching up, a respin) and what users and the box do
-    (unattended-upgrades from -security, and with -updates enabled, `apt upgrade`, `apt full-upgrade`, `apt
+    (unattended-upgrades from -security, and with -updates enabled, a kernel whose metapackages are phased, `apt upgrade`, `apt full-upgrade`, `apt
     autoremove`, a lowlatency kernel installed, the move to HWE and its series roll (6.11 -> 6.14, modules the same
     day or later), `ubuntu-drivers install` (Ubuntu's desktop driver, also as the box's
     starting point: the deploy must refuse untouched, the user runs the printed fix), a deploy, a reboot into GRUB's
@@ -695,7 +711,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
         events = first + ["deploy", "reboot"] + [rnd.choice([
             "security-kernel", "point-release", "modules", "respin", "unattended", "unattended-updates",
             "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy", "deploy", "reboot", "lowlatency",
-            "ubuntu-drivers", "hwe"])
+            "ubuntu-drivers", "hwe", "phased"])
             for _ in range(EVENTS)] + ["deploy"]
         for step, event in enumerate(events):
             what, deploys = event, event in ("deploy", "lowlatency")
@@ -703,6 +719,8 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 what = story.security_kernel(event == "security-kernel" and rnd.random() < 0.5)
             elif event == "point-release":
                 what = story.point_release()
+            elif event == "phased":
+                what = story.phased_kernel()
             elif event == "modules":
                 what = story.modules_catch_up()
             elif event == "respin":
