@@ -443,14 +443,14 @@ class Ubuntu:
         self.module_driver: dict[str, int] = {}  # kernel ABI -> driver its published -server module was built against
         self.hwe_kernels: list[str] = []  # the HWE kernels published, oldest first (6.11 series, then 6.14)
         self.on_hwe = False  # the user moved the box to HWE (linux-generic-hwe-24.04 installed)
+        self.branch = 580  # the -server branch the settings name (the story may switch it to 595 once)
 
     @staticmethod
     def abi(i: int) -> str:
         return f"6.8.0-{60 + i}-generic"
 
-    @staticmethod
-    def driver(k: int) -> str:
-        return f"580.{95 + k}.05-0ubuntu0.24.04.1"
+    def driver(self, k: int, branch: int | None = None) -> str:
+        return f"{branch or self.branch}.{95 + k}.05-0ubuntu0.24.04.1"
 
     @staticmethod
     def kernel_version(abi: str) -> str:
@@ -466,9 +466,10 @@ class Ubuntu:
 
     def modules(self, pocket, abi: str, server: bool = True) -> None:
         """``abi``'s NVIDIA modules built against the day's driver (Ubuntu's desktop driver's: ``server=False``)."""
+        branch = self.branch if server else 580  # Ubuntu's desktop driver: 580-noble's control data only
         if server:
             self.module_driver[abi] = self.drivers
-        aptarchive.modules(pocket, 580, self.driver(self.drivers), abi,
+        aptarchive.modules(pocket, branch, self.driver(self.drivers, branch), abi,
                            f"{self.kernel_version(abi)}+{self.drivers + 1}", self.metas(abi), server=server)
 
     def publish(self) -> None:
@@ -481,7 +482,7 @@ class Ubuntu:
     def base(self) -> None:
         aptarchive.kernel(self.updates, self.abi(0), "6.8.0-60.60")
         aptarchive.kernel_meta(self.updates, "generic", "6.8.0-60.60", self.abi(0))
-        aptarchive.driver(self.updates, 580, self.driver(0))
+        aptarchive.driver(self.updates, self.branch, self.driver(0))
         self.modules(self.updates, self.abi(0))
         aptarchive.container_toolkit(self.updates, "1.17.8-1")  # as the earlier tests left it installed
         self.publish()
@@ -492,7 +493,7 @@ class Ubuntu:
         aptarchive.kernel(self.security, self.abi(i), f"6.8.0-{60 + i}.{60 + i}")
         aptarchive.kernel_meta(self.security, "generic", f"6.8.0-{60 + i}.{60 + i}", self.abi(i))
         if modules_same_day:
-            aptarchive.driver(self.security, 580, self.driver(self.drivers))
+            aptarchive.driver(self.security, self.branch, self.driver(self.drivers))
             self.modules(self.security, self.abi(i))
         self.publish()
         return f"security kernel {self.abi(i)}" + ("" if modules_same_day else " (its modules later)")
@@ -508,7 +509,7 @@ class Ubuntu:
                        fields=phased)
         aptarchive.deb(self.updates, "linux-generic", version, depends=f"linux-image-generic (= {version})",
                        fields=phased)
-        aptarchive.driver(self.updates, 580, self.driver(self.drivers))
+        aptarchive.driver(self.updates, self.branch, self.driver(self.drivers))
         self.modules(self.updates, self.abi(i))
         self.publish()
         # apt reads the field (its policy marks the version); whether its upgrade keeps them back (apt 2.6 here) is
@@ -522,7 +523,7 @@ class Ubuntu:
 
     def point_release(self) -> str:
         self.drivers += 1
-        aptarchive.driver(self.updates, 580, self.driver(self.drivers))
+        aptarchive.driver(self.updates, self.branch, self.driver(self.drivers))
         self.publish()
         return f"driver point release {self.driver(self.drivers)} (no module yet)"
 
@@ -531,7 +532,7 @@ class Ubuntu:
         self.respins += 1
         abi = self.abi(self.kernels)
         d = self.module_driver.setdefault(abi, self.drivers)
-        aptarchive.modules(self.updates, 580, self.driver(d), abi, f"{self.kernel_version(abi)}+{d + 1}.{self.respins}",
+        aptarchive.modules(self.updates, self.branch, self.driver(d), abi, f"{self.kernel_version(abi)}+{d + 1}.{self.respins}",
                            ("generic",))
         self.publish()
         return f"modules of {abi} respun"
@@ -549,6 +550,8 @@ class Ubuntu:
         """The user opens "Additional Drivers" (`ubuntu-drivers install`): apt is asked for Ubuntu's desktop driver,
         nvidia-driver-580-open at the day's driver and linux-modules-nvidia-580-open-generic (580-noble's control data,
         its modules built for every kernel). Returns what apt did: held -server packages refuse the swap."""
+        if self.branch != 580:
+            return "ubuntu-drivers install: not modelled after the branch change (no 595 desktop control data)"
         aptarchive.driver(self.updates, 580, self.driver(self.drivers), server=False)
         for i in range(self.kernels + 1):
             self.modules(self.updates, self.abi(i), server=False)
@@ -572,7 +575,7 @@ class Ubuntu:
         aptarchive.deb(self.security, "linux-generic-hwe-24.04", version,
                        depends=f"linux-image-generic-hwe-24.04 (= {version})")
         if modules_same_day:
-            aptarchive.driver(self.security, 580, self.driver(self.drivers))
+            aptarchive.driver(self.security, self.branch, self.driver(self.drivers))
             self.modules(self.security, abi)
         self.publish()
         what = f"HWE kernel {abi}" + ("" if modules_same_day else " (its modules later)")
@@ -583,6 +586,18 @@ class Ubuntu:
             return what + ": the user moves the box to HWE"
         return what + ": the HWE series rolls"
 
+    def branch_change(self) -> str:
+        """The user moves the settings to the 595 branch (nvidia_driver_branch=595) the day its user space and its
+        modules for every kernel are published (595-server's control data), then re-runs the deploy."""
+        if self.branch == 595:
+            return "branch change: already on 595"
+        self.branch, self.module_driver = 595, {}
+        aptarchive.driver(self.updates, 595, self.driver(self.drivers))
+        for abi in [self.abi(i) for i in range(self.kernels + 1)] + self.hwe_kernels:
+            self.modules(self.updates, abi)
+        self.publish()
+        return "branch change 580 -> 595 in the settings (user space and modules published), then a deploy"
+
     def modules_catch_up(self) -> str:
         """Modules for every kernel without one at the newest driver, respun into -updates."""
         for abi in [self.abi(i) for i in range(self.kernels + 1)] + self.hwe_kernels:
@@ -592,13 +607,14 @@ class Ubuntu:
         return f"modules for every kernel at {self.driver(self.drivers)}"
 
 
-def boot_has_module(env) -> tuple[str, bool]:
+def boot_has_module(env, branch: int = 580) -> tuple[str, bool]:
     """The kernel GRUB takes, and whether it has an nvidia.ko built against the installed user space (llmhost's
-    -server driver, or Ubuntu's desktop driver where the user put that in its place)."""
+    -server driver of ``branch``, or Ubuntu's 580 desktop driver where the user put that in its place)."""
     kernel, have = boots(env), installed(env)
-    srv = "srv" if "nvidia-utils-580-server" in have or "nvidia-utils-580" not in have else ""
-    ko = sh(env["h"], f"cat /lib/modules/{kernel}/kernel/nvidia-580{srv}/nvidia.ko 2>/dev/null", check=False).strip()
-    user = have.get(f"nvidia-utils-580{'-server' if srv else ''}", "?").split("-")[0]
+    srv = "srv" if f"nvidia-utils-{branch}-server" in have or "nvidia-utils-580" not in have else ""
+    where = f"nvidia-{branch}srv" if srv else "nvidia-580"
+    ko = sh(env["h"], f"cat /lib/modules/{kernel}/kernel/{where}/nvidia.ko 2>/dev/null", check=False).strip()
+    user = have.get(f"nvidia-utils-{branch}-server" if srv else "nvidia-utils-580", "?").split("-")[0]
     return kernel, ko == f"stand-in nvidia.ko {user}"
 
 
@@ -694,7 +710,8 @@ def test_a_desktop_driver_from_additional_drivers_is_refused_untouched_and_the_p
 def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
     """Issue 26: sequences drawn (seeded) from what Ubuntu publishes (a security kernel with its modules the same day
     or later, a driver point release without modules, modules catching up, a respin) and what users and the box do
-    (unattended-upgrades from -security, and with -updates enabled, a kernel whose metapackages are phased, `apt upgrade`, `apt full-upgrade`, `apt
+    (unattended-upgrades from -security, and with -updates enabled, a kernel whose metapackages are phased, a branch
+    change 580 -> 595 in the settings, `apt upgrade`, `apt full-upgrade`, `apt
     autoremove`, a lowlatency kernel installed, the move to HWE and its series roll (6.11 -> 6.14, modules the same
     day or later), `ubuntu-drivers install` (Ubuntu's desktop driver, also as the box's
     starting point: the deploy must refuse untouched, the user runs the printed fix), a deploy, a reboot into GRUB's
@@ -718,7 +735,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
         events = first + ["deploy", "reboot"] + [rnd.choice([
             "security-kernel", "point-release", "modules", "respin", "unattended", "unattended-updates",
             "apt-upgrade", "apt-full-upgrade", "autoremove", "deploy", "deploy", "reboot", "lowlatency",
-            "ubuntu-drivers", "hwe", "phased"])
+            "ubuntu-drivers", "hwe", "phased", "branch"])
             for _ in range(EVENTS)] + ["deploy"]
         for step, event in enumerate(events):
             what, deploys = event, event in ("deploy", "lowlatency")
@@ -728,6 +745,9 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 what = story.point_release()
             elif event == "phased":
                 what = story.phased_kernel()
+            elif event == "branch":  # issue 26 (2): kernel modules and user space move together, one reboot
+                deploys = story.branch == 580
+                what = story.branch_change()
             elif event == "modules":
                 what = story.modules_catch_up()
             elif event == "respin":
@@ -754,7 +774,8 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} {verb} -y -qq >/dev/null")
             if deploys:
                 before = installed(env)
-                run = lambda: deploy(env, running, driver_standin_archive=source)  # noqa: E731
+                run = lambda: deploy(env, running, driver_standin_archive=source,  # noqa: E731
+                                     nvidia_driver_branch=story.branch)
                 if "nvidia-driver-580-open" in before:  # refused untouched; the user runs the printed fix
                     refused_untouched_then_fixed(env, run)
                     what += " (refused: desktop driver; the printed fix run, then a deploy)"
@@ -764,20 +785,23 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                     print("\n".join(log + [what]), p.stdout[-6000:], sep="\n")
                 assert p.returncode == 0, (log, p.stdout[-4000:])
                 assert downgraded(before, installed(env)) == [], log  # nothing backwards, linux-generic kept
-                kernel, ok = boot_has_module(env)
+                kernel, ok = boot_has_module(env, story.branch)
                 named = kernel if f"the kernel {kernel} boots next and has no nvidia" in p.stdout else ""
                 held = holds(env)
                 # every kernel metapackage and the modules metapackage the set follows (the HWE one once its
                 # modules are out; until then the running GA kernel's) are held; the other one is not (it would
                 # block the user space's next move: its module pins the old driver)
-                want = {K, *USER, *(["linux-image-generic-hwe-24.04"] if story.on_hwe else [])}
-                assert want <= set(held) and len({M, M + "-hwe-24.04"} & set(held)) == 1, (log, held)
+                b = story.branch
+                user, mods = [u.replace("580", str(b)) for u in USER], M.replace("580", str(b))
+                want = {K, *user, *(["linux-image-generic-hwe-24.04"] if story.on_hwe else [])}
+                assert want <= set(held) and len({mods, mods + "-hwe-24.04"} & set(held)) == 1, (log, held)
+                assert not [x for x in held if "580" in x] or b == 580, (log, held)  # the old branch released
                 # finding 7: per-kernel modules stay automatically installed, so they leave with their kernels
                 manual = sh(h, "apt-mark showmanual 'linux-modules-nvidia-*'").split()
                 assert not [m for m in manual if re.search(r"-\d+\.\d+\.\d+-\d+-", m)], (log, manual)
-                assert changes(deploy(env, running, driver_standin_archive=source).stdout) == 0, log
+                assert changes(run().stdout) == 0, log
             if event == "reboot":
-                kernel, ok = boot_has_module(env)
+                kernel, ok = boot_has_module(env, story.branch)
                 if named == kernel:
                     what = f"reboot withheld ({kernel} was named)"
                 else:
@@ -785,7 +809,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
             log.append(f"{seq}.{step} {what}")
             if "deploy" not in events[:step + 1]:
                 continue  # no driver before the first deploy: nothing to keep yet
-            kernel, ok = boot_has_module(env)
+            kernel, ok = boot_has_module(env, story.branch)
             assert ok or named == kernel, (f"after {what}: {kernel} would boot without a module at the user space's "
                                            f"version", log)
     (Path(os.environ.get("LLMHOST_DRIVER_LOG", tmp_path / "sequences.txt"))).write_text("\n".join(log) + "\n")
