@@ -15,7 +15,7 @@ from operations.context import Context
 from operations.core.boundary import shell_line
 from operations.facts import AptHolds, DpkgVersion
 from operations.shared_ops import gpu_step_applies, held, moves, pinned_and_held, skipped
-from operations.core.driver_set import stale_holds, userspace_packages
+from operations.core.driver_set import other_branch, stale_holds, userspace_packages
 
 UNATTENDED_BLACKLIST = """// llmhost: driver, CUDA and container-toolkit upgrades must go through the deploy (a user-space
 // driver upgrade under a loaded module gives "Driver/library version mismatch"; a kernel's NVIDIA
@@ -96,7 +96,8 @@ def ensure(ctx: Context):
         install = pinned_and_held(
             name=f"Kernel {dset.boot}, its {ctx.flavour} modules and the {s.nvidia_driver_branch} driver "
                  f"{dset.driver} together (held)", versions=dset.pins, hold=hold,
-            auto=[p for p in dset.pins if p.startswith("linux-modules-nvidia-") and p != ctx.modules_package])
+            auto=[p for p in dset.pins if p.startswith("linux-modules-nvidia-") and p != ctx.modules_package],
+            remove=other_branch(list(host.get_fact(DebPackages)), s.nvidia_driver_branch))  # a branch change
     else:  # apt has not read an archive with these packages yet (a fresh box): the newest set, then held
         install = apt.packages(name=f"Install the {s.nvidia_driver_branch} driver ({ctx.flavour} modules: "
                                     f"{ctx.modules_package})", packages=packages, no_recommends=True,

@@ -103,7 +103,7 @@ def moves(versions: dict[str, str]) -> bool:
 
 @operation()
 def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, auto: list[str] | None = None,
-                    downgrade: bool = False):
+                    downgrade: bool = False, remove: list[str] | None = None):
     """Ensure each package is installed at exactly its version, and ``hold`` (default: the pinned packages) on hold.
 
     + versions: package -> Debian version (packages that move together: the container toolkit's four; a kernel,
@@ -113,6 +113,7 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, aut
       command line names as manual, and a manual module would keep its old kernel from autoremove forever)
     + downgrade: let apt install a version older than the installed one (only for a version the user set: the
       driver set never moves backwards, and apt then refuses a downgrade rather than carry one out)
+    + remove: installed packages the same apt call removes (apt's ``pkg-``): what the set replaces
 
     Held packages cannot be changed by apt, so a change unholds, installs the set in one apt call (which may
     downgrade where ``downgrade`` says so, and removes what conflicts with it) and holds again. When apt fails (a
@@ -132,7 +133,7 @@ def pinned_and_held(versions: dict[str, str], hold: list[str] | None = None, aut
     before = [p for p in release if p in holds]
     install = boundary.shell_line(["apt-get", "install", "-y", "--no-install-recommends",
                                    *(["--allow-downgrades"] if downgrade else []),
-                                   *(f"{p}={v}" for p, v in versions.items())])
+                                   *(f"{p}={v}" for p, v in versions.items()), *(f"{p}-" for p in remove or [])])
     restore = f"{boundary.shell_line(['apt-mark', 'hold', *before])} >/dev/null; " if before else ""
     yield (f"{boundary.shell_line(['apt-mark', 'unhold', *release])} >/dev/null && "
            f"if DEBIAN_FRONTEND=noninteractive {install}; then {boundary.shell_line(['apt-mark', 'hold', *hold])}"

@@ -541,3 +541,22 @@ def test_a_kernel_installed_by_hand_beside_a_newer_metapackage_keeps_the_running
     assert driver_set.kernel_metapackage(metas, "6.8.0-61-lowlatency", "6.8.0-60-generic") == "linux-image-generic"
     with pytest.raises(ValueError, match="no NVIDIA modules package matches the kernel"):
         driver_set.kernel_metapackage(metas, "6.12.9-custom", "6.12.9-custom")  # still refused: no such flavour
+
+
+def test_a_branch_change_removes_every_package_of_the_old_branch_in_the_same_apt_call():
+    """Found by the generated stories (seed 101, CI's budget): on a box with a 580 module for two kernels (GA and HWE),
+    the move to 595 failed on every run ("nvidia-kernel-common-580-server : Conflicts: nvidia-kernel-common",
+    pkgProblemResolver "generated breaks"): apt kept the old kernel-common, weighed by its reverse dependencies. The
+    old branch's packages are now named for removal in the install's own apt call (pkg-: one call, one reboot);
+    the command itself: tests/fixtures/pyinfra/ops/shared_ops.pinned_and_held/branch_change_removes_the_old_branch."""
+    installed = ["libnvidia-cfg1-580-server", "libnvidia-container1", "linux-image-6.8.0-60-generic",
+                 "linux-modules-nvidia-580-server-open-6.11.0-29-generic",
+                 "linux-modules-nvidia-580-server-open-generic-hwe-24.04", "linux-objects-nvidia-580-server-6.8.0-60-generic",
+                 "linux-signatures-nvidia-6.8.0-60-generic", "nvidia-container-toolkit", "nvidia-firmware-580-server-580.95.05",
+                 "nvidia-kernel-common-580-server", "nvidia-utils-580", "nvidia-utils-580-server", "nvidia-utils-595-server"]
+    assert driver_set.other_branch(installed, 595) == [
+        "libnvidia-cfg1-580-server", "linux-modules-nvidia-580-server-open-6.11.0-29-generic",
+        "linux-modules-nvidia-580-server-open-generic-hwe-24.04", "linux-objects-nvidia-580-server-6.8.0-60-generic",
+        "nvidia-firmware-580-server-580.95.05", "nvidia-kernel-common-580-server", "nvidia-utils-580-server"]
+    assert driver_set.other_branch(installed, 580) == ["nvidia-utils-595-server"]  # and back
+    assert driver_set.other_branch([p for p in installed if "580-server" not in p], 595) == []  # a converged box

@@ -464,13 +464,14 @@ class Ubuntu:
             return ("generic",)
         return ("generic-hwe-24.04",) if self.hwe_kernels and abi == self.hwe_kernels[-1] else ()
 
-    def modules(self, pocket, abi: str, server: bool = True) -> None:
+    def modules(self, pocket, abi: str, server: bool = True, flavour: str = "open") -> None:
         """``abi``'s NVIDIA modules built against the day's driver (Ubuntu's desktop driver's: ``server=False``)."""
         branch = self.branch if server else 580  # Ubuntu's desktop driver: 580-noble's control data only
         if server:
             self.module_driver[abi] = self.drivers
         aptarchive.modules(pocket, branch, self.driver(self.drivers, branch), abi,
-                           f"{self.kernel_version(abi)}+{self.drivers + 1}", self.metas(abi), server=server)
+                           f"{self.kernel_version(abi)}+{self.drivers + 1}", self.metas(abi), flavour=flavour,
+                           server=server)
 
     def publish(self) -> None:
         for pocket, suite in ((self.updates, "llmhost-standin"), (self.security, "noble-security")):
@@ -546,20 +547,24 @@ class Ubuntu:
         sh(self.env["h"], f"DEBIAN_FRONTEND=noninteractive {self.apt} install -y -qq linux-image-{abi} >/dev/null")
         return f"lowlatency kernel {abi} installed by the user"
 
-    def ubuntu_drivers(self) -> str:
+    def ubuntu_drivers(self, flavour: str = "open", lrm: bool = True) -> str:
         """The user opens "Additional Drivers" (`ubuntu-drivers install`): apt is asked for Ubuntu's desktop driver,
-        nvidia-driver-580-open at the day's driver and linux-modules-nvidia-580-open-generic (580-noble's control data,
-        its modules built for every kernel). Returns what apt did: held -server packages refuse the swap."""
+        nvidia-driver-580[-open] at the day's driver (580-noble's control data) and, as ubuntu-drivers asks where
+        Ubuntu builds them (``lrm``), linux-modules-nvidia-580[-open]-generic (its modules built for every kernel);
+        without it the DKMS package is the driver's only module source (the stand-in DKMS builds nothing: such a box
+        has no GPU until the deploy's fix). Returns what apt did: held -server packages refuse the swap."""
         if self.branch != 580:
             return "ubuntu-drivers install: not modelled after the branch change (no 595 desktop control data)"
-        aptarchive.driver(self.updates, 580, self.driver(self.drivers), server=False)
+        aptarchive.driver(self.updates, 580, self.driver(self.drivers), flavour=flavour, server=False)
         for i in range(self.kernels + 1):
-            self.modules(self.updates, self.abi(i), server=False)
+            self.modules(self.updates, self.abi(i), server=False, flavour=flavour)
         self.publish()
-        out = sh(self.env["h"], f"DEBIAN_FRONTEND=noninteractive {self.apt} install -y -qq nvidia-driver-580-open "
-                                "linux-modules-nvidia-580-open-generic 2>&1 >/dev/null; echo exit=$?", check=False)
-        return "ubuntu-drivers install: " + ("desktop driver installed" if "exit=0" in out
-                                             else "apt refused (" + out.strip().splitlines()[0][:80] + ")")
+        f = "-open" if flavour == "open" else ""
+        want = f"nvidia-driver-580{f}" + (f" linux-modules-nvidia-580{f}-generic" if lrm else "")
+        out = sh(self.env["h"], f"DEBIAN_FRONTEND=noninteractive {self.apt} install -y -qq {want} 2>&1 >/dev/null; "
+                                "echo exit=$?", check=False)
+        return f"ubuntu-drivers install ({flavour}, {'Ubuntu-built modules' if lrm else 'DKMS'}): " + (
+            "desktop driver installed" if "exit=0" in out else "apt refused (" + out.strip().splitlines()[0][:80] + ")")
 
     def hwe(self, modules_same_day: bool) -> str:
         """An HWE kernel in -security under linux-image-generic-hwe-24.04 / linux-generic-hwe-24.04 (Ubuntu's
@@ -693,7 +698,7 @@ def test_a_desktop_driver_from_additional_drivers_is_refused_untouched_and_the_p
     change; the fix it prints, run as printed, then the deploy give the -server set with the running kernel's module,
     held; a second run changes nothing; Additional Drivers asked again is refused by apt (the holds)."""
     story, source = new_story(env, "desktop")
-    assert story.ubuntu_drivers() == "ubuntu-drivers install: desktop driver installed"
+    assert story.ubuntu_drivers() == "ubuntu-drivers install (open, Ubuntu-built modules): desktop driver installed"
     assert boot_has_module(env) == (story.abi(0), True) and "nvidia-utils-580" in installed(env)
     refused_untouched_then_fixed(env, lambda: deploy(env, story.abi(0), driver_standin_archive=source))
     p = deploy(env, story.abi(0), driver_standin_archive=source)
@@ -703,7 +708,7 @@ def test_a_desktop_driver_from_additional_drivers_is_refused_untouched_and_the_p
     assert {K, M, *USER} <= set(holds(env)) and "linux-generic" in have
     assert boot_has_module(env) == (story.abi(0), True) and "nvidia-utils-580-server" in have
     assert changes(deploy(env, story.abi(0), driver_standin_archive=source).stdout) == 0
-    assert story.ubuntu_drivers().startswith("ubuntu-drivers install: apt refused")
+    assert story.ubuntu_drivers().startswith("ubuntu-drivers install (open, Ubuntu-built modules): apt refused")
     assert installed(env) == have
 
 
@@ -754,8 +759,8 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 what = story.respin()
             elif event == "lowlatency":  # a kernel installed by hand, then the deploy re-run (README: do so)
                 what = story.lowlatency() + ", then a deploy"
-            elif event == "ubuntu-drivers":
-                what = story.ubuntu_drivers()
+            elif event == "ubuntu-drivers":  # open or proprietary, Ubuntu-built modules or DKMS
+                what = story.ubuntu_drivers("open" if rnd.random() < 0.5 else "proprietary", rnd.random() < 0.75)
             elif event == "hwe":  # the first time with a deploy after it (README: re-run after a kernel by hand)
                 deploys = not story.on_hwe
                 what = story.hwe(rnd.random() < 0.5) + (", then a deploy" if deploys else "")
@@ -776,7 +781,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 before = installed(env)
                 run = lambda: deploy(env, running, driver_standin_archive=source,  # noqa: E731
                                      nvidia_driver_branch=story.branch)
-                if "nvidia-driver-580-open" in before:  # refused untouched; the user runs the printed fix
+                if {"nvidia-driver-580-open", "nvidia-driver-580"} & set(before):  # refused untouched; the printed fix
                     refused_untouched_then_fixed(env, run)
                     what += " (refused: desktop driver; the printed fix run, then a deploy)"
                     before = installed(env)

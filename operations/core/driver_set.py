@@ -105,6 +105,17 @@ DESKTOP_DRIVER = re.compile(r"^(nvidia-driver-\d+(-open)?|nvidia-utils-\d+|nvidi
                             r"nvidia-headless(-no-dkms)?-\d+(-open)?|linux-modules-nvidia-\d+-(?!server)\S+)$")
 
 
+# Any package of llmhost's -server driver, with its branch: user space, firmware, per-kernel modules and objects.
+SERVER_PACKAGE = re.compile(r"^(?:nvidia|libnvidia|linux-modules-nvidia|linux-objects-nvidia)-.*?(\d{3})-server\b")
+
+
+def other_branch(installed: list[str], branch: int) -> list[str]:
+    """Installed packages of llmhost's -server driver of another branch. A branch change removes them in the apt
+    call that installs the new set: left to itself, apt's resolver keeps the old kernel-common (more reverse
+    dependencies: a module per installed kernel) and stops at the Conflicts ("generated breaks")."""
+    return sorted(p for p in installed if (m := SERVER_PACKAGE.match(p)) and int(m.group(1)) != branch)
+
+
 def server_branches(installed: list[str]) -> list[int]:
     """The -server driver branches whose user space is installed (llmhost's own, of any branch)."""
     return sorted({int(m.group(1)) for p in installed if (m := SERVER_UTILS.match(p))})
