@@ -28,7 +28,7 @@ def read(path: Path) -> dict[str, dict[str, str]]:
             raise TypeError("'models' is not an object")
         for name, pin in models.items():
             if set(pin) != {"repo", "commit"} or not SHA_RE.match(str(pin["commit"])):
-                raise ValueError(f"{name}: wants exactly repo and a 40-hex commit")
+                raise ValueError(f"{name!r}: wants exactly repo and a 40-hex commit")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LlmhostError(f"model_lock_file={path} is not an llmhost lock ({type(exc).__name__}: {exc}): restore it "
                            "from git, or delete it and re-run to resolve every model again") from None

@@ -130,3 +130,37 @@ def test_the_deploy_names_an_unlocked_model_offline_and_prints_what_fits(fake_pl
     assert rc == 0, out[-3000:]
     assert "the catalogue on" in out and "qwen3-8b-awq" in out
 
+
+
+def test_a_lock_file_of_any_content_is_read_or_named_in_one_line(tmp_path):
+    """Whatever the lock file holds (a hand edit, a merge conflict, another tool's JSON): its models, or one
+    LlmhostError naming model_lock_file and the fix; never another exception."""
+    from hypothesis import given, settings, strategies as st
+
+    from operations.context import LlmhostError
+    from operations.model_lock import read, write
+
+    path = tmp_path / "llmhost.lock"
+    pins = st.fixed_dictionaries({"repo": st.text(max_size=20), "commit": st.sampled_from(["a" * 40, "main", "", 40])})
+    shapes = st.one_of(st.text(max_size=60), st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+                       st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
+                                                                                         max_size=3),
+                                    max_leaves=8).map(json.dumps),
+                       st.dictionaries(st.text(max_size=10), pins, max_size=3).map(
+                           lambda m: json.dumps({"models": m})))
+
+    @settings(max_examples=300, deadline=None)
+    @given(shapes)
+    def check(text):
+        path.write_text(text)
+        try:
+            models = read(path)
+        except LlmhostError as exc:
+            assert str(exc).startswith(f"model_lock_file={path} is not an llmhost lock (") and "\n" not in str(exc)
+            return
+        assert all(set(p) == {"repo", "commit"} and len(p["commit"]) == 40 for p in models.values())
+        write(path, models)  # what was read is written back as it was read
+        assert read(path) == models
+
+    check()
