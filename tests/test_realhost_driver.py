@@ -641,7 +641,10 @@ def new_story(env, name: str) -> tuple[Ubuntu, str]:
     """A clean box on a new archive: the earlier tests' packages purged, the sources on this story's pockets, the
     base published and linux-generic installed (as Ubuntu installs a box)."""
     h = env["h"]
-    sh(h, "apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null 2>&1; dpkg --purge $(dpkg-query "
+    # apt's cache goes too: an earlier test built other contents under the same package versions (Ubuntu never
+    # does), and apt reuses a cached .deb of the same name, version and size (seen in CI: a module built against
+    # another driver, "dependency problems - leaving unconfigured")
+    sh(h, "apt-get clean; apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null 2>&1; dpkg --purge $(dpkg-query "
           "-W -f='${Package}\\n' 'linux-modules-nvidia-*' 'linux-objects-nvidia-*' 'linux-signatures-nvidia-*' "
           "'nvidia-*' 'libnvidia-*' 'xserver-xorg-video-nvidia-*' 'linux-generic*' 'linux-image-*' 2>/dev/null | "
           "grep -v container) "
