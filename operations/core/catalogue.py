@@ -15,8 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from operations.core.tuning import GpuSpec, ModelSpec, PlanError, plan
-from operations.core.versions import ERAS, FAMILIES, era, model_family, needed_context
+from operations.core.tuning import GpuSpec, ModelSpec, PlanError, Quant, plan
+from operations.core.versions import FAMILIES, check_act_order, era, model_family, needed_context
 
 RECORDED = Path(__file__).resolve().parent / "catalogue"
 
@@ -80,9 +80,8 @@ def entry(name: str) -> Entry:
 
 def quantization(config: dict[str, Any], quantize_config: dict[str, Any] | None) -> tuple[str, int, bool]:
     """(method, bits, act-order) as vLLM reads them: config.json's quantization_config, else quantize_config.json."""
-    qc = config.get("quantization_config") or quantize_config or {}
-    method = str(qc.get("quant_method") or ("gptq" if "desc_act" in qc else "none")).lower()
-    return method, int(qc.get("bits") or qc.get("w_bit") or 16), bool(qc.get("desc_act", False))
+    q = Quant.of(config, quantize_config)  # the planner's own reading
+    return q.method or "none", q.bits, q.desc_act
 
 
 def check(e: Entry, config: dict[str, Any], quantize_config: dict[str, Any] | None, chat_template: str | None,
@@ -98,10 +97,10 @@ def check(e: Entry, config: dict[str, Any], quantize_config: dict[str, Any] | No
     if act_order != e.act_order:
         raise CatalogueError(f"{who}: the catalogue expects act-order {e.act_order}, the repo's config says desc_act "
                              f"{act_order}: the repo changed; choose another entry")
-    if act_order and not era(vllm_version).act_order:
-        raise CatalogueError(f"{who} is GPTQ with act-order (desc_act) and vllm_version={vllm_version} ignores g_idx "
-                             "(its answers would be garbage): choose an entry without act-order (llmhost-plan --fits) "
-                             f"or pin vllm_version to {', '.join(v for v, x in ERAS.items() if x.act_order)}")
+    try:
+        check_act_order(vllm_version, act_order)  # the era table's own refusal
+    except ValueError as exc:
+        raise CatalogueError(f"{who}: {exc}") from None
     family = model_family(config)
     if family.name != e.family:
         raise CatalogueError(f"{who}: the catalogue expects the {e.family} family, the repo's config.json is "

@@ -67,6 +67,17 @@ class Quant:
     desc_act: bool = False
     sym: bool = True
 
+    @classmethod
+    def of(cls, config: dict[str, Any], quantize_config: dict[str, Any] | None = None) -> "Quant":
+        """As vLLM reads it: config.json's quantization_config, else quantize_config.json; 16-bit without either."""
+        qc = config.get("quantization_config") or quantize_config
+        if not qc:
+            return cls()
+        method = str(qc.get("quant_method") or ("gptq" if "desc_act" in qc else "")).lower() or None
+        return cls(method=method, bits=int(qc.get("bits") or qc.get("w_bit") or 16),
+                   group_size=int(qc.get("group_size") or qc.get("q_group_size") or -1),
+                   desc_act=bool(qc.get("desc_act", False)), sym=bool(qc.get("sym", True)))
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -105,14 +116,8 @@ class ModelSpec:
         except KeyError as exc:
             raise PlanError(f"config.json lacks {exc.args[0]!r}: only decoder-only transformer configs "
                             "(Llama, Mistral, Qwen2 style) can be planned") from None
-        qc = config.get("quantization_config") or quantize_config
-        quant = Quant()
-        if qc:
-            method = str(qc.get("quant_method") or ("gptq" if "desc_act" in qc else "")).lower() or None
-            quant = Quant(method=method, bits=int(qc.get("bits") or qc.get("w_bit") or 16),
-                          group_size=int(qc.get("group_size") or qc.get("q_group_size") or -1),
-                          desc_act=bool(qc.get("desc_act", False)), sym=bool(qc.get("sym", True)))
-        return cls(**spec, quant=quant, quant_in_config=bool(config.get("quantization_config")),
+        return cls(**spec, quant=Quant.of(config, quantize_config),
+                   quant_in_config=bool(config.get("quantization_config")),
                    model_type=str(config.get("model_type", "llama")))
 
     # --- sizes --------------------------------------------------------------------------------------------
