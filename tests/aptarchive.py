@@ -62,17 +62,24 @@ def deb(pool: Path, name: str, version: str, depends: str = "", conflicts: str =
 
 
 def kernel(pool: Path, abi: str, version: str) -> None:
+    """A kernel image (/boot/vmlinuz-<abi>) and its headers as Ubuntu splits them: linux-headers-<abi> on the
+    source's common headers (linux-headers-6.8.0-61 for -generic, linux-lowlatency-headers-6.8.0-61 for lowlatency)."""
     deb(pool, f"linux-image-{abi}", version, files={f"boot/vmlinuz-{abi}": NOTE,
                                                    f"lib/modules/{abi}/STAND-IN-KERNEL": NOTE})
+    common, flavour = abi.rsplit("-", 1)
+    common = f"linux-{flavour}-headers-{common}" if flavour == "lowlatency" else f"linux-headers-{common}"
+    deb(pool, common, version, files={f"usr/src/{common}/STAND-IN": NOTE})
+    deb(pool, f"linux-headers-{abi}", version, depends=common, files={f"usr/src/linux-headers-{abi}/STAND-IN": NOTE})
 
 
-def kernel_meta(pool: Path, flavour: str, version: str, abi: str) -> None:
-    """linux-image-<flavour> at ``version`` on one kernel image, and for -generic the linux-generic metapackage a
-    default install has, on linux-image-generic (= version) (Ubuntu's linux-meta; its linux-headers-generic is left
-    out: headers boot nothing)."""
-    deb(pool, f"linux-image-{flavour}", version, depends=f"linux-image-{abi}")
-    if flavour == "generic":
-        deb(pool, "linux-generic", version, depends=f"linux-image-generic (= {version})")
+def kernel_meta(pool: Path, flavour: str, version: str, abi: str, fields: dict | None = None) -> None:
+    """Ubuntu's linux-meta at ``version`` for ``flavour`` (generic, generic-hwe-24.04): linux-image-<flavour> on one
+    kernel image, linux-headers-<flavour> on its headers, and linux-<flavour> (what a default install has) on both
+    (= version); ``fields`` for each (Phased-Update-Percentage)."""
+    deb(pool, f"linux-image-{flavour}", version, depends=f"linux-image-{abi}", fields=fields)
+    deb(pool, f"linux-headers-{flavour}", version, depends=f"linux-headers-{abi}", fields=fields)
+    deb(pool, f"linux-{flavour}", version, fields=fields,
+        depends=f"linux-image-{flavour} (= {version}), linux-headers-{flavour} (= {version})")
 
 
 CONTROLS = Path(__file__).parent / "fixtures" / "ubuntu"

@@ -506,10 +506,7 @@ class Ubuntu:
         i = self.kernels
         version, phased = f"6.8.0-{60 + i}.{60 + i}", {"Phased-Update-Percentage": "0"}
         aptarchive.kernel(self.updates, self.abi(i), version)
-        aptarchive.deb(self.updates, "linux-image-generic", version, depends=f"linux-image-{self.abi(i)}",
-                       fields=phased)
-        aptarchive.deb(self.updates, "linux-generic", version, depends=f"linux-image-generic (= {version})",
-                       fields=phased)
+        aptarchive.kernel_meta(self.updates, "generic", version, self.abi(i), fields=phased)
         aptarchive.driver(self.updates, self.branch, self.driver(self.drivers))
         self.modules(self.updates, self.abi(i))
         self.publish()
@@ -576,9 +573,7 @@ class Ubuntu:
         self.hwe_kernels.append(abi)
         version = self.kernel_version(abi)
         aptarchive.kernel(self.security, abi, version)
-        aptarchive.deb(self.security, "linux-image-generic-hwe-24.04", version, depends=f"linux-image-{abi}")
-        aptarchive.deb(self.security, "linux-generic-hwe-24.04", version,
-                       depends=f"linux-image-generic-hwe-24.04 (= {version})")
+        aptarchive.kernel_meta(self.security, "generic-hwe-24.04", version, abi)
         if modules_same_day:
             aptarchive.driver(self.security, self.branch, self.driver(self.drivers))
             self.modules(self.security, abi)
@@ -646,7 +641,8 @@ def new_story(env, name: str) -> tuple[Ubuntu, str]:
     # another driver, "dependency problems - leaving unconfigured")
     sh(h, "apt-get clean; apt-mark unhold $(apt-mark showhold | grep -v container) >/dev/null 2>&1; dpkg --purge $(dpkg-query "
           "-W -f='${Package}\\n' 'linux-modules-nvidia-*' 'linux-objects-nvidia-*' 'linux-signatures-nvidia-*' "
-          "'nvidia-*' 'libnvidia-*' 'xserver-xorg-video-nvidia-*' 'linux-generic*' 'linux-image-*' 2>/dev/null | "
+          "'nvidia-*' 'libnvidia-*' 'xserver-xorg-video-nvidia-*' 'linux-generic*' 'linux-image-*' 'linux-headers-*' "
+          "'linux-lowlatency-headers-*' 2>/dev/null | "
           "grep -v container) "
           ">/dev/null 2>&1; true")
     story, source = Ubuntu(env, env["archive"] / name), f"{env['url']}{name}/"
@@ -668,6 +664,46 @@ def downgraded(before: dict[str, str], after: dict[str, str]) -> list[str]:
         elif p in after and subprocess.run(["dpkg", "--compare-versions", after[p], "lt", v]).returncode == 0:
             out.append(f"{p} {v} -> {after[p]}")
     return out
+
+
+def protect_kernels(env, running: str) -> set[str]:
+    """What Ubuntu's kernel postinst writes (apt's apt-auto-removal, /etc/apt/apt.conf.d/01autoremove-kernels): the
+    running kernel and the newest two installed stay; returns those ABIs."""
+    images = sh(env["h"], "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' 'linux-image-[0-9]*' 2>/dev/null | "
+                          "awk '$1 ~ /^[ih]i/ {sub(\"linux-image-\", \"\", $2); print $2}' | sort -V", check=False)
+    kept = {running, *images.split()[-2:]}
+    protect = "".join(f'"^linux-.*-{re.escape(k)}$"; "^linux-.*headers-{re.escape(k.rsplit("-", 1)[0])}$"; '
+                      for k in sorted(kept))
+    sh(env["h"], f"echo 'APT::NeverAutoRemove {{ {protect}}};' > /etc/apt/apt.conf.d/01autoremove-kernels")
+    return kept
+
+
+def kept_from_autoremove(env, running: str) -> list[str]:
+    """Issue 26's invariant: the packages of every kernel beyond the newest two and the running one (its image,
+    headers and NVIDIA modules) are autoremovable (`apt-get -s autoremove` takes them), unless an installed kernel
+    metapackage depends on that kernel or the user installed it by hand (both the user's own choice, not the
+    deploy's). Returns the packages apt would keep that it should not."""
+    h, have = env["h"], installed(env)
+    kept = protect_kernels(env, running)
+    images = {p[len("linux-image-"):] for p in have if re.fullmatch(r"linux-image-\d\S*", p)}
+    metas = sh(h, "dpkg-query -W -f='${db:Status-Abbrev} ${Depends}\\n' 'linux-image-generic*' 2>/dev/null | "
+                  "awk '$1 ~ /^[ih]i/'", check=False)
+    needed = set(re.findall(r"linux-image-(\d[^\s,|()]*)", metas))
+    manual = {p[len("linux-image-"):] for p in sh(h, "apt-mark showmanual 'linux-image-[0-9]*'").split()}
+    beyond = images - kept - needed - manual
+    remv = set(re.findall(r"^Remv (\S+)", sh(h, "apt-get -s autoremove"), re.M))
+    return sorted(p for p in have for abi in beyond if p.endswith("-" + abi) and p not in remv)
+
+
+def unserved(env, before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Packages a deploy moved to a version the archive does not serve (issue 26: every version pinned is one the
+    archive serves; `apt-cache madison` lists what the pockets have)."""
+    moved = sorted(p for p, v in after.items() if before.get(p) != v)
+    if not moved:
+        return []
+    served = sh(env["h"], "apt-cache madison " + " ".join(moved), check=False)
+    have = {tuple(x.strip() for x in line.split("|")[:2]) for line in served.splitlines() if "|" in line}
+    return [f"{p} {after[p]}" for p in moved if (p, after[p]) not in have]
 
 
 def test_a_fully_updated_box_in_the_modules_late_window_keeps_its_kernel_metapackage(env):
@@ -713,6 +749,31 @@ def test_a_desktop_driver_from_additional_drivers_is_refused_untouched_and_the_p
     assert changes(deploy(env, story.abi(0), driver_standin_archive=source).stdout) == 0
     assert story.ubuntu_drivers().startswith("ubuntu-drivers install (open, Ubuntu-built modules): apt refused")
     assert installed(env) == have
+
+
+def test_old_kernels_leave_with_apt_autoremove_and_their_modules_with_them(env):
+    """(7) Three security kernels, each moved to by a deploy (its modules the same day) and booted: the two oldest of
+    the four are beyond the newest two and the running one, so `apt autoremove` (with the protection Ubuntu's kernel
+    postinst writes) takes them with their headers and NVIDIA modules; the two it keeps have theirs, the GPU stays,
+    and a re-run changes nothing. Was: every per-kernel modules package the deploy named became manually installed,
+    kept its kernel, and /boot grew without bound."""
+    story, source = new_story(env, "autoremove")
+    running = story.abi(0)
+    for _ in range(3):
+        story.security_kernel(modules_same_day=True)
+        p = deploy(env, running, driver_standin_archive=source)
+        assert p.returncode == 0, p.stdout[-4000:]
+        running = gpu_usable_after_reboot(env)  # the reboot the deploy asked for
+    assert running == story.abi(3)
+    assert kept_from_autoremove(env, running) == []
+    sh(env["h"], f"DEBIAN_FRONTEND=noninteractive {story.apt} autoremove -y -qq >/dev/null")
+    have = installed(env)
+    for i, stays in ((0, False), (1, False), (2, True), (3, True)):
+        abi = story.abi(i)
+        own = {f"linux-image-{abi}", f"linux-headers-{abi}", f"linux-modules-nvidia-580-server-open-{abi}"}
+        assert (own <= set(have)) if stays else not (own & set(have)), (abi, sorted(have))
+    assert gpu_usable_after_reboot(env) == running
+    assert changes(deploy(env, running, driver_standin_archive=source).stdout) == 0
 
 
 def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
@@ -776,9 +837,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 unattended_upgrade(env)
             elif event in ("apt-upgrade", "apt-full-upgrade", "autoremove"):
                 verb = {"apt-upgrade": "upgrade", "apt-full-upgrade": "full-upgrade", "autoremove": "autoremove"}[event]
-                # Ubuntu's kernel postinst writes this (apt-auto-removal): the running and the newest kernel stay
-                protect = "".join(f'"^linux-.*-{re.escape(k)}$"; ' for k in {running, boots(env)})
-                sh(h, f"echo 'APT::NeverAutoRemove {{ {protect}}};' > /etc/apt/apt.conf.d/01autoremove-kernels")
+                protect_kernels(env, running)  # as Ubuntu's kernel postinst leaves it
                 sh(h, f"DEBIAN_FRONTEND=noninteractive {story.apt} {verb} -y -qq >/dev/null")
             if deploys:
                 before = installed(env)
@@ -792,7 +851,10 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 if p.returncode:
                     print("\n".join(log + [what]), p.stdout[-6000:], sep="\n")
                 assert p.returncode == 0, (log, p.stdout[-4000:])
-                assert downgraded(before, installed(env)) == [], log  # nothing backwards, linux-generic kept
+                after = installed(env)
+                assert downgraded(before, after) == [], log  # nothing backwards, linux-generic kept
+                assert unserved(env, before, after) == [], log  # every version it moved to is one a pocket serves
+                assert kept_from_autoremove(env, running) == [], log  # old kernels leave with `apt autoremove`
                 kernel, ok = boot_has_module(env, story.branch)
                 named = kernel if f"the kernel {kernel} boots next and has no nvidia" in p.stdout else ""
                 held = holds(env)
