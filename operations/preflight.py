@@ -211,9 +211,10 @@ def _check() -> Context:
         for w in ctx.warnings:
             logger.warning(f"{host.print_prefix}warning: {w}")
         return ctx
-    if not s.gpu_host and s.vllm_exec_start_override is None:
-        _fail("gpu_host=False on a host that serves vLLM needs vllm_exec_start_override (vLLM cannot run without a "
-              "GPU): set gpu_host=True on a GPU box, or put this host in ui_hosts only")
+    if not s.gpu_host and s.vllm_exec_start_override is None and s.vllm_requirements_override is None:
+        _fail("gpu_host=False on a host that serves vLLM needs vllm_exec_start_override or vllm_requirements_override "
+              "(test hosts: a stand-in or vLLM's CPU build; vLLM cannot run without a GPU): set gpu_host=True on a "
+              "GPU box, or put this host in ui_hosts only")
     cfg, qcfg, commit, size = model_config(s, host.name)
     if "webui" in me.roles:
         check_embedding(s, host.name)

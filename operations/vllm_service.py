@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from operations import python_venv
@@ -21,8 +21,15 @@ START_TIMEOUT = 900
 def vllm_requirements(s) -> list[str]:
     """Every package of vLLM's venv at its era's lock (operations/core/locks/vllm-<pin>.txt: vllm==pin, what the era
     needs besides, e.g. 0.6.x's setuptools, and all their dependencies as of the release), so the venv a user gets
-    is the one the GPU proof ran."""
-    return s.era.locked_requirements()
+    is the one the GPU proof ran. A test host's vllm_requirements_override (vLLM's CPU build) instead."""
+    return s.vllm_requirements_override or s.era.locked_requirements()
+
+
+def uv_args(s) -> list[str]:
+    """uv's arguments for vLLM's venv: the era's cut-offs; for a test host's override, its pins exactly as listed
+    (--no-deps: the CPU build's lock leaves out torchvision, torchaudio and torchcodec, which it names but a text
+    model never loads, and whose PyPI builds fail against a +cpu torch)."""
+    return ["--no-deps", COMPILE] if s.vllm_requirements_override else [*uv_cutoffs(s), COMPILE]
 
 
 def uv_cutoffs(s) -> list[str]:
@@ -33,6 +40,13 @@ def uv_cutoffs(s) -> list[str]:
     return ["--exclude-newer", cutoff] + [a for name, date in sorted(packages.items())
                                          for a in ("--exclude-newer-package", f"{name}={date}")]
 
+
+# vLLM compiles at its first start: Triton builds its launcher in C against Python's headers (vLLM issue 2997:
+# "Failed to find C compiler"), torch inductor its kernels in C++ (seen under the unit with vLLM's CPU build on a
+# Debian test host: "No working C++ compiler found", then "Python.h: No such file or directory"). A server install
+# has neither. python3-dev is the distribution Python's headers, the one uv takes where it is the era's (Ubuntu 24.04:
+# 3.12); a Python uv fetches brings its own.
+JIT_PACKAGES = ["gcc", "g++", "libc6-dev", "python3-dev"]
 
 # The venv is root's and read-only to vLLM's user: without bytecode compiled at install, every start compiles
 # vLLM's imports again (57 s from exec to the engine's first line on the GPU host's first start, 2026-12-01).
@@ -76,7 +90,8 @@ def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
 def env_vars(ctx: Context) -> dict:
     return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
                 nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer,
-                step_timeout=ctx.s.vllm_multinode_step_timeout_s if ctx.s.vllm_nnodes > 1 else None)
+                step_timeout=ctx.s.vllm_multinode_step_timeout_s if ctx.s.vllm_nnodes > 1 else None,
+                test_env=boundary.Quoted(boundary.env_file(ctx.s.vllm_env_override, "vllm_env_override")))
 
 
 def unit_vars(ctx: Context) -> dict:
@@ -110,10 +125,12 @@ def ensure(ctx: Context, weights=None) -> list:
         skipped(name="vLLM venv (skipped: stand-in)",
                 reason="vllm_exec_start_override is set (GPU-less test host): vLLM itself is not installed")
     else:
+        apt.packages(name="vLLM's compilers for its start-up JIT (gcc, g++, Python headers)", packages=JIT_PACKAGES,
+                     no_recommends=True, _env=ctx.download_env)
         changes.append(python_venv.venv(
             name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python_version, uv=ctx.uv,
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
-            env=ctx.download_env, extra_args=[*uv_cutoffs(s), COMPILE]))
+            env=ctx.download_env, extra_args=uv_args(s)))
     changes.append(files.put(create_remote_dir=False, name="vLLM environment (no secrets)",
                              src=rendered("vllm.env.j2", **env_vars(ctx)),
                              dest=f"{s.config_root}/vllm.env", mode="644"))

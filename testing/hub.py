@@ -140,6 +140,17 @@ def make_embedding_repo(base: Path, hidden: int = 32, inter: int = 64, positions
     return _git_commit(repo, "tiny embedding model")
 
 
+def add_repo(name: str, source: Path) -> str:
+    """Serve the files of directory ``source`` as repo ``name`` (one commit; olah reads its mirrors at each request,
+    so a running hub serves it at once). Returns the commit."""
+    import shutil
+
+    repo = STATE / "mirrors" / "models" / name
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(source, repo)
+    return _git_commit(repo, f"{name} (llmhost tests)")
+
+
 # The catalogue's families -> trl's copy of their checkpoints' original chat templates (testing/tiny_model.py).
 TEMPLATES = {"llama-3.1": "llama3_1", "llama-3.0": "llama3", "qwen2.5": "qwen2_5", "qwen3": "qwen3"}
 

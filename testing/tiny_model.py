@@ -5,7 +5,13 @@ dropped (random 16-bit weights: --load-format dummy), its generation and tokeniz
 checkpoint's 256 special tokens at 128000+) and the ORIGINAL chat template, taken from the `trl` wheel at test time
 (``chat_template``: the path of trl/chat_templates/<name>.jinja, never committed here).
 
-    python -m testing.tiny_model DEST TEMPLATE      (run with a Python that has transformers, tiktoken, sentencepiece)
+    python -m testing.tiny_model DEST TEMPLATE [--weights]   (with a Python that has transformers, tiktoken,
+                                                              sentencepiece; --weights: and torch)
+
+``--weights`` makes a directory vLLM loads as it is (no --load-format dummy: a repo the test hub serves and the
+deploy fetches): random float16 weights (seeded; input and output embeddings tied, 65 MB) and, in its
+generation_config.json, ``max_new_tokens`` 24, vLLM's server-wide cap on an answer (random tokens rarely end: on 2
+cores an uncapped one runs to the context's end).
 """
 
 from __future__ import annotations
@@ -43,15 +49,24 @@ def original_template(name: str = "llama3_1") -> Path:
     return out
 
 
-def build(dest: Path, template: Path) -> Path:
+def build(dest: Path, template: Path, weights: bool = False) -> Path:
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     dest.mkdir(parents=True, exist_ok=True)
     cfg = json.loads((CHECKPOINT / "config.json").read_text())
     cfg.pop("quantization_config", None)
     cfg.update(SHRINK, torch_dtype="bfloat16")
+    if weights:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg.update(torch_dtype="float16", tie_word_embeddings=True)
+        torch.manual_seed(29)
+        LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.float16).save_pretrained(dest, safe_serialization=True)
     (dest / "config.json").write_text(json.dumps(cfg, indent=2))
-    shutil.copy(CHECKPOINT / "generation_config.json", dest / "generation_config.json")
+    gen = json.loads((CHECKPOINT / "generation_config.json").read_text())
+    (dest / "generation_config.json").write_text(json.dumps({**gen, "max_new_tokens": 24} if weights else gen,
+                                                            indent=2))
     tc = json.loads((CHECKPOINT / "tokenizer_config.json").read_text())
     special = [t["content"] for _, t in sorted(tc["added_tokens_decoder"].items(), key=lambda kv: int(kv[0]))]
     tok = TikTokenConverter(vocab_file=str(TOKENIZER), pattern=PAT_STR, extra_special_tokens=special).converted()
@@ -62,4 +77,4 @@ def build(dest: Path, template: Path) -> Path:
 
 
 if __name__ == "__main__":
-    build(Path(sys.argv[1]), Path(sys.argv[2]))
+    build(Path(sys.argv[1]), Path(sys.argv[2]), weights="--weights" in sys.argv[3:])

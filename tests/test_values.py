@@ -203,7 +203,9 @@ def test_no_template_writes_a_string_without_a_quoting_filter():
     """Statically (branches no test renders too): every {{ }} that can carry a string ends in a boundary filter."""
     numbers = {"port", "start_timeout + 30", "start_timeout", "keep", "backends", "num_retries", "gpu_temp_c",
                "vllm_port", "step_timeout"}
-    quoted = {"exec_start"}  # a whole command line, built by boundary.exec_line (a Quoted; the render guard checks it)
+    # a whole command line (boundary.exec_line), whole env-file lines (boundary.env_file): Quoted, the render guard
+    # checks it
+    quoted = {"exec_start", "test_env"}
     raw = []
     for d in DIRS:
         for path in sorted(d.glob("*.j2")):

