@@ -193,3 +193,19 @@ def test_an_applied_run_ends_with_where_open_webui_answers_and_a_dry_run_does_no
     assert out.rfind("Open WebUI answers at http://") > out.rfind("--> Results:") > 0, out[-2000:]
     rc, _, out = fake_plan("fresh-2404", diff=True)
     assert rc == 0 and "Open WebUI answers at" not in out, out[-2000:]
+
+
+def test_vllms_start_up_compilers_come_with_its_venv_and_not_with_the_standin(fake_apply):
+    """vLLM compiles at its first start (Triton: C against Python's headers; torch inductor: C++), and a server install
+    has neither compiler nor headers (seen with vLLM's CPU build under the deploy's unit on a test host: "No working
+    C++ compiler found", then "Python.h: No such file or directory"): the deploy installs them with vLLM's venv, before
+    it; a host running the stand-in gets none."""
+    rc, cmds, out = fake_apply("fresh-2204")
+    assert rc == 0, out[-3000:]
+    jit = [i for i, c in enumerate(cmds) if "apt-get" in c and " install " in c and " g++ " in f"{c} "]
+    venv = [i for i, c in enumerate(cmds) if " pip install " in c and "/opt/llmhost/vllm/venvs/" in c]
+    assert jit and venv and jit[0] < venv[0], cmds
+    assert all(p in cmds[jit[0]].split() for p in ("gcc", "g++", "libc6-dev", "python3-dev")), cmds[jit[0]]
+    rc, cmds, out = fake_apply("fresh-2204", data={"gpu_host": False, "vllm_exec_start_override": "/bin/true {port}"})
+    assert rc == 0, out[-3000:]
+    assert not [c for c in cmds if "apt-get" in c and "python3-dev" in c], "the stand-in needs no compiler"
