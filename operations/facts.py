@@ -468,3 +468,4 @@ class ModelSnapshots(FactBase):
             except ValueError:
                 continue
         return out
+

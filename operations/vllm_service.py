@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from pyinfra.api import deploy
+from pyinfra import host
+from pyinfra.api import FactBase, deploy
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
@@ -13,6 +14,7 @@ from operations.context import Context
 from operations.shared_ops import generated_secret, secret_file, skipped
 from operations.render import rendered
 from operations.core import boundary
+from operations.core.boundary import shell_word
 from operations.core.versions import family_args
 
 START_TIMEOUT = 900
@@ -26,10 +28,11 @@ def vllm_requirements(s) -> list[str]:
 
 
 def uv_args(s) -> list[str]:
-    """uv's arguments for vLLM's venv: the era's cut-offs; for a test host's override, its pins exactly as listed
-    (--no-deps: the CPU build's lock leaves out torchvision, torchaudio and torchcodec, which it names but a text
-    model never loads, and whose PyPI builds fail against a +cpu torch)."""
-    return ["--no-deps", COMPILE] if s.vllm_requirements_override else [*uv_cutoffs(s), COMPILE]
+    """uv's arguments for vLLM's venv: the era's cut-offs, bytecode compiled; for a test host's override, its pins
+    exactly as listed (--no-deps: the CPU build's lock leaves out torchvision, torchaudio and torchcodec, which it
+    names but a text model never loads, and whose PyPI builds fail against a +cpu torch), not compiled (21,592
+    modules: half a minute of CI on 2 cores, for starts nobody times there)."""
+    return ["--no-deps"] if s.vllm_requirements_override else [*uv_cutoffs(s), COMPILE]
 
 
 def uv_cutoffs(s) -> list[str]:
@@ -70,6 +73,28 @@ def multinode_args(s) -> list[str]:
             *(["--headless"] if s.headless else [])]
 
 
+class InterfaceToward(FactBase):
+    """The network interface this host reaches ``address`` through: the one holding it (a multi-node rank 0, whose
+    address it is), else the one its route takes ("" if neither).
+
+    Sample output::
+
+        fleet0
+    """
+
+    @staticmethod
+    def default():
+        return ""
+
+    def command(self, address: str) -> str:
+        a = shell_word(address)
+        return (f"d=$(ip -o addr show to {a} 2>/dev/null | awk '{{print $2; exit}}'); [ -n \"$d\" ] || "
+                f"d=$(ip -o route get {a} 2>/dev/null | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'); echo \"${{d%%@*}}\"")
+
+    def process(self, output):
+        return output[0].strip() if output else ""
+
+
 def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
     """vLLM's command line for the unit, from an argument list quoted once for systemd (boundary.exec_line)."""
     s = ctx.s
@@ -79,7 +104,10 @@ def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
         return boundary.Quoted(s.vllm_exec_start_override.format(
             host=word(s.vllm_host), port=s.vllm_port, model=word(ctx.snapshot_path),
             served_model_name=word(s.served_model_name), flags=" ".join(word(f) for f in flags)))
-    start = [f"{venv}/bin/vllm", "serve", ctx.snapshot_path] if s.era.serve_cli else \
+    # A headless rank always takes `vllm serve`: only that CLI acts on --headless (vllm/entrypoints/cli/serve.py);
+    # the api_server module ignores it and starts an engine, which stops with "collective_rpc should not be called on
+    # follower node" (seen: vLLM's CPU build, rank 1 under its unit on a test host)
+    start = [f"{venv}/bin/vllm", "serve", ctx.snapshot_path] if s.era.serve_cli or s.headless else \
         [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", ctx.snapshot_path]
     args = [*start, "--served-model-name", s.served_model_name, "--host", s.vllm_host, "--port", str(s.vllm_port),
             *s.era.serve_args, *ctx.plan.flags, *family_args(ctx.family),
@@ -87,8 +115,9 @@ def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
     return boundary.exec_line(args, "vLLM's command line")
 
 
-def env_vars(ctx: Context) -> dict:
-    return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
+def env_vars(ctx: Context, socket_ifname: str = "") -> dict:
+    """vllm.env's variables; ``socket_ifname``: a multi-node host's interface toward rank 0 (InterfaceToward)."""
+    return dict(socket_ifname=socket_ifname if ctx.s.vllm_nnodes > 1 else "", config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
                 nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer,
                 step_timeout=ctx.s.vllm_multinode_step_timeout_s if ctx.s.vllm_nnodes > 1 else None,
                 test_env=boundary.Quoted(boundary.env_file(ctx.s.vllm_env_override, "vllm_env_override")))
@@ -131,8 +160,9 @@ def ensure(ctx: Context, weights=None) -> list:
             name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python_version, uv=ctx.uv,
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
             env=ctx.download_env, extra_args=uv_args(s)))
+    ifname = host.get_fact(InterfaceToward, address=s.vllm_master_addr) if s.vllm_nnodes > 1 else ""
     changes.append(files.put(create_remote_dir=False, name="vLLM environment (no secrets)",
-                             src=rendered("vllm.env.j2", **env_vars(ctx)),
+                             src=rendered("vllm.env.j2", **env_vars(ctx, ifname)),
                              dest=f"{s.config_root}/vllm.env", mode="644"))
     unit = files.put(create_remote_dir=False, name="vllm.service",
                      src=rendered("vllm.service.j2", **unit_vars(ctx)),

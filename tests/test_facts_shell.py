@@ -332,3 +332,19 @@ def test_a_failed_download_never_writes_the_completion_marker(tmp_path):
     p = subprocess.run([sys.executable, str(fetcher), "org/m", "0" * 40, str(marker), str(tmp_path / "cache")],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert p.returncode != 0 and not marker.exists(), p.stdout + p.stderr
+
+
+def test_the_interface_toward_rank_0_is_the_one_holding_its_address_else_the_routes():
+    """facts.InterfaceToward, run by sh on this machine: its own address -> the interface holding it (lo for
+    127.0.0.1), another -> the interface of the route to it (this machine's default route), never the gateway's
+    address or an '@ifN' suffix."""
+    from operations.vllm_service import InterfaceToward
+
+    def ask(address: str) -> str:
+        out = subprocess.run(["sh", "-c", InterfaceToward().command(address)], capture_output=True, text=True).stdout
+        return InterfaceToward().process(out.splitlines())
+
+    assert ask("127.0.0.1") == "lo"
+    route = subprocess.run(["ip", "-o", "route", "get", "192.0.2.77"], capture_output=True, text=True).stdout.split()
+    assert ask("192.0.2.77") == route[route.index("dev") + 1] and re.fullmatch(r"[\w.-]+", ask("192.0.2.77"))
+    assert ask("10.1.2.3; touch /tmp/llmhost-injected") == ""  # one shell word: not an address, nothing found

