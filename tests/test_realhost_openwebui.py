@@ -258,13 +258,13 @@ def test_a_real_browser_chat_is_answered_by_real_vllm_under_the_deploys_own_unit
     the host (with vLLM's CPU build instead of the stand-in) is torn down after it."""
     from playwright.sync_api import expect
 
-    from tests.test_realengine import LIBNUMA, cpu_build_settings, hub_repo
+    from tests.test_realengine import cpu_build, hub_repo
 
     assert "password" in h, "needs the admin of the tests above"
     repo, commit = hub_repo(tmp_path)
-    sh(h, LIBNUMA)
+    settings = cpu_build(h, repo, commit)
     t0 = time.monotonic()
-    p = deploy(**{k: json.dumps(v) for k, v in cpu_build_settings(repo, commit).items()})
+    p = deploy(**{k: json.dumps(v) for k, v in settings.items()})
     print(f"deploy with vLLM's CPU build: {time.monotonic() - t0:.0f} s")
     assert p.returncode == 0, p.stdout[-5000:] + sh(h, "journalctl -u vllm --no-pager | tail -n 60", check=False)
     start = sh(h, "systemctl show -p ExecStart --value vllm")

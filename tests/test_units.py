@@ -264,14 +264,18 @@ def test_a_multinode_host_bounds_the_wait_on_a_dead_stage_with_its_setting(rank)
     assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS" not in render("vllm.env.j2", **vllm_service.env_vars(ctx()))
 
 
-def test_a_multinode_host_names_the_interface_toward_rank_0_for_gloo_and_nccl():
+def test_a_multinode_host_names_the_interface_and_its_address_toward_rank_0():
     """Seen with the CPU build under the units on two test hosts: gloo advertised 127.0.1.1 (the hostname's address
-    in Debian's /etc/hosts) and rank 1's connections were refused. A multi-node host's vllm.env names the interface
-    (vllm_service.InterfaceToward); a single box gets no such line even when one is known."""
+    in Debian's /etc/hosts) and rank 1's connections were refused; then vLLM's message queue on rank 0 advertised the
+    default route's address (the test host's other interface) and rank 1 waited on it forever. A multi-node host's
+    vllm.env names the interface and its own address on it (vllm_service.RouteToward); a single box gets no such
+    line even when one is known."""
     multi = ctx(vllm_nnodes=2, vllm_node_rank=1, vllm_master_addr="10.214.0.2")
-    env = lines(render("vllm.env.j2", **vllm_service.env_vars(multi, "fleet0")))
-    assert "GLOO_SOCKET_IFNAME=fleet0" in env and "NCCL_SOCKET_IFNAME=fleet0" in env
-    assert "GLOO_SOCKET_IFNAME" not in render("vllm.env.j2", **vllm_service.env_vars(ctx(), "eth0"))
+    route = {"interface": "fleet0", "address": "10.214.0.3"}
+    env = lines(render("vllm.env.j2", **vllm_service.env_vars(multi, route)))
+    assert {"GLOO_SOCKET_IFNAME=fleet0", "NCCL_SOCKET_IFNAME=fleet0", "VLLM_HOST_IP=10.214.0.3"} <= set(env), env
+    single = render("vllm.env.j2", **vllm_service.env_vars(ctx(), route))
+    assert "GLOO_SOCKET_IFNAME" not in single and "VLLM_HOST_IP" not in single
 
 
 def test_p2p_off_only_when_asked_with_the_reason_beside_it():
