@@ -21,8 +21,8 @@ deploy: .venv/bin/python  ## apply to inventories/home.py (LLMHOST_HOST, or else
 plan: .venv/bin/python  ## what a run would change, with unit/env diffs
 	$(PY) -m pyinfra inventories/home.py deploy.py --dry --diff $(PYINFRA_ARGS) </dev/null
 
-test: .venv/bin/python host-deps  ## fast tier + real tier (the real tier needs root and systemd-nspawn)
-	$(PY) -m pytest -q -rs --durations=25
+test: .venv/bin/python host-deps  ## fast tier beside the real tier (the real tier needs root and systemd-nspawn)
+	$(PY) -m pytest -q -rs --durations=25 -n 2 --dist loadgroup
 
 test-fast: .venv/bin/python  ## fast tier only (seconds)
 	$(PY) -m pytest -q -m "not realhost"

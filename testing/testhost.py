@@ -147,6 +147,10 @@ def _wait_link(name: str, proc: subprocess.Popen, log: str) -> None:
 def boot(n: int, image: Path, key: Path, gateways: list[str], fleet: bool = False) -> dict:
     name = f"llmhost-t{n}"
     root = ROOTS / name
+    for link in (f"ve-{name}"[:15], f"vf-{name}"):
+        # this name's links from a previous host whose namespace is not released yet: nspawn would stop with "Failed
+        # to add new veth interfaces (ve-llmhost-t2:host0): File exists" (seen right after a fleet's teardown)
+        subprocess.run(["ip", "link", "delete", link], capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     run("tar", "--zstd", "-C", str(root), "-xf", str(image))

@@ -167,9 +167,10 @@ def host_program(tmp_path, module: str, values: dict, name: str | None = None):
     return path
 
 
-def pytest_collection_finish(session):
-    """The real-engine tier's venv (minutes of downloads) builds in the background while the fast tier runs."""
-    if os.environ.get("CI") and any(item.nodeid.startswith("tests/test_realengine.py") for item in session.items):
-        from tests.test_realengine import prebuild
-
-        prebuild()
+def pytest_collection_modifyitems(config, items):
+    """The real tier is one xdist group: its tests run in order on one worker (test hosts have fixed names and
+    subnets, module fixtures share them), while the fast tier runs on the others (`make test`: -n 2 --dist
+    loadgroup). Without xdist the mark is inert."""
+    for item in items:
+        if item.get_closest_marker("realhost"):
+            item.add_marker(pytest.mark.xdist_group("realhost"))
