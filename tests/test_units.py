@@ -215,6 +215,7 @@ def test_router_listens_on_loopback_hardened_with_keys_only_from_root_only_files
     assert exec_start == ("ExecStart=/opt/llmhost/router/current/bin/litellm --config /opt/llmhost/router/config.yaml "
                           "--host 127.0.0.1 --port 4000 --num_workers 1")
     assert "User=llmhost-router" in unit
+    assert "Environment=HF_HUB_OFFLINE=1" in unit  # no tokenizer fetched from huggingface.co for a llama-3 name
     assert "EnvironmentFile=/etc/llmhost/router.secret.env" in unit
     assert "EnvironmentFile=/etc/llmhost/router-backends.secret.env" in unit
     for line in HARDENING + RESTART:
