@@ -22,7 +22,10 @@ plan: .venv/bin/python  ## what a run would change, with unit/env diffs
 	$(PY) -m pyinfra inventories/home.py deploy.py --dry --diff $(PYINFRA_ARGS) </dev/null
 
 test: .venv/bin/python host-deps  ## fast tier beside the real tier (the real tier needs root and systemd-nspawn)
-	$(PY) -m pytest -q -rs --durations=25 -n 2 --dist loadgroup
+	@mkdir -p .cache; $(PY) -m pytest -q -rs -m 'not realhost' -p no:cacheprovider >.cache/fast-tier.log 2>&1 & fast=$$!; \
+	$(PY) -m pytest -q -rs --durations=25 -m realhost; real=$$?; wait $$fast; fastrc=$$?; \
+	echo '--- the fast tier, run beside the real tier (.cache/fast-tier.log) ---'; cat .cache/fast-tier.log; \
+	[ $$real -eq 0 ] && [ $$fastrc -eq 0 ]
 
 test-fast: .venv/bin/python  ## fast tier only (seconds)
 	$(PY) -m pytest -q -m "not realhost"

@@ -36,16 +36,20 @@ TRL = REPO / ".cache" / "realengine" / "trl"
 def original_template(name: str = "llama3_1") -> Path:
     """trl's copy of a checkpoint's ORIGINAL chat template (trl/chat_templates/<name>.jinja), from the wheel on PyPI
     (pip's own client, downloaded once into .cache), never committed here."""
+    import fcntl
     import subprocess
     import zipfile
 
     out = TRL / f"{name}.jinja"
-    if not out.exists():
-        if not list(TRL.glob("trl-*.whl")):
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(TRL), "trl"],
-                           check=True, timeout=600, stdin=subprocess.DEVNULL)
-        whl = sorted(TRL.glob("trl-*.whl"))[-1]
-        out.write_bytes(zipfile.ZipFile(whl).read(f"trl/chat_templates/{name}.jinja"))
+    TRL.mkdir(parents=True, exist_ok=True)
+    with open(TRL / ".lock", "w") as lock:  # `make test`'s two tiers may both ask first
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.exists():
+            if not list(TRL.glob("trl-*.whl")):
+                subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(TRL), "trl"],
+                               check=True, timeout=600, stdin=subprocess.DEVNULL)
+            whl = sorted(TRL.glob("trl-*.whl"))[-1]
+            out.write_bytes(zipfile.ZipFile(whl).read(f"trl/chat_templates/{name}.jinja"))
     return out
 
 

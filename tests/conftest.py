@@ -165,12 +165,3 @@ def host_program(tmp_path, module: str, values: dict, name: str | None = None):
     path.chmod(0o755)
     path.with_name(path.name + ".json").write_text(boundary.json_value(values) + "\n")
     return path
-
-
-def pytest_collection_modifyitems(config, items):
-    """The real tier is one xdist group: its tests run in order on one worker (test hosts have fixed names and
-    subnets, module fixtures share them), while the fast tier runs on the others (`make test`: -n 2 --dist
-    loadgroup). Without xdist the mark is inert."""
-    for item in items:
-        if item.get_closest_marker("realhost"):
-            item.add_marker(pytest.mark.xdist_group("realhost"))

@@ -152,7 +152,7 @@ def test_cli_reads_the_model_from_a_hub(tmp_path):
 
     from testing import hub
 
-    proc, st = hub.serve(18091, host="127.0.0.1")
+    proc, st = hub.serve(18091, host="127.0.0.1", mirrors=tmp_path / "mirrors")  # not the real tier's hub's
     try:
         env = {**os.environ, "HF_ENDPOINT": st["endpoint"], "HF_HOME": str(tmp_path)}
         env.pop("HF_HUB_OFFLINE", None)
