@@ -172,8 +172,9 @@ def pytest_collection_modifyitems(config, items):
     """In CI, the loopback engine's venv (vLLM's CPU build: minutes of downloads on a cold box) builds in a thread
     while the rest of the real tier runs, and the tests that need it run last."""
     engine = [i for i in items if i.nodeid.startswith("tests/test_realengine")]
-    if os.environ.get("CI") and engine and len(engine) < len(items):
-        items[:] = [i for i in items if not i.nodeid.startswith("tests/test_realengine")] + engine
+    rest = [i for i in items if not i.nodeid.startswith("tests/test_realengine")]
+    if os.environ.get("CI") and engine and rest:
+        items[:] = rest + engine
         from tests.test_realengine import prebuild
 
         prebuild()

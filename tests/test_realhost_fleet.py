@@ -208,6 +208,17 @@ def test_one_model_across_two_boxes_renders_and_its_prerequisites_are_checked(fl
     assert "--headless" not in sh(gpu2, "systemctl cat vllm", check=False)  # the dry runs changed nothing
 
 
+def chats_until_the_cluster_answers(ui: dict, token: str, model: str) -> list[tuple[int, str]]:
+    """Chats through Open WebUI until one answer is not the stand-in's (the router's shuffle reaches the multi-node
+    cluster beside the stand-in's single box); every one 200, at most 20."""
+    answers: list[tuple[int, str]] = []
+    while not [t for c, t in answers if c == 200 and "stand-in" not in t]:
+        assert len(answers) < 20 and all(c == 200 for c, _ in answers), answers
+        answers.append(chat(ui, token, model))
+    assert all(c == 200 for c, _ in answers), answers
+    return answers
+
+
 @pytest.mark.skipif(not os.environ.get("LLMHOST_SLOW"), reason="opt-in (LLMHOST_SLOW=1): two vLLM CPU builds under "
                     "their units, about 15 minutes on 2 cores")
 def test_one_model_across_two_boxes_forms_serves_and_the_router_goes_around_a_dead_rank(fleet, tmp_path):
@@ -223,7 +234,7 @@ def test_one_model_across_two_boxes_forms_serves_and_the_router_goes_around_a_de
     NCCL_SOCKET_IFNAME, VLLM_HOST_IP; a headless rank's `vllm serve`)."""
     from tests.test_realengine import cpu_build, hub_repo
 
-    gpu1, gpu2, ui, single = (fleet[n] for n in ("llmhost-t1", "llmhost-t2", "llmhost-t3", "llmhost-t4"))
+    gpu1, gpu2, ui = (fleet[n] for n in ("llmhost-t1", "llmhost-t2", "llmhost-t3"))
     repo, commit = hub_repo(tmp_path)
     write_spec(fleet, gpus=["llmhost-t1", "llmhost-t2", "llmhost-t4"])
     spec = json.loads(SPEC.read_text())
@@ -247,11 +258,7 @@ def test_one_model_across_two_boxes_forms_serves_and_the_router_goes_around_a_de
                     f"{url}/v1/chat/completions")
     assert json.loads(direct)["system_fingerprint"].startswith("vllm-0.32.0-pp2-"), direct  # two pipeline stages
     token = admin_token(f"http://{ui['address']}:8080")
-    answers = []
-    while not [t for c, t in answers if c == 200 and "stand-in" not in t]:  # the router's shuffle reaches the cluster
-        assert len(answers) < 20, answers
-        answers.append(chat(ui, token, repo))
-    assert all(c == 200 for c, _ in answers), answers
+    answers = chats_until_the_cluster_answers(ui, token, repo)
     router_log = sh(ui, "journalctl -u llmhost-router --no-pager -o cat")
     assert "huggingface.co" not in router_log, router_log[-2000:]  # a *llama-3* name: no tokenizer fetched, no retries
     print("the cluster's answer through Open WebUI (random tokens):",
@@ -266,9 +273,10 @@ def test_one_model_across_two_boxes_forms_serves_and_the_router_goes_around_a_de
     procs = [line.split("/")[2] for line in sh(gpu2, "grep -l ':/system.slice/vllm.service$' /proc/[0-9]*/cgroup",
                                                    check=False).split()]
     assert len(procs) >= 2, procs  # the headless launcher and its Worker_PP1
-    sh(gpu2, f"kill -9 {' '.join(procs)}")
+    pids = " ".join(procs)
+    sh(gpu2, f"kill -9 {pids}")
     t1 = time.monotonic()
-    while sh(gpu2, f"for p in {' '.join(procs)}; do [ -d /proc/$p ] && echo $p; done; true"):
+    while sh(gpu2, f"for p in {pids}; do [ -d /proc/$p ] && echo $p; done; true"):
         assert time.monotonic() - t1 < 60, "rank 1's processes outlived SIGKILL"  # a give-up bound
         time.sleep(0.5)
     after = []
@@ -284,9 +292,6 @@ def test_one_model_across_two_boxes_forms_serves_and_the_router_goes_around_a_de
         assert time.monotonic() < deadline, sh(gpu1, "journalctl -u vllm --no-pager | tail -n 40", check=False)
         time.sleep(2)
     TIMES["multinode_rank0_restarted_and_healthy_s"] = round(time.monotonic() - t1, 1)
-    again = []
-    while not [t for c, t in again if c == 200 and "stand-in" not in t]:  # the router sends to it again
-        assert len(again) < 20 and all(c == 200 for c, _ in again), again
-        again.append(chat(ui, token, repo))
+    chats_until_the_cluster_answers(ui, token, repo)  # the router sends to it again
     TIMES["multinode_serving_through_the_router_again_s"] = round(time.monotonic() - t1, 1)
     print("multi-node timings:", json.dumps({k: v for k, v in TIMES.items() if k.startswith("multinode")}))
